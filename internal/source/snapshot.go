@@ -1,0 +1,81 @@
+// Package source polls the Dynamics 365 Contact Center presence API
+// (CCaaS_GetPresence) for every configured agent and hands each result to a
+// Sink. It owns authentication, per-agent pacing, backoff and error classes.
+// It knows nothing of change detection or publishing.
+package source
+
+import (
+	"context"
+	"time"
+)
+
+// Snapshot is one successful, validated observation of an agent's presence,
+// normalised for comparison: GUIDs lower-case, channel lists as returned.
+type Snapshot struct {
+	// AgentID is the agent's systemuser ID, lower-case GUID.
+	AgentID string
+	// AgentName is the agent's display name.
+	AgentName string
+	// PresenceID is the presence's msdyn_presence ID, lower-case GUID.
+	PresenceID string
+	// PresenceName is CurrentPresenceStatusInfo, the presence's display name.
+	PresenceName string
+	// BaseStatus is the base presence status the presence maps to
+	// ("Available", "Busy", "Busy - DND", "Away", "Offline"), or "" when the
+	// presence catalogue does not know PresenceID.
+	BaseStatus string
+	// ActiveBrowserSessions is the number of browser tabs the agent has open.
+	ActiveBrowserSessions int
+	// LoginTime is the login Timestamp in seconds since the epoch.
+	LoginTime int64
+	// AllowedChannels lists the channels allowed for the agent.
+	AllowedChannels []string
+	// DisabledChannels lists the channels disabled for the agent.
+	DisabledChannels []string
+	// ObservedAt is when the response was received.
+	ObservedAt time.Time
+}
+
+// ErrorClass names how a failed poll is treated; it is also the value of the
+// "result" label of the poll metrics. ClassOK marks a successful poll.
+type ErrorClass string
+
+// Error classes, from the status table of the CCaaS_GetPresence contract.
+const (
+	ClassOK          ErrorClass = "ok"
+	ClassPermanent   ErrorClass = "permanent"    // 400, 404, 405
+	ClassAuth        ErrorClass = "unauthorized" // 401
+	ClassRateLimited ErrorClass = "rate_limited" // 429
+	ClassServer      ErrorClass = "server_error" // 5xx
+	ClassTransport   ErrorClass = "transport"    // timeouts, connection errors
+	ClassMalformed   ErrorClass = "malformed"    // body not of the documented shape
+)
+
+// Observation is the outcome of one poll of one agent: a Snapshot on
+// success, or the error and its class on failure.
+type Observation struct {
+	// AgentID is the agent that was polled, lower-case GUID.
+	AgentID string
+	// At is when the poll finished.
+	At time.Time
+	// Snapshot is set when Class is ClassOK.
+	Snapshot *Snapshot
+	// Class classifies the outcome.
+	Class ErrorClass
+	// Err is the error of a failed poll; it never contains a secret.
+	Err error
+}
+
+// Sink receives every observation. Observe may block: a blocked Sink holds
+// back the poller that produced the observation, which is how downstream
+// backpressure reaches the source. An error from Observe is logged and the
+// agent keeps being polled.
+type Sink interface {
+	Observe(ctx context.Context, o Observation) error
+}
+
+// SinkFunc adapts a function to a Sink.
+type SinkFunc func(ctx context.Context, o Observation) error
+
+// Observe calls f.
+func (f SinkFunc) Observe(ctx context.Context, o Observation) error { return f(ctx, o) }
