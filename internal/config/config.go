@@ -23,61 +23,61 @@ import (
 // unprefixed fallback can leak in from the environment).
 type Config struct {
 	// Dynamics 365 organisation and agents.
-	OrgURL       string   `envconfig:"BRIDGE_ORG_URL"`
-	AgentIDs     []string `envconfig:"BRIDGE_AGENT_IDS"`
-	AgentIDsFile string   `envconfig:"BRIDGE_AGENT_IDS_FILE"`
-	Token        string   `envconfig:"BRIDGE_TOKEN"`
-	TokenFile    string   `envconfig:"BRIDGE_TOKEN_FILE"`
+	OrgURL       string   `envconfig:"BRIDGE_ORG_URL" group:"org" desc:"Dynamics 365 organisation URL, e.g. https://contoso.crm.dynamics.com (required by run and check)"`
+	AgentIDs     []string `envconfig:"BRIDGE_AGENT_IDS" group:"org" desc:"agents to poll: comma-separated systemuser GUIDs"`
+	AgentIDsFile string   `envconfig:"BRIDGE_AGENT_IDS_FILE" group:"org" desc:"file with one agent GUID a line (# comments), re-read when it changes"`
+	Token        string   `envconfig:"BRIDGE_TOKEN" group:"org" desc:"static bearer token (otherwise Entra ID through azidentity and the AZURE_* variables)"`
+	TokenFile    string   `envconfig:"BRIDGE_TOKEN_FILE" group:"org" desc:"file holding the bearer token, re-read when it changes"`
 
 	// Polling.
-	PollInterval           time.Duration `envconfig:"BRIDGE_POLL_INTERVAL" default:"10s"`
-	RequestTimeout         time.Duration `envconfig:"BRIDGE_REQUEST_TIMEOUT" default:"5s"`
-	MaxConcurrency         int           `envconfig:"BRIDGE_MAX_CONCURRENCY" default:"32"`
-	MaxRPS                 float64       `envconfig:"BRIDGE_MAX_RPS" default:"0"`
-	BackoffMax             time.Duration `envconfig:"BRIDGE_BACKOFF_MAX" default:"2m"`
-	PermanentRetry         time.Duration `envconfig:"BRIDGE_PERMANENT_RETRY" default:"5m"`
-	PresenceCatalogRefresh time.Duration `envconfig:"BRIDGE_PRESENCE_CATALOG_REFRESH" default:"1h"`
-	PresenceMap            string        `envconfig:"BRIDGE_PRESENCE_MAP"`
+	PollInterval           time.Duration `envconfig:"BRIDGE_POLL_INTERVAL" default:"10s" group:"poll" desc:"how often each agent is polled"`
+	RequestTimeout         time.Duration `envconfig:"BRIDGE_REQUEST_TIMEOUT" default:"5s" group:"poll" desc:"timeout of one CCaaS_GetPresence request"`
+	MaxConcurrency         int           `envconfig:"BRIDGE_MAX_CONCURRENCY" default:"32" group:"poll" desc:"requests in flight at most, across all agents"`
+	MaxRPS                 float64       `envconfig:"BRIDGE_MAX_RPS" default:"0" group:"poll" desc:"requests per second at most, across all agents (0: no cap)"`
+	BackoffMax             time.Duration `envconfig:"BRIDGE_BACKOFF_MAX" default:"2m" group:"poll" desc:"cap of the exponential backoff after server errors"`
+	PermanentRetry         time.Duration `envconfig:"BRIDGE_PERMANENT_RETRY" default:"5m" group:"poll" desc:"retry interval of an agent answered 400, 404 or 405"`
+	PresenceCatalogRefresh time.Duration `envconfig:"BRIDGE_PRESENCE_CATALOG_REFRESH" default:"1h" group:"poll" desc:"how often custom presences are re-read from msdyn_presences"`
+	PresenceMap            string        `envconfig:"BRIDGE_PRESENCE_MAP" group:"poll" desc:"presence overrides: <presenceId>=<base status>, comma-separated"`
 
 	// Change detection.
-	StateBucket      string        `envconfig:"BRIDGE_STATE_BUCKET" default:"ccaas_agents"`
-	StaleAfter       time.Duration `envconfig:"BRIDGE_STALE_AFTER" default:"0"`
-	SnapshotInterval time.Duration `envconfig:"BRIDGE_SNAPSHOT_INTERVAL" default:"0"`
+	StateBucket      string        `envconfig:"BRIDGE_STATE_BUCKET" default:"ccaas_agents" group:"detect" desc:"JetStream key-value bucket holding every agent's current state"`
+	StaleAfter       time.Duration `envconfig:"BRIDGE_STALE_AFTER" default:"0" group:"detect" desc:"no successful poll for this long publishes presence.stale (0: 3 intervals + backoff cap)"`
+	SnapshotInterval time.Duration `envconfig:"BRIDGE_SNAPSHOT_INTERVAL" default:"0" group:"detect" desc:"publish presence.snapshot of every agent this often (0: off)"`
 
 	// NATS and JetStream.
-	NATSURL            string        `envconfig:"BRIDGE_NATS_URL"`
-	NATSCreds          string        `envconfig:"BRIDGE_NATS_CREDS"`
-	NATSNKey           string        `envconfig:"BRIDGE_NATS_NKEY"`
-	NATSUser           string        `envconfig:"BRIDGE_NATS_USER"`
-	NATSPassword       string        `envconfig:"BRIDGE_NATS_PASSWORD"`
-	NATSToken          string        `envconfig:"BRIDGE_NATS_TOKEN"`
-	NATSCA             string        `envconfig:"BRIDGE_NATS_CA"`
-	NATSCert           string        `envconfig:"BRIDGE_NATS_CERT"`
-	NATSKey            string        `envconfig:"BRIDGE_NATS_KEY"`
-	DataDir            string        `envconfig:"BRIDGE_DATA_DIR" default:"./data"`
-	EmbeddedNATSListen string        `envconfig:"BRIDGE_EMBEDDED_NATS_LISTEN" default:"127.0.0.1:4222"`
-	SubjectPrefix      string        `envconfig:"BRIDGE_SUBJECT_PREFIX" default:"ccaas.agents"`
-	Stream             string        `envconfig:"BRIDGE_STREAM" default:"CCAAS_AGENTS"`
-	StreamMaxAge       time.Duration `envconfig:"BRIDGE_STREAM_MAX_AGE" default:"168h"`
-	StreamReplicas     int           `envconfig:"BRIDGE_STREAM_REPLICAS" default:"1"`
-	StreamStorage      string        `envconfig:"BRIDGE_STREAM_STORAGE" default:"file"`
-	StreamManage       bool          `envconfig:"BRIDGE_STREAM_MANAGE" default:"true"`
-	DuplicateWindow    time.Duration `envconfig:"BRIDGE_DUPLICATE_WINDOW" default:"2m"`
-	PublishMaxPending  int           `envconfig:"BRIDGE_PUBLISH_MAX_PENDING" default:"1024"`
-	PublishTimeout     time.Duration `envconfig:"BRIDGE_PUBLISH_TIMEOUT" default:"5s"`
+	NATSURL            string        `envconfig:"BRIDGE_NATS_URL" group:"nats" desc:"NATS servers, comma-separated; empty runs an embedded JetStream"`
+	NATSCreds          string        `envconfig:"BRIDGE_NATS_CREDS" group:"nats" desc:"NATS credentials file (JWT and NKey seed)"`
+	NATSNKey           string        `envconfig:"BRIDGE_NATS_NKEY" group:"nats" desc:"NATS NKey seed file"`
+	NATSUser           string        `envconfig:"BRIDGE_NATS_USER" group:"nats" desc:"NATS user name"`
+	NATSPassword       string        `envconfig:"BRIDGE_NATS_PASSWORD" group:"nats" desc:"NATS password"`
+	NATSToken          string        `envconfig:"BRIDGE_NATS_TOKEN" group:"nats" desc:"NATS authentication token"`
+	NATSCA             string        `envconfig:"BRIDGE_NATS_CA" group:"nats" desc:"CA certificate file to verify the NATS servers"`
+	NATSCert           string        `envconfig:"BRIDGE_NATS_CERT" group:"nats" desc:"client certificate file for mutual TLS"`
+	NATSKey            string        `envconfig:"BRIDGE_NATS_KEY" group:"nats" desc:"client key file for mutual TLS"`
+	DataDir            string        `envconfig:"BRIDGE_DATA_DIR" default:"./data" group:"nats" desc:"storage directory of the embedded JetStream"`
+	EmbeddedNATSListen string        `envconfig:"BRIDGE_EMBEDDED_NATS_LISTEN" default:"127.0.0.1:4222" group:"nats" desc:"address the embedded NATS server listens on"`
+	SubjectPrefix      string        `envconfig:"BRIDGE_SUBJECT_PREFIX" default:"ccaas.agents" group:"nats" desc:"subject prefix: events go to <prefix>.<agentId>.<type>"`
+	Stream             string        `envconfig:"BRIDGE_STREAM" default:"CCAAS_AGENTS" group:"nats" desc:"JetStream stream capturing <prefix>.>"`
+	StreamMaxAge       time.Duration `envconfig:"BRIDGE_STREAM_MAX_AGE" default:"168h" group:"nats" desc:"how long the stream keeps events"`
+	StreamReplicas     int           `envconfig:"BRIDGE_STREAM_REPLICAS" default:"1" group:"nats" desc:"stream replicas (3 on a cluster)"`
+	StreamStorage      string        `envconfig:"BRIDGE_STREAM_STORAGE" default:"file" group:"nats" desc:"stream storage: file or memory"`
+	StreamManage       bool          `envconfig:"BRIDGE_STREAM_MANAGE" default:"true" group:"nats" desc:"create and update the stream and bucket; false only verifies them"`
+	DuplicateWindow    time.Duration `envconfig:"BRIDGE_DUPLICATE_WINDOW" default:"2m" group:"nats" desc:"stream duplicate window: the longest crash that republishes without a duplicate"`
+	PublishMaxPending  int           `envconfig:"BRIDGE_PUBLISH_MAX_PENDING" default:"1024" group:"nats" desc:"events published but not yet acknowledged, at most; when full, polling waits"`
+	PublishTimeout     time.Duration `envconfig:"BRIDGE_PUBLISH_TIMEOUT" default:"5s" group:"nats" desc:"how long to wait for one publish acknowledgement before retrying"`
 
 	// High availability.
-	LeaseEnabled bool          `envconfig:"BRIDGE_LEASE_ENABLED" default:"true"`
-	LeaseBucket  string        `envconfig:"BRIDGE_LEASE_BUCKET" default:"ccaas_bridge_leases"`
-	LeaseTTL     time.Duration `envconfig:"BRIDGE_LEASE_TTL" default:"15s"`
-	ShardCount   int           `envconfig:"BRIDGE_SHARD_COUNT" default:"1"`
-	InstanceID   string        `envconfig:"BRIDGE_INSTANCE_ID"`
+	LeaseEnabled bool          `envconfig:"BRIDGE_LEASE_ENABLED" default:"true" group:"ha" desc:"take a leader lease before polling, so only one replica polls each shard"`
+	LeaseBucket  string        `envconfig:"BRIDGE_LEASE_BUCKET" default:"ccaas_bridge_leases" group:"ha" desc:"JetStream key-value bucket holding the leases"`
+	LeaseTTL     time.Duration `envconfig:"BRIDGE_LEASE_TTL" default:"15s" group:"ha" desc:"a lease not renewed for this long passes to a standby"`
+	ShardCount   int           `envconfig:"BRIDGE_SHARD_COUNT" default:"1" group:"ha" desc:"shards of the agent list, each with its own lease"`
+	InstanceID   string        `envconfig:"BRIDGE_INSTANCE_ID" group:"ha" desc:"this replica's name in the lease (default: host name and process ID)"`
 
 	// Operations.
-	HTTPAddr        string        `envconfig:"BRIDGE_HTTP_ADDR" default:":8080"`
-	LogFormat       string        `envconfig:"BRIDGE_LOG_FORMAT" default:"json"`
-	LogLevel        string        `envconfig:"BRIDGE_LOG_LEVEL" default:"info"`
-	ShutdownTimeout time.Duration `envconfig:"BRIDGE_SHUTDOWN_TIMEOUT" default:"30s"`
+	HTTPAddr        string        `envconfig:"BRIDGE_HTTP_ADDR" default:":8080" group:"ops" desc:"address of /metrics, /healthz and /readyz (empty: off)"`
+	LogFormat       string        `envconfig:"BRIDGE_LOG_FORMAT" default:"json" group:"ops" desc:"log format: json or text"`
+	LogLevel        string        `envconfig:"BRIDGE_LOG_LEVEL" default:"info" group:"ops" desc:"log level: debug, info, warn or error"`
+	ShutdownTimeout time.Duration `envconfig:"BRIDGE_SHUTDOWN_TIMEOUT" default:"30s" group:"ops" desc:"on SIGTERM, how long to flush in-flight events before exiting"`
 }
 
 // Needs says which parts of the configuration a subcommand uses, so that
@@ -337,12 +337,25 @@ func redactURL(s string) string {
 	return u.String()
 }
 
+// Var describes one environment variable of the bridge.
+type Var struct {
+	// Name is the variable, e.g. BRIDGE_POLL_INTERVAL.
+	Name string
+	// Group is what it configures: org, poll, detect, nats, ha or ops.
+	Group string
+	// Default is the value used when it is unset ("" for none).
+	Default string
+	// Description says what it does.
+	Description string
+}
+
 // Vars lists every variable the bridge reads, in declaration order.
-func Vars() []string {
+func Vars() []Var {
 	t := reflect.TypeOf(Config{})
-	out := make([]string, 0, t.NumField())
+	out := make([]Var, 0, t.NumField())
 	for i := range t.NumField() {
-		out = append(out, t.Field(i).Tag.Get("envconfig"))
+		tag := t.Field(i).Tag
+		out = append(out, Var{Name: tag.Get("envconfig"), Group: tag.Get("group"), Default: tag.Get("default"), Description: tag.Get("desc")})
 	}
 	return out
 }

@@ -126,8 +126,8 @@ func TestVarsAreAllPrefixed(t *testing.T) {
 		t.Fatalf("Vars() = %d variables, want every field", len(vars))
 	}
 	for _, v := range vars {
-		if !strings.HasPrefix(v, "BRIDGE_") {
-			t.Errorf("variable %s lacks the BRIDGE_ prefix", v)
+		if !strings.HasPrefix(v.Name, "BRIDGE_") || v.Group == "" || v.Description == "" {
+			t.Errorf("variable %+v lacks the BRIDGE_ prefix, a group or a description", v)
 		}
 	}
 }
