@@ -1,0 +1,399 @@
+// Package ops is the bridge's operator HTTP server: Prometheus metrics,
+// liveness and readiness.
+//
+//   - GET /metrics serves the private *prometheus.Registry given in Options
+//     (never the global one). New registers ccaas_bridge_build_info{version,
+//     goversion} = 1 on it.
+//
+//   - GET /healthz is liveness: 200 while every registered loop has beaten
+//     within its threshold, 503 naming the wedged loop otherwise. It never
+//     looks at NATS or the presence API: a broken dependency is not a reason
+//     to restart the process.
+//
+//   - GET /readyz is readiness: 200 when every registered Check is ready, 503
+//     otherwise, with a JSON body giving each check's state and reason:
+//
+//     {"status":"not_ready","checks":{"nats":{"ok":false,"reason":"reconnecting"},...}}
+//
+//     In standby (this replica is not the leader) checks added with
+//     AddActiveCheck are skipped and the answer is 200 with status "standby":
+//     the replica is healthy and ready to take over, but idle.
+//
+// Wiring in cmd/bridge:
+//
+//	srv, err := ops.New(ops.Options{Addr: cfg.HTTPAddr, Registry: reg, Version: version, Logger: logger})
+//	srv.AddCheck(ops.NATSCheck(nc))
+//	srv.AddCheck(ops.StreamCheck(js, cfg.Stream))
+//	token := ops.NewFlag("token", "no token obtained yet")        // token.Set(true, "") once one is obtained
+//	firstPoll := ops.NewFlag("first_poll", "first poll round not done") // set after the first round
+//	srv.AddActiveCheck(token)
+//	srv.AddActiveCheck(firstPoll)
+//	hb := srv.Heartbeat("poller", time.Minute) // the loop calls hb.Beat() each iteration
+//	go srv.Run(ctx)                            // returns after ctx is done and HTTP is shut down
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Defaults applied by New to zero Options fields.
+const (
+	DefaultAddr            = ":8080"
+	DefaultShutdownTimeout = 5 * time.Second
+)
+
+// Status values in the JSON bodies.
+const (
+	StatusOK       = "ok"
+	StatusReady    = "ready"
+	StatusNotReady = "not_ready"
+	StatusStandby  = "standby"
+	StatusWedged   = "wedged"
+)
+
+// Options configures a Server.
+type Options struct {
+	// Addr is the listen address for Run; DefaultAddr when empty.
+	Addr string
+	// Registry is served on /metrics; required. The build-info metric is
+	// registered on it.
+	Registry *prometheus.Registry
+	// Version is the bridge's version, the label of ccaas_bridge_build_info.
+	Version string
+	// Logger receives the server's lifecycle logs; discarded when nil.
+	Logger *slog.Logger
+	// ShutdownTimeout bounds the HTTP shutdown after the context passed to
+	// Run is done; DefaultShutdownTimeout when zero.
+	ShutdownTimeout time.Duration
+	// Now is the clock used for heartbeats; time.Now when nil. Tests set it.
+	Now func() time.Time
+}
+
+// Check is one readiness condition. Ready must be cheap, safe for
+// concurrent use, and return within a few seconds; reason says why it is
+// not ready (and may say something useful when it is).
+type Check interface {
+	Name() string
+	Ready() (ok bool, reason string)
+}
+
+// CheckFunc returns a Check named name that calls fn.
+func CheckFunc(name string, fn func() (bool, string)) Check {
+	return funcCheck{name: name, fn: fn}
+}
+
+type funcCheck struct {
+	name string
+	fn   func() (bool, string)
+}
+
+func (c funcCheck) Name() string               { return c.name }
+func (c funcCheck) Ready() (ok bool, r string) { return c.fn() }
+
+// Flag is a Check whose state is set by the code that knows it: "a token
+// was obtained", "the first poll round is done". It is safe for concurrent
+// use.
+type Flag struct {
+	name  string
+	state atomic.Pointer[flagState]
+}
+
+type flagState struct {
+	ok     bool
+	reason string
+}
+
+var _ Check = (*Flag)(nil)
+
+// NewFlag returns a Flag named name that is not ready, with reason.
+func NewFlag(name, reason string) *Flag {
+	f := &Flag{name: name}
+	f.Set(false, reason)
+	return f
+}
+
+// Set records whether the condition holds and why.
+func (f *Flag) Set(ok bool, reason string) {
+	f.state.Store(&flagState{ok: ok, reason: reason})
+}
+
+// Name returns the flag's name.
+func (f *Flag) Name() string { return f.name }
+
+// Ready returns the last state Set.
+func (f *Flag) Ready() (bool, string) {
+	s := f.state.Load()
+	return s.ok, s.reason
+}
+
+// Server is the operator HTTP server. Its methods are safe for concurrent
+// use.
+type Server struct {
+	opts    Options
+	logger  *slog.Logger
+	handler http.Handler
+
+	mu          sync.Mutex
+	checks      []registeredCheck
+	standby     bool
+	standbyWhy  string
+	heartbeats  map[int]*Heartbeat
+	nextBeatKey int
+}
+
+type registeredCheck struct {
+	check  Check
+	active bool // skipped in standby
+}
+
+// New returns a Server; it registers the build-info metric on
+// opts.Registry.
+func New(opts Options) (*Server, error) {
+	if opts.Registry == nil {
+		return nil, errors.New("ops server: a prometheus registry is required")
+	}
+	if opts.Addr == "" {
+		opts.Addr = DefaultAddr
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "ccaas_bridge_build_info",
+		Help:        "Always 1; the labels give the bridge's version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": opts.Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	if err := opts.Registry.Register(buildInfo); err != nil {
+		return nil, fmt.Errorf("register build info metric: %w", err)
+	}
+	s := &Server{opts: opts, logger: logger, heartbeats: map[int]*Heartbeat{}}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
+	mux.HandleFunc("GET /healthz", s.serveHealthz)
+	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	s.handler = mux
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving /metrics, /healthz and /readyz.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// AddCheck registers a readiness check that applies in every state,
+// standby included (NATS connected, stream present).
+func (s *Server) AddCheck(c Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, registeredCheck{check: c})
+}
+
+// AddActiveCheck registers a readiness check that applies only while this
+// replica is active, not in standby (token obtained, first poll round
+// done).
+func (s *Server) AddActiveCheck(c Check) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, registeredCheck{check: c, active: true})
+}
+
+// SetStandby switches standby on (with a reason such as "not leader") or
+// off.
+func (s *Server) SetStandby(standby bool, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.standby, s.standbyWhy = standby, reason
+}
+
+// CheckResult is one check's state in a /readyz body, or one loop's in a
+// /healthz body.
+type CheckResult struct {
+	OK      bool   `json:"ok"`
+	Reason  string `json:"reason,omitempty"`
+	Skipped bool   `json:"skipped,omitempty"`
+}
+
+// Report is the JSON body of /readyz and /healthz.
+type Report struct {
+	Status string                 `json:"status"`
+	Reason string                 `json:"reason,omitempty"`
+	Checks map[string]CheckResult `json:"checks"`
+}
+
+// Readiness evaluates every check and returns the /readyz report and
+// whether the replica is ready (standby counts as ready).
+func (s *Server) Readiness() (Report, bool) {
+	s.mu.Lock()
+	checks := append([]registeredCheck(nil), s.checks...)
+	standby, why := s.standby, s.standbyWhy
+	s.mu.Unlock()
+
+	rep := Report{Status: StatusReady, Checks: make(map[string]CheckResult, len(checks))}
+	ready := true
+	for _, rc := range checks {
+		name := rc.check.Name()
+		if standby && rc.active {
+			rep.Checks[name] = CheckResult{OK: true, Skipped: true, Reason: "standby"}
+			continue
+		}
+		ok, reason := rc.check.Ready()
+		rep.Checks[name] = CheckResult{OK: ok, Reason: reason}
+		ready = ready && ok
+	}
+	switch {
+	case !ready:
+		rep.Status = StatusNotReady
+	case standby:
+		rep.Status, rep.Reason = StatusStandby, why
+	}
+	return rep, ready
+}
+
+func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	rep, ok := s.Readiness()
+	writeReport(w, rep, ok)
+}
+
+// Heartbeat is a liveness signal for one long-running loop: the loop calls
+// Beat each time round; /healthz fails when it has not for longer than the
+// threshold. Stop removes it when the loop ends normally.
+type Heartbeat struct {
+	s         *Server
+	key       int
+	name      string
+	threshold time.Duration
+	last      atomic.Int64 // unix nanoseconds
+}
+
+// Heartbeat registers a loop named name that must beat at least every
+// threshold; registration counts as the first beat.
+func (s *Server) Heartbeat(name string, threshold time.Duration) *Heartbeat {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextBeatKey++
+	hb := &Heartbeat{s: s, key: s.nextBeatKey, name: name, threshold: threshold}
+	hb.Beat()
+	s.heartbeats[hb.key] = hb
+	return hb
+}
+
+// Beat records that the loop is alive now.
+func (h *Heartbeat) Beat() { h.last.Store(h.s.opts.Now().UnixNano()) }
+
+// Stop unregisters the heartbeat; call it when the loop returns.
+func (h *Heartbeat) Stop() {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	delete(h.s.heartbeats, h.key)
+}
+
+// Liveness evaluates every heartbeat and returns the /healthz report and
+// whether the process is alive.
+func (s *Server) Liveness() (Report, bool) {
+	s.mu.Lock()
+	hbs := make([]*Heartbeat, 0, len(s.heartbeats))
+	for _, hb := range s.heartbeats {
+		hbs = append(hbs, hb)
+	}
+	s.mu.Unlock()
+	sort.Slice(hbs, func(i, j int) bool { return hbs[i].key < hbs[j].key })
+
+	now := s.opts.Now()
+	rep := Report{Status: StatusOK, Checks: make(map[string]CheckResult, len(hbs))}
+	alive := true
+	for _, hb := range hbs {
+		age := now.Sub(time.Unix(0, hb.last.Load())).Round(time.Millisecond)
+		res := CheckResult{OK: age <= hb.threshold}
+		if !res.OK {
+			res.Reason = fmt.Sprintf("no heartbeat for %s (threshold %s)", age, hb.threshold)
+			alive = false
+		}
+		if prev, dup := rep.Checks[hb.name]; dup && !prev.OK {
+			continue // keep the failing one of two loops with one name
+		}
+		rep.Checks[hb.name] = res
+	}
+	if !alive {
+		rep.Status = StatusWedged
+	}
+	return rep, alive
+}
+
+func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	rep, ok := s.Liveness()
+	writeReport(w, rep, ok)
+}
+
+func writeReport(w http.ResponseWriter, rep Report, ok bool) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if ok {
+		w.WriteHeader(http.StatusOK)
+	} else {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	// Encoding a map of plain structs cannot fail; a write error means the
+	// prober went away.
+	_ = json.NewEncoder(w).Encode(rep)
+}
+
+// Run listens on Options.Addr and serves until ctx is done, then shuts the
+// HTTP server down within Options.ShutdownTimeout. It returns nil after a
+// clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen for operator http on %s: %w", s.opts.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened; it closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.logger.Info("operator http listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve operator http: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
+	defer cancel()
+	shutdownErr := hs.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve operator http: %w", err)
+	}
+	if shutdownErr != nil {
+		return fmt.Errorf("shut down operator http: %w", shutdownErr)
+	}
+	s.logger.Info("operator http stopped")
+	return nil
+}

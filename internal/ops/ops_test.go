@@ -1,0 +1,312 @@
+package ops
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const testStream = "CCAAS_AGENTS"
+
+// startNATS runs an in-process nats-server with JetStream for one test.
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatalf("new nats server: %v", err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return ns
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec.Code, strings.TrimSpace(rec.Body.String())
+}
+
+func newServer(t *testing.T, opts Options) *Server {
+	t.Helper()
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+func TestReadyz(t *testing.T) {
+	type env struct {
+		ns               *server.Server
+		nc               *nats.Conn
+		srv              *Server
+		token, firstPoll *Flag
+	}
+	tests := []struct {
+		name     string
+		setup    func(t *testing.T, e *env)
+		wantCode int
+		wantBody string
+	}{
+		{
+			name:     "healthy",
+			setup:    func(t *testing.T, e *env) {},
+			wantCode: 200,
+			wantBody: `{"status":"ready","checks":{"first_poll":{"ok":true},"nats":{"ok":true},"stream":{"ok":true},"token":{"ok":true}}}`,
+		},
+		{
+			name:     "no token yet",
+			setup:    func(t *testing.T, e *env) { e.token.Set(false, "no token obtained yet") },
+			wantCode: 503,
+			wantBody: `{"status":"not_ready","checks":{"first_poll":{"ok":true},"nats":{"ok":true},"stream":{"ok":true},"token":{"ok":false,"reason":"no token obtained yet"}}}`,
+		},
+		{
+			name:     "first poll round not done",
+			setup:    func(t *testing.T, e *env) { e.firstPoll.Set(false, "first poll round not done") },
+			wantCode: 503,
+			wantBody: `{"status":"not_ready","checks":{"first_poll":{"ok":false,"reason":"first poll round not done"},"nats":{"ok":true},"stream":{"ok":true},"token":{"ok":true}}}`,
+		},
+		{
+			name: "stream missing",
+			setup: func(t *testing.T, e *env) {
+				js, _ := jetstream.New(e.nc)
+				if err := js.DeleteStream(t.Context(), testStream); err != nil {
+					t.Fatalf("delete stream: %v", err)
+				}
+			},
+			wantCode: 503,
+			wantBody: `{"status":"not_ready","checks":{"first_poll":{"ok":true},"nats":{"ok":true},"stream":{"ok":false,"reason":"stream CCAAS_AGENTS not found"},"token":{"ok":true}}}`,
+		},
+		{
+			name: "nats down",
+			setup: func(t *testing.T, e *env) {
+				changed := e.nc.StatusChanged(nats.RECONNECTING)
+				e.ns.Shutdown()
+				select {
+				case <-changed:
+				case <-time.After(10 * time.Second):
+					t.Fatal("client did not notice the server going down")
+				}
+			},
+			wantCode: 503,
+			wantBody: `{"status":"not_ready","checks":{"first_poll":{"ok":true},"nats":{"ok":false,"reason":"reconnecting"},"stream":{"ok":false,"reason":"nats not connected"},"token":{"ok":true}}}`,
+		},
+		{
+			name: "standby without token",
+			setup: func(t *testing.T, e *env) {
+				e.token.Set(false, "no token obtained yet")
+				e.firstPoll.Set(false, "first poll round not done")
+				e.srv.SetStandby(true, "not leader")
+			},
+			wantCode: 200,
+			wantBody: `{"status":"standby","reason":"not leader","checks":{"first_poll":{"ok":true,"reason":"standby","skipped":true},"nats":{"ok":true},"stream":{"ok":true},"token":{"ok":true,"reason":"standby","skipped":true}}}`,
+		},
+		{
+			name: "standby with nats down",
+			setup: func(t *testing.T, e *env) {
+				e.srv.SetStandby(true, "not leader")
+				e.nc.Close()
+			},
+			wantCode: 503,
+			wantBody: `{"status":"not_ready","checks":{"first_poll":{"ok":true,"reason":"standby","skipped":true},"nats":{"ok":false,"reason":"closed"},"stream":{"ok":false,"reason":"nats not connected"},"token":{"ok":true,"reason":"standby","skipped":true}}}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := startNATS(t)
+			nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			t.Cleanup(nc.Close)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: testStream, Subjects: []string{"ccaas.agents.>"}}); err != nil {
+				t.Fatalf("create stream: %v", err)
+			}
+			e := &env{ns: ns, nc: nc, srv: newServer(t, Options{}),
+				token: NewFlag("token", "unset"), firstPoll: NewFlag("first_poll", "unset")}
+			e.token.Set(true, "")
+			e.firstPoll.Set(true, "")
+			e.srv.AddCheck(NATSCheck(nc))
+			e.srv.AddCheck(StreamCheck(js, testStream))
+			e.srv.AddActiveCheck(e.token)
+			e.srv.AddActiveCheck(e.firstPoll)
+			tt.setup(t, e)
+
+			code, body := get(t, e.srv.Handler(), "/readyz")
+			if code != tt.wantCode || body != tt.wantBody {
+				t.Errorf("GET /readyz = %d %s\nwant        %d %s", code, body, tt.wantCode, tt.wantBody)
+			}
+		})
+	}
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestHealthz(t *testing.T) {
+	tests := []struct {
+		name     string
+		run      func(s *Server, clk *fakeClock)
+		wantCode int
+		wantBody string
+	}{
+		{
+			name:     "no loops",
+			run:      func(s *Server, clk *fakeClock) {},
+			wantCode: 200,
+			wantBody: `{"status":"ok","checks":{}}`,
+		},
+		{
+			name: "loops beating",
+			run: func(s *Server, clk *fakeClock) {
+				poller := s.Heartbeat("poller", time.Minute)
+				s.Heartbeat("publisher", time.Minute)
+				clk.Advance(50 * time.Second)
+				poller.Beat()
+			},
+			wantCode: 200,
+			wantBody: `{"status":"ok","checks":{"poller":{"ok":true},"publisher":{"ok":true}}}`,
+		},
+		{
+			name: "one loop wedged",
+			run: func(s *Server, clk *fakeClock) {
+				poller := s.Heartbeat("poller", time.Minute)
+				s.Heartbeat("publisher", time.Minute)
+				clk.Advance(2 * time.Minute)
+				poller.Beat()
+			},
+			wantCode: 503,
+			wantBody: `{"status":"wedged","checks":{"poller":{"ok":true},"publisher":{"ok":false,"reason":"no heartbeat for 2m0s (threshold 1m0s)"}}}`,
+		},
+		{
+			name: "stopped loop not counted",
+			run: func(s *Server, clk *fakeClock) {
+				s.Heartbeat("poller", time.Minute).Stop()
+				clk.Advance(2 * time.Minute)
+			},
+			wantCode: 200,
+			wantBody: `{"status":"ok","checks":{}}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+			s := newServer(t, Options{Now: clk.Now})
+			tt.run(s, clk)
+			code, body := get(t, s.Handler(), "/healthz")
+			if code != tt.wantCode || body != tt.wantBody {
+				t.Errorf("GET /healthz = %d %s\nwant         %d %s", code, body, tt.wantCode, tt.wantBody)
+			}
+		})
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "ccaas_bridge_test_total", Help: "test"})
+	reg.MustRegister(c)
+	c.Add(3)
+	s := newServer(t, Options{Registry: reg, Version: "1.2.3"})
+	code, body := get(t, s.Handler(), "/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics = %d", code)
+	}
+	for _, want := range []string{
+		`ccaas_bridge_build_info{goversion="` + runtime.Version() + `",version="1.2.3"} 1`,
+		`ccaas_bridge_test_total 3`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "go_goroutines") {
+		t.Error("metrics served from the global registry")
+	}
+	if _, err := New(Options{Registry: reg, Version: "1.2.3"}); err == nil {
+		t.Error("second New on one registry: want a duplicate registration error")
+	}
+	if _, err := New(Options{}); err == nil {
+		t.Error("New without registry: want error")
+	}
+}
+
+func TestServeShutsDownOnCancel(t *testing.T) {
+	s := newServer(t, Options{ShutdownTimeout: time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+
+	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != `{"status":"ok","checks":{}}` {
+		t.Fatalf("GET /healthz = %d %s", resp.StatusCode, b)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve returned %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
+		t.Fatal("server still answering after shutdown")
+	}
+}
+
+func TestRunBadAddr(t *testing.T) {
+	s := newServer(t, Options{Addr: "256.0.0.1:bad"})
+	err := s.Run(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "listen for operator http on 256.0.0.1:bad") {
+		t.Fatalf("Run = %v, want listen error naming the address", err)
+	}
+}
