@@ -1,0 +1,151 @@
+package source
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds the source's Prometheus metrics. A nil *Metrics is valid and
+// records nothing.
+type Metrics struct {
+	polls           map[ErrorClass]prometheus.Counter
+	pollDuration    prometheus.Histogram
+	agents          *prometheus.GaugeVec
+	agentGauges     [numStates]prometheus.Gauge
+	tokenRefreshes  prometheus.Counter
+	tokenFailures   prometheus.Counter
+	lastSuccess     prometheus.Gauge
+	malformed       prometheus.Counter
+	catalogueLoads  *prometheus.CounterVec
+	clientThrottled prometheus.Gauge
+}
+
+// allClasses lists every ErrorClass, for pre-creating label values.
+var allClasses = [...]ErrorClass{ClassOK, ClassPermanent, ClassAuth, ClassToken, ClassRateLimited, ClassServer, ClassTransport, ClassMalformed}
+
+// NewMetrics creates the source's metrics and registers them with reg:
+//
+//	ccaas_bridge_polls_total{result}                  polls by outcome (an ErrorClass)
+//	ccaas_bridge_poll_duration_seconds                time per poll, token and 401 retry included
+//	ccaas_bridge_agents{state}                        agents by poll state
+//	ccaas_bridge_token_refreshes_total                tokens obtained (fetched or re-read)
+//	ccaas_bridge_token_failures_total                 failed attempts to obtain a token
+//	ccaas_bridge_last_successful_poll_timestamp_seconds
+//	ccaas_bridge_malformed_responses_total            bodies not of the documented shape
+//	ccaas_bridge_presence_catalogue_loads_total{result}
+//	ccaas_bridge_client_rate_limit_factor             1 normally, below 1 while 429s slow the client
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		polls: make(map[ErrorClass]prometheus.Counter, len(allClasses)),
+		pollDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ccaas_bridge_poll_duration_seconds",
+			Help:    "Duration of one poll of one agent, token acquisition and 401 retry included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		agents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ccaas_bridge_agents",
+			Help: "Configured agents by poll state.",
+		}, []string{"state"}),
+		tokenRefreshes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccaas_bridge_token_refreshes_total",
+			Help: "Bearer tokens obtained: fetched from Entra ID or re-read from the token file.",
+		}),
+		tokenFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccaas_bridge_token_failures_total",
+			Help: "Failed attempts to obtain a bearer token.",
+		}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ccaas_bridge_last_successful_poll_timestamp_seconds",
+			Help: "Unix time of the last successful poll of any agent.",
+		}),
+		malformed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccaas_bridge_malformed_responses_total",
+			Help: "Presence responses that were not of the documented shape.",
+		}),
+		catalogueLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccaas_bridge_presence_catalogue_loads_total",
+			Help: "Loads of the msdyn_presences table by result (ok, error).",
+		}, []string{"result"}),
+		clientThrottled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ccaas_bridge_client_rate_limit_factor",
+			Help: "Fraction of the configured request rate the client currently allows; below 1 after many 429s.",
+		}),
+	}
+	polls := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccaas_bridge_polls_total",
+		Help: "Polls of CCaaS_GetPresence by result (ok or the error class).",
+	}, []string{"result"})
+	for _, c := range allClasses {
+		m.polls[c] = polls.WithLabelValues(string(c))
+	}
+	for s := State(0); s < numStates; s++ {
+		m.agentGauges[s] = m.agents.WithLabelValues(s.String())
+	}
+	m.catalogueLoads.WithLabelValues("ok")
+	m.catalogueLoads.WithLabelValues("error")
+	m.clientThrottled.Set(1)
+	for _, c := range []prometheus.Collector{polls, m.pollDuration, m.agents, m.tokenRefreshes, m.tokenFailures, m.lastSuccess, m.malformed, m.catalogueLoads, m.clientThrottled} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) poll(c ErrorClass, d time.Duration, at time.Time) {
+	if m == nil {
+		return
+	}
+	if ctr, ok := m.polls[c]; ok {
+		ctr.Inc()
+	}
+	m.pollDuration.Observe(d.Seconds())
+	switch c {
+	case ClassOK:
+		m.lastSuccess.Set(float64(at.UnixNano()) / 1e9)
+	case ClassMalformed:
+		m.malformed.Inc()
+	}
+}
+
+func (m *Metrics) agentState(from, to State) {
+	if m == nil {
+		return
+	}
+	if from != stateNone {
+		m.agentGauges[from].Dec()
+	}
+	if to != stateNone {
+		m.agentGauges[to].Inc()
+	}
+}
+
+func (m *Metrics) tokenRefreshed() {
+	if m != nil {
+		m.tokenRefreshes.Inc()
+	}
+}
+
+func (m *Metrics) tokenFailure() {
+	if m != nil {
+		m.tokenFailures.Inc()
+	}
+}
+
+func (m *Metrics) catalogueLoad(err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.catalogueLoads.WithLabelValues("error").Inc()
+	} else {
+		m.catalogueLoads.WithLabelValues("ok").Inc()
+	}
+}
+
+func (m *Metrics) rateFactor(f float64) {
+	if m != nil {
+		m.clientThrottled.Set(f)
+	}
+}

@@ -1,0 +1,621 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"golang.org/x/time/rate"
+)
+
+// Getter polls one agent; *Client implements it. Failures should be
+// *PollError values so the Poller can classify them.
+type Getter interface {
+	Get(ctx context.Context, agentID string) (Snapshot, error)
+}
+
+// State is the poll state of one agent.
+type State uint8
+
+// Agent poll states.
+const (
+	StatePending     State = iota // configured, not polled yet
+	StateHealthy                  // last poll succeeded
+	StateBackingOff               // 401 after refresh, token, 5xx or transport failures: exponential backoff
+	StateRateLimited              // 429: waiting for Retry-After
+	StateUnpollable               // 400, 403, 404, 405: retried every PermanentRetry
+	StateMalformed                // last body was not the documented shape; polled on schedule
+	numStates
+	stateNone State = math.MaxUint8
+)
+
+var stateNames = [numStates]string{"pending", "healthy", "backing_off", "rate_limited", "unpollable", "malformed"}
+
+// String returns the state's name, as used in logs and the "state" label.
+func (s State) String() string {
+	if s < numStates {
+		return stateNames[s]
+	}
+	return "none"
+}
+
+// Defaults of PollerOptions.
+const (
+	DefaultMaxConcurrency = 64
+	DefaultPermanentRetry = 5 * time.Minute
+	DefaultBackoffInitial = time.Second
+	DefaultBackoffMax     = 5 * time.Minute
+	DefaultSlotWidth      = 10 * time.Millisecond
+)
+
+// PollerOptions configures a Poller.
+type PollerOptions struct {
+	// Getter makes the requests, normally a *Client.
+	Getter Getter
+	// Sink receives every observation; it may block (backpressure).
+	Sink Sink
+	// Interval is how often each agent is polled (BRIDGE_POLL_INTERVAL).
+	Interval time.Duration
+	// RequestTimeout bounds one poll, 401 retry included
+	// (BRIDGE_REQUEST_TIMEOUT); default the smaller of Interval and 10s.
+	RequestTimeout time.Duration
+	// MaxConcurrency caps requests in flight (BRIDGE_MAX_CONCURRENCY); it is
+	// the number of workers. Default 64.
+	MaxConcurrency int
+	// MaxRPS caps requests per second (BRIDGE_MAX_RPS); 0 means no cap
+	// (the client still slows down when many agents get 429s).
+	MaxRPS float64
+	// PermanentRetry is how often an unpollable agent is retried
+	// (BRIDGE_PERMANENT_RETRY); default 5m.
+	PermanentRetry time.Duration
+	// BackoffInitial is the first backoff after a failure; default 1s.
+	BackoffInitial time.Duration
+	// BackoffMax caps the backoff (BRIDGE_BACKOFF_MAX); default 5m.
+	BackoffMax time.Duration
+	// StaleAfter is how long without a successful poll makes an agent a
+	// stale candidate in Status; default 3 × Interval.
+	StaleAfter time.Duration
+	// SlotWidth is the scheduling granularity; default 10ms.
+	SlotWidth time.Duration
+	// Logger receives one line per agent state change; default discards.
+	Logger *slog.Logger
+	// Metrics may be nil.
+	Metrics *Metrics
+	// Clock defaults to SystemClock.
+	Clock Clock
+}
+
+// agent is the poll state of one agent. Fields other than id and phase are
+// guarded by Poller.mu.
+type agent struct {
+	id      string
+	phase   int64 // offset in the interval, ns
+	slot    int64 // absolute wheel slot while queued
+	lastOK  int64 // ns since epoch of the last success, -1 if none
+	addedAt int64
+	bo      *backoff.ExponentialBackOff // only while backing off
+	state   State
+	removed bool
+	polled  bool
+}
+
+// Poller polls every configured agent once per Interval. Agents are spread
+// evenly over the interval by a stable per-agent offset (a hash of the
+// agent ID), so neither the start nor the end of an outage produces a
+// burst. Due agents are collected from a time-slot wheel (SlotWidth slots)
+// by one dispatcher goroutine and polled by a fixed pool of MaxConcurrency
+// workers, behind a rate limiter of MaxRPS. At most one request per agent is
+// in flight, and the next poll of an agent is scheduled only once the Sink
+// has taken the previous observation.
+type Poller struct {
+	getter         Getter
+	sink           Sink
+	interval       int64
+	requestTimeout time.Duration
+	workers        int
+	permanentRetry int64
+	backoffInitial time.Duration
+	backoffMax     time.Duration
+	staleAfter     int64
+	slotWidth      int64
+	log            *slog.Logger
+	metrics        *Metrics
+	clock          Clock
+	epoch          time.Time
+	limiter        *rate.Limiter
+	throttle       *throttle
+	tokenStatus    func() bool
+
+	jobs chan *agent
+	wake chan struct{}
+
+	mu          sync.Mutex
+	agents      map[string]*agent
+	wheel       [][]*agent
+	cursor      int64 // next absolute slot to process
+	queued      int   // entries in the wheel
+	wakeAt      int64 // slot the dispatcher sleeps until
+	counts      [numStates]int
+	polledCount int
+	firstRound  bool
+	lastOK      int64
+
+	inflight atomic.Int64 // dispatched, not yet rescheduled
+}
+
+// NewPoller validates opts and returns a Poller with no agents; call
+// SetAgents and Run.
+func NewPoller(opts PollerOptions) (*Poller, error) {
+	if opts.Getter == nil || opts.Sink == nil {
+		return nil, errors.New("build poller: Getter and Sink are required")
+	}
+	if opts.Interval <= 0 {
+		return nil, fmt.Errorf("build poller: poll interval %s is not positive", opts.Interval)
+	}
+	if opts.MaxRPS < 0 {
+		return nil, fmt.Errorf("build poller: MaxRPS %v is negative", opts.MaxRPS)
+	}
+	p := &Poller{
+		getter: opts.Getter, sink: opts.Sink, interval: int64(opts.Interval),
+		requestTimeout: opts.RequestTimeout, workers: opts.MaxConcurrency,
+		permanentRetry: int64(opts.PermanentRetry), backoffInitial: opts.BackoffInitial,
+		backoffMax: opts.BackoffMax, staleAfter: int64(opts.StaleAfter), slotWidth: int64(opts.SlotWidth),
+		log: opts.Logger, metrics: opts.Metrics, clock: opts.Clock,
+		agents: map[string]*agent{}, lastOK: -1,
+	}
+	if p.requestTimeout <= 0 {
+		p.requestTimeout = min(opts.Interval, 10*time.Second)
+	}
+	if p.workers <= 0 {
+		p.workers = DefaultMaxConcurrency
+	}
+	if p.permanentRetry <= 0 {
+		p.permanentRetry = int64(DefaultPermanentRetry)
+	}
+	if p.backoffInitial <= 0 {
+		p.backoffInitial = DefaultBackoffInitial
+	}
+	if p.backoffMax <= 0 {
+		p.backoffMax = DefaultBackoffMax
+	}
+	p.backoffInitial = min(p.backoffInitial, p.backoffMax)
+	if p.staleAfter <= 0 {
+		p.staleAfter = 3 * p.interval
+	}
+	if p.slotWidth <= 0 {
+		p.slotWidth = int64(DefaultSlotWidth)
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.clock == nil {
+		p.clock = SystemClock{}
+	}
+	if t, ok := opts.Getter.(interface{ TokenObtained() bool }); ok {
+		p.tokenStatus = t.TokenObtained
+	}
+	n := min(max(p.interval/p.slotWidth, 16), 1<<16)
+	p.wheel = make([][]*agent, n)
+	p.epoch = p.clock.Now()
+	p.wakeAt = math.MaxInt64
+	p.jobs = make(chan *agent, p.workers)
+	p.wake = make(chan struct{}, 1)
+	base := rate.Inf
+	if opts.MaxRPS > 0 {
+		base = rate.Limit(opts.MaxRPS)
+	}
+	burst := max(1, int(opts.MaxRPS/10))
+	p.limiter = rate.NewLimiter(base, burst)
+	p.throttle = &throttle{p: p, base: base, burst: burst, factor: 1}
+	p.metrics.rateFactor(1)
+	return p, nil
+}
+
+// since returns ns since the poller's epoch.
+func (p *Poller) since() int64 { return int64(p.clock.Now().Sub(p.epoch)) }
+
+// phaseOf spreads agents over the interval by a hash of their ID: stable
+// for an agent whatever the other agents are.
+func phaseOf(id string, interval int64) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return int64(h.Sum64() % uint64(interval))
+}
+
+// nextPhase returns the first time after t (ns since epoch) at which agent
+// a's slot in the interval comes round.
+func (p *Poller) nextPhase(a *agent, t int64) int64 {
+	d := t - a.phase
+	if d < 0 {
+		return a.phase
+	}
+	return a.phase + (d/p.interval+1)*p.interval
+}
+
+// SetAgents replaces the set of polled agents: agents not in ids stop being
+// polled (a poll in flight finishes and is still reported), new ones are
+// scheduled at their place in the interval. IDs are GUIDs in any case;
+// others are skipped and logged.
+func (p *Poller) SetAgents(ids []string) {
+	want := make(map[string]struct{}, len(ids))
+	for _, raw := range ids {
+		id, ok := NormalizeGUID(raw)
+		if !ok {
+			p.log.Warn("agent ID is not a GUID; not polled", "agent", truncate(raw))
+			continue
+		}
+		want[id] = struct{}{}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.since()
+	for id, a := range p.agents {
+		if _, ok := want[id]; ok {
+			continue
+		}
+		a.removed = true
+		delete(p.agents, id)
+		p.counts[a.state]--
+		p.metrics.agentState(a.state, stateNone)
+		if a.polled {
+			p.polledCount--
+		}
+	}
+	for id := range want {
+		if _, ok := p.agents[id]; ok {
+			continue
+		}
+		a := &agent{id: id, phase: phaseOf(id, p.interval), lastOK: -1, addedAt: now, state: StatePending}
+		p.agents[id] = a
+		p.counts[StatePending]++
+		p.metrics.agentState(stateNone, StatePending)
+		p.insertLocked(a, p.nextPhase(a, now))
+	}
+}
+
+// insertLocked queues a for time due (ns since epoch). The wheel fires an
+// entry at the first slot boundary at or after due, never before.
+func (p *Poller) insertLocked(a *agent, due int64) {
+	s := (due + p.slotWidth - 1) / p.slotWidth
+	s = max(s, p.cursor)
+	a.slot = s
+	n := int64(len(p.wheel))
+	p.wheel[s%n] = append(p.wheel[s%n], a)
+	p.queued++
+	if s < p.wakeAt {
+		p.wakeAt = s
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run polls until ctx is done, then waits for its workers and returns
+// ctx's error.
+func (p *Poller) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range p.workers {
+		wg.Go(func() { p.work(ctx) })
+	}
+	p.dispatch(ctx)
+	wg.Wait()
+	return ctx.Err()
+}
+
+// dispatch hands due agents to the workers, slot by slot.
+func (p *Poller) dispatch(ctx context.Context) {
+	var due []*agent
+	n := int64(len(p.wheel))
+	for {
+		p.mu.Lock()
+		nowSlot := p.since() / p.slotWidth
+		due = due[:0]
+		if p.cursor <= nowSlot {
+			first, last := p.cursor, nowSlot
+			if last-first >= n {
+				first = last - n + 1
+			}
+			for s := first; s <= last; s++ {
+				b := p.wheel[s%n]
+				keep := b[:0]
+				for _, a := range b {
+					switch {
+					case a.removed:
+						p.queued--
+					case a.slot <= nowSlot:
+						p.queued--
+						due = append(due, a)
+					default:
+						keep = append(keep, a)
+					}
+				}
+				clear(b[len(keep):])
+				p.wheel[s%n] = keep
+			}
+			p.cursor = nowSlot + 1
+		}
+		// Sleep until the next non-empty slot.
+		p.wakeAt = math.MaxInt64
+		if p.queued > 0 {
+			for s := p.cursor; s < p.cursor+n; s++ {
+				if len(p.wheel[s%n]) > 0 {
+					p.wakeAt = s
+					break
+				}
+			}
+		}
+		wakeAt := p.wakeAt
+		p.inflight.Add(int64(len(due)))
+		p.mu.Unlock()
+
+		for i, a := range due {
+			select {
+			case p.jobs <- a:
+			case <-ctx.Done():
+				p.inflight.Add(-int64(len(due) - i))
+				return
+			}
+		}
+		clear(due)
+
+		var timer Timer
+		var timerC <-chan time.Time
+		if wakeAt != math.MaxInt64 {
+			timer = p.clock.NewTimer(time.Duration(wakeAt*p.slotWidth - p.since()))
+			timerC = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+		case <-timerC:
+		case <-p.wake:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// work polls agents handed out by dispatch.
+func (p *Poller) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-p.jobs:
+			p.poll(ctx, a)
+			p.inflight.Add(-1)
+		}
+	}
+}
+
+// poll polls one agent, reports the observation and reschedules the agent.
+func (p *Poller) poll(ctx context.Context, a *agent) {
+	if err := p.limiter.Wait(ctx); err != nil {
+		return
+	}
+	start := p.clock.Now()
+	rctx, cancel := context.WithTimeout(ctx, p.requestTimeout)
+	snap, err := p.getter.Get(rctx, a.id)
+	cancel()
+	end := p.clock.Now()
+	if ctx.Err() != nil {
+		return // shutting down: the result says nothing about the agent
+	}
+	class := ClassOf(err)
+	p.metrics.poll(class, end.Sub(start), end)
+	p.throttle.observe(class, end)
+	obs := Observation{AgentID: a.id, At: end, Class: class, Err: err}
+	if class == ClassOK {
+		obs.Snapshot = &snap
+	}
+	next := p.record(a, class, err, int64(end.Sub(p.epoch)))
+	if err := p.sink.Observe(ctx, obs); err != nil && ctx.Err() == nil {
+		p.log.Warn("observation not taken", "agent", a.id, "err", err)
+	}
+	p.mu.Lock()
+	if !a.removed {
+		p.insertLocked(a, next)
+	}
+	p.mu.Unlock()
+}
+
+// record updates a's state after a poll ending at now (ns since epoch) and
+// returns when a is due next.
+func (p *Poller) record(a *agent, class ErrorClass, err error, now int64) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var next int64
+	var to State
+	var pe *PollError
+	errors.As(err, &pe)
+	switch class {
+	case ClassOK:
+		to = StateHealthy
+		a.bo = nil
+		a.lastOK = now
+		p.lastOK = max(p.lastOK, now)
+		next = p.nextPhase(a, now)
+	case ClassMalformed:
+		to = StateMalformed
+		next = p.nextPhase(a, now)
+	case ClassPermanent:
+		to = StateUnpollable
+		a.bo = nil
+		next = p.nextPhase(a, now+max(p.permanentRetry-p.interval, 0))
+	case ClassRateLimited:
+		to = StateRateLimited
+		if pe != nil && pe.RetryAfter > 0 {
+			next = now + int64(pe.RetryAfter)
+		} else {
+			next = now + int64(p.nextBackoff(a))
+		}
+	default: // ClassAuth, ClassToken, ClassServer, ClassTransport
+		to = StateBackingOff
+		next = now + int64(p.nextBackoff(a))
+	}
+	if a.removed {
+		return next
+	}
+	if !a.polled {
+		a.polled = true
+		p.polledCount++
+		if p.polledCount >= len(p.agents) {
+			p.firstRound = true
+		}
+	}
+	if from := a.state; from != to {
+		a.state = to
+		p.counts[from]--
+		p.counts[to]++
+		p.metrics.agentState(from, to)
+		p.logTransition(a, from, to, class, err, time.Duration(next-now))
+	}
+	return next
+}
+
+func (p *Poller) nextBackoff(a *agent) time.Duration {
+	if a.bo == nil {
+		a.bo = backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(p.backoffInitial),
+			backoff.WithMaxInterval(p.backoffMax),
+			backoff.WithMaxElapsedTime(0),
+		)
+	}
+	return min(a.bo.NextBackOff(), p.backoffMax)
+}
+
+func (p *Poller) logTransition(a *agent, from, to State, class ErrorClass, err error, next time.Duration) {
+	switch {
+	case to == StateHealthy && from == StatePending:
+		p.log.Debug("agent polled", "agent", a.id)
+	case to == StateHealthy:
+		p.log.Info("agent recovered", "agent", a.id, "from", from.String())
+	default:
+		p.log.Warn("agent poll failing", "agent", a.id, "from", from.String(), "to", to.String(),
+			"result", string(class), "next_poll_in", next.Round(time.Millisecond), "err", err)
+	}
+}
+
+// Status is a snapshot of the poller's state for metrics and health checks.
+type Status struct {
+	// Agents is the number of configured agents.
+	Agents int
+	// ByState counts agents by State name.
+	ByState map[string]int
+	// Stale counts agents with no successful poll for StaleAfter (counting
+	// from when they were added).
+	Stale int
+	// FirstRoundDone is true once every configured agent had been polled at
+	// least once; it stays true.
+	FirstRoundDone bool
+	// TokenObtained is true once the Getter obtained a token (when it
+	// reports that).
+	TokenObtained bool
+	// LastSuccess is when any agent was last polled successfully; zero if
+	// never.
+	LastSuccess time.Time
+}
+
+// Status returns the current state counts.
+func (p *Poller) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.since()
+	st := Status{Agents: len(p.agents), ByState: make(map[string]int, numStates), FirstRoundDone: p.firstRound}
+	for s := State(0); s < numStates; s++ {
+		st.ByState[s.String()] = p.counts[s]
+	}
+	for _, a := range p.agents {
+		ref := a.lastOK
+		if ref < 0 {
+			ref = a.addedAt
+		}
+		if now-ref > p.staleAfter {
+			st.Stale++
+		}
+	}
+	if p.tokenStatus != nil {
+		st.TokenObtained = p.tokenStatus()
+	}
+	if p.lastOK >= 0 {
+		st.LastSuccess = p.epoch.Add(time.Duration(p.lastOK))
+	}
+	return st
+}
+
+// throttle slows the whole client when many agents get 429 in the same
+// second: it halves the limiter's rate (down to 1/64 of the base) and
+// raises it again by half every second without such a burst.
+type throttle struct {
+	p      *Poller
+	mu     sync.Mutex
+	base   rate.Limit
+	burst  int
+	factor float64
+	window time.Time
+	total  int
+	n429   int
+}
+
+// stormMin is the fewest 429s in a second that count as many agents being
+// rate-limited at once (also at least a tenth of the responses).
+const stormMin = 5
+
+func (t *throttle) observe(class ErrorClass, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.window.IsZero() {
+		t.window = now
+	}
+	if now.Sub(t.window) >= time.Second {
+		storm := t.n429 >= stormMin && t.n429*10 >= t.total
+		old := t.factor
+		switch {
+		case storm:
+			t.factor = max(t.factor/2, 1.0/64)
+		case t.factor < 1:
+			t.factor = min(1, t.factor*1.5)
+		}
+		if t.factor != old {
+			t.apply()
+			t.p.log.Warn("client request rate changed after 429 responses", "factor", t.factor,
+				"limit_rps", float64(t.p.limiter.Limit()), "rate_limited_last_second", t.n429)
+		}
+		t.window, t.total, t.n429 = now, 0, 0
+	}
+	t.total++
+	if class == ClassRateLimited {
+		t.n429++
+	}
+}
+
+// apply sets the limiter to factor × base, where an unlimited base is the
+// rate the configured agents need.
+func (t *throttle) apply() {
+	t.p.metrics.rateFactor(t.factor)
+	if t.factor >= 1 {
+		t.p.limiter.SetLimit(t.base)
+		t.p.limiter.SetBurst(t.burst)
+		return
+	}
+	base := t.base
+	if base == rate.Inf {
+		t.p.mu.Lock()
+		n := len(t.p.agents)
+		t.p.mu.Unlock()
+		base = rate.Limit(float64(max(n, 1)) / time.Duration(t.p.interval).Seconds())
+	}
+	t.p.limiter.SetLimit(rate.Limit(max(float64(base)*t.factor, 0.1)))
+	t.p.limiter.SetBurst(1)
+}
