@@ -1,0 +1,27 @@
+// Package publish puts the detector's events on NATS JetStream as CloudEvents:
+// the NATS connection (servers, authentication, TLS, reconnects), the stream
+// (created, verified or updated), the CloudEvents encoding (binary content
+// mode), and the [Publisher], an asynchronous publisher with a bounded window
+// that keeps every agent's events in sequence order through retries, server
+// restarts and stream leader changes.
+//
+// Wiring, in cmd/bridge:
+//
+//	metrics := publish.NewMetrics(reg)
+//	nc, err := publish.Connect(ctx, publish.ConnOptions{URL: cfg.NATSURL, CredsFile: ..., Logger: log, Metrics: metrics})
+//	js, err := jetstream.New(nc)
+//	err = publish.EnsureStream(ctx, js, publish.StreamOptions{Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Manage: cfg.StreamManage, ...})
+//	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: cfg.OrgURL, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
+//	pub, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: cfg.Stream, MaxPending: cfg.PublishMaxPending, Logger: log, Metrics: metrics})
+//	...
+//	err = pub.Enqueue(ctx, events, func(err error) { /* commit state when err == nil */ })
+//	...
+//	err = pub.Close(shutdownCtx) // waits for what is in flight
+//	nc.Drain()
+//
+// Message format: subject <prefix>.<agentId>.<type>; headers ce-specversion,
+// ce-id, ce-source, ce-type, ce-subject, ce-time, ce-datacontenttype,
+// ce-dataschema, ce-sequence (20-digit zero-padded), ce-bridgeversion, exactly
+// as the CloudEvents SDK's nats_jetstream WriteMsg writes them, and
+// Nats-Msg-Id = the event ID; body = the JSON of Event.Data.
+package publish

@@ -1,0 +1,235 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/ccaas/presence-bridge/internal/detector"
+)
+
+// testPresence and testData mirror the shape of a presence.changed payload
+// so the tests and benchmarks encode real-sized events.
+type testPresence struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	BaseStatus string `json:"baseStatus"`
+}
+
+type testData struct {
+	AgentID                 string        `json:"agentId"`
+	AgentName               string        `json:"agentName"`
+	Previous                *testPresence `json:"previous"`
+	Current                 testPresence  `json:"current"`
+	PreviousSince           *time.Time    `json:"previousSince"`
+	PreviousDurationSeconds *float64      `json:"previousDurationSeconds"`
+	Unattended              bool          `json:"unattended"`
+	Offline                 bool          `json:"offline"`
+}
+
+var testTypes = []string{"presence.changed", "sessions.changed", "channels.changed", "agent.offline", "presence.snapshot"}
+
+func testAgentID(i int) string {
+	return fmt.Sprintf("%08x-a4d4-ee11-904c-%012x", i, i*7919)
+}
+
+// testEvent builds a realistic event of agent i with the given sequence.
+func testEvent(r *rand.Rand, i int, seq uint64) detector.Event {
+	agent := testAgentID(i)
+	since := time.Date(2026, 3, 1, 8, 0, 0, r.IntN(1e9), time.UTC)
+	dur := r.Float64() * 3600
+	ts := time.Date(2026, 3, 1, 9, r.IntN(60), r.IntN(60), 0, time.FixedZone("X", 3600))
+	if r.IntN(2) == 0 {
+		ts = ts.Add(time.Duration(r.IntN(1e9)))
+	}
+	return detector.Event{
+		ID:       fmt.Sprintf("%s-%d", agent, seq),
+		Type:     testTypes[r.IntN(len(testTypes))],
+		AgentID:  agent,
+		Sequence: seq,
+		Time:     ts,
+		Data: testData{
+			AgentID:                 agent,
+			AgentName:               fmt.Sprintf("Agent Number %d", i),
+			Previous:                &testPresence{ID: "f523f628-c07a-e811-8162-000d3aa11f50", Name: "Available", BaseStatus: "Available"},
+			Current:                 testPresence{ID: "efdeb843-c07a-e811-8162-000d3aa11f50", Name: "Busy", BaseStatus: "Busy"},
+			PreviousSince:           &since,
+			PreviousDurationSeconds: &dur,
+		},
+	}
+}
+
+func testEncoder(t testing.TB) *Encoder {
+	t.Helper()
+	enc, err := NewEncoder(EncoderOptions{Source: "https://contoso.crm.dynamics.com", BridgeVersion: "v1.2.3-test"})
+	if err != nil {
+		t.Fatalf("new encoder: %v", err)
+	}
+	return enc
+}
+
+func TestEncodeMatchesSDKWriteMsg(t *testing.T) {
+	enc := testEncoder(t)
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := range 2000 {
+		ev := testEvent(r, r.IntN(10000), uint64(r.Int64N(1<<62))+uint64(n%2))
+		got, err := enc.Encode(ev)
+		if err != nil {
+			t.Fatalf("encode: %v", err)
+		}
+		want, err := enc.EncodeSDK(context.Background(), ev)
+		if err != nil {
+			t.Fatalf("encode with SDK: %v", err)
+		}
+		if got.Subject != want.Subject {
+			t.Fatalf("subject %q, SDK path %q", got.Subject, want.Subject)
+		}
+		if !reflect.DeepEqual(got.Header, want.Header) {
+			t.Fatalf("event %d headers differ:\nfast %v\nSDK  %v", n, got.Header, want.Header)
+		}
+		if string(got.Data) != string(want.Data) {
+			t.Fatalf("event %d bodies differ:\nfast %s\nSDK  %s", n, got.Data, want.Data)
+		}
+
+		ce, err := Decode(got)
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		ref, err := enc.CloudEvent(ev)
+		if err != nil {
+			t.Fatalf("cloudevent: %v", err)
+		}
+		if !sameEvent(ce, &ref) {
+			t.Fatalf("decoded event differs:\ngot  %s\nwant %s", ce, &ref)
+		}
+		seq, err := ParseSequence(ce)
+		if err != nil || seq != ev.Sequence {
+			t.Fatalf("sequence = %d, %v; want %d", seq, err, ev.Sequence)
+		}
+	}
+}
+
+// sameEvent compares the attributes, extensions and data of two CloudEvents.
+func sameEvent(a, b *event.Event) bool {
+	return a.SpecVersion() == b.SpecVersion() && a.ID() == b.ID() && a.Source() == b.Source() &&
+		a.Type() == b.Type() && a.Subject() == b.Subject() && a.Time().Equal(b.Time()) &&
+		a.DataSchema() == b.DataSchema() && a.DataContentType() == b.DataContentType() &&
+		reflect.DeepEqual(a.Extensions(), b.Extensions()) && string(a.Data()) == string(b.Data())
+}
+
+func TestEncodeAttributes(t *testing.T) {
+	enc := testEncoder(t)
+	ev := detector.Event{
+		ID: "394382b6-a4d4-ee11-904c-00224808a166-7", Type: "presence.changed",
+		AgentID: "394382b6-a4d4-ee11-904c-00224808a166", Sequence: 7,
+		Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.FixedZone("CET", 3600)),
+		Data: map[string]any{"agentId": "394382b6-a4d4-ee11-904c-00224808a166"},
+	}
+	msg, err := enc.Encode(ev)
+	if err != nil {
+		t.Fatalf("encode: %v", err)
+	}
+	want := map[string]string{
+		"ce-specversion":     "1.0",
+		"ce-id":              ev.ID,
+		"ce-source":          "https://contoso.crm.dynamics.com",
+		"ce-type":            "presence.changed",
+		"ce-subject":         ev.AgentID,
+		"ce-time":            "2026-01-02T02:04:05.0000006Z",
+		"ce-datacontenttype": "application/json",
+		"ce-dataschema":      "https://raw.githubusercontent.com/ccaas/presence-bridge/main/schemas/presence.changed.schema.json",
+		"ce-sequence":        "00000000000000000007",
+		"ce-bridgeversion":   "v1.2.3-test",
+		"Nats-Msg-Id":        ev.ID,
+	}
+	if len(msg.Header) != len(want) {
+		t.Errorf("headers %v, want %d of them", msg.Header, len(want))
+	}
+	for k, v := range want {
+		if got := msg.Header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	if msg.Subject != "ccaas.agents.394382b6-a4d4-ee11-904c-00224808a166.presence.changed" {
+		t.Errorf("subject %q", msg.Subject)
+	}
+	if string(msg.Data) != `{"agentId":"394382b6-a4d4-ee11-904c-00224808a166"}` {
+		t.Errorf("data %s", msg.Data)
+	}
+}
+
+func TestEncodeRejectsInvalidEvents(t *testing.T) {
+	enc := testEncoder(t)
+	good := detector.Event{ID: "a-1", Type: "presence.changed", AgentID: "a", Sequence: 1, Time: time.Unix(1, 0), Data: 1}
+	tests := []struct {
+		name   string
+		mutate func(*detector.Event)
+	}{
+		{"no id", func(e *detector.Event) { e.ID = "" }},
+		{"no agent", func(e *detector.Event) { e.AgentID = "" }},
+		{"no type", func(e *detector.Event) { e.Type = "" }},
+		{"no time", func(e *detector.Event) { e.Time = time.Time{} }},
+		{"dot in agent", func(e *detector.Event) { e.AgentID = "a.b" }},
+		{"wildcard in agent", func(e *detector.Event) { e.AgentID = "*" }},
+		{"data not JSON", func(e *detector.Event) { e.Data = make(chan int) }},
+	}
+	if _, err := enc.Encode(good); err != nil {
+		t.Fatalf("valid event rejected: %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := good
+			tt.mutate(&ev)
+			if _, err := enc.Encode(ev); err == nil {
+				t.Fatal("Encode succeeded, want error")
+			}
+		})
+	}
+}
+
+func TestNewEncoderValidates(t *testing.T) {
+	tests := []struct {
+		name string
+		opts EncoderOptions
+	}{
+		{"no source", EncoderOptions{BridgeVersion: "v"}},
+		{"no version", EncoderOptions{Source: "https://x"}},
+		{"wildcard prefix", EncoderOptions{Source: "https://x", BridgeVersion: "v", SubjectPrefix: "a.>"}},
+		{"trailing dot", EncoderOptions{Source: "https://x", BridgeVersion: "v", SubjectPrefix: "a."}},
+		{"bad source", EncoderOptions{Source: "://x", BridgeVersion: "v"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := NewEncoder(tt.opts); err == nil {
+				t.Fatal("NewEncoder succeeded, want error")
+			}
+		})
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	enc := testEncoder(b)
+	ev := testEvent(rand.New(rand.NewPCG(1, 2)), 42, 1234)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := enc.Encode(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sdk", func(b *testing.B) {
+		b.ReportAllocs()
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := enc.EncodeSDK(ctx, ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
