@@ -351,8 +351,8 @@ func (s *Simulator) transition(a *agent, now time.Time) (AgentState, ChangeKind)
 	case x < 0.30:
 		s.logout(&st)
 		return st, KindLogout
-	case x < 0.40 && len(a.channels) > 1 && st.BaseStatus != BaseAvailable:
-		// A channel is enabled or disabled on its own while not Available.
+	case x < 0.40 && len(a.channels) > 1 && (st.BaseStatus == BaseBusy || st.BaseStatus == BaseAway):
+		// A channel is enabled or disabled on its own while Busy or Away.
 		c := a.channels[s.rng.IntN(len(a.channels))]
 		if i := slices.Index(st.DisabledChannels, c); i >= 0 {
 			st.DisabledChannels = slices.Delete(st.DisabledChannels, i, i+1)
