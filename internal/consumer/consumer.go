@@ -1,0 +1,102 @@
+// Package consumer is the logic behind the bridge's consumer and operator
+// subcommands: Tail (follow the stream, one readable line per event),
+// Replay (export events as CloudEvents JSON lines), State (the current-state
+// bucket as a table), Check (run named steps and print PASS/FAIL), and
+// ParseSince (the --since/--until flag values).
+//
+// It reads the stream the way any consumer would: events are decoded with
+// the CloudEvents NATS JetStream binding (NewMessage + binding.ToEvent), and
+// only the contract's subjects, attributes and data fields are used.
+//
+// Wiring in cmd/bridge (nc connected with the BRIDGE_ NATS settings):
+//
+//	js, _ := jetstream.New(nc)
+//	since, err := consumer.ParseSince(flagSince, time.Now())
+//	err = consumer.Tail(ctx, js, consumer.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: id, Type: typ, Since: since}, os.Stdout)
+//	err = consumer.Replay(ctx, js, consumer.ReplayOptions{...}, os.Stdout, os.Stderr)
+//	kv, _ := js.KeyValue(ctx, cfg.StateBucket)
+//	err = consumer.State(ctx, kv, id, os.Stdout)
+//	err = consumer.Check(ctx, os.Stdout, steps...) // non-nil: exit 1
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Contract defaults, used when an Options field is empty.
+const (
+	DefaultStream        = "CCAAS_AGENTS"
+	DefaultSubjectPrefix = "ccaas.agents"
+)
+
+// ParseSince parses a --since or --until value: a duration before now
+// ("10m", "1h30m") or an RFC 3339 time ("2025-01-02T15:04:05Z"). The empty
+// string gives the zero time (no bound).
+func ParseSince(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("time %q: a duration must not be negative", s)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q is neither a duration like 10m nor an RFC 3339 time like 2025-01-02T15:04:05Z", s)
+	}
+	return t, nil
+}
+
+// FilterSubject returns the subject filter for one agent and one type under
+// prefix; an empty agent or type matches all.
+func FilterSubject(prefix, agent, eventType string) string {
+	if prefix == "" {
+		prefix = DefaultSubjectPrefix
+	}
+	if agent == "" {
+		agent = "*"
+	}
+	if eventType == "" {
+		eventType = ">"
+	}
+	return prefix + "." + strings.ToLower(agent) + "." + eventType
+}
+
+// Decode turns a JetStream message into a CloudEvent using the CloudEvents
+// NATS JetStream binding.
+func Decode(ctx context.Context, m jetstream.Msg) (*event.Event, error) {
+	nm := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+	ev, err := binding.ToEvent(ctx, cejs.NewMessage(nm))
+	if err != nil {
+		return nil, fmt.Errorf("decode cloudevent on %s: %w", m.Subject(), err)
+	}
+	return ev, nil
+}
+
+// deliverFrom returns the deliver policy that starts at since, or at the
+// given default when since is zero.
+func deliverFrom(since time.Time, def jetstream.DeliverPolicy) (jetstream.DeliverPolicy, *time.Time) {
+	if since.IsZero() {
+		return def, nil
+	}
+	return jetstream.DeliverByStartTimePolicy, &since
+}
+
+// isDone reports whether err only says that ctx ended.
+func isDone(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, jetstream.ErrMsgIteratorClosed))
+}

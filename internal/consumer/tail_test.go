@@ -1,0 +1,103 @@
+package consumer
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var allLines = []string{
+	"2025-03-04T09:00:00Z  Alice Adams  presence.changed  (none) → Available",
+	"2025-03-04T09:00:01Z  Alice Adams  sessions.changed  sessions (none) → 1 (initial)",
+	"2025-03-04T09:00:02Z  Bob Brown  presence.changed  (none) → In a meeting (Away)",
+	"2025-03-04T09:00:03Z  Alice Adams  presence.changed  Available → Busy",
+	"2025-03-04T09:00:04Z  Bob Brown  channels.changed  channels [chat voice] → [chat voice] disabled [voice] (+disabled voice)",
+	"2025-03-04T09:00:05Z  Bob Brown  agent.offline  offline (logout), presence In a meeting (Away), 0 sessions",
+	"2025-03-04T09:00:06Z  Alice Adams  presence.stale  stale, no successful poll since 2025-03-04T09:00:03Z (rate_limited)",
+}
+
+func pick(lines []string, idx ...int) string {
+	var out []string
+	for _, i := range idx {
+		out = append(out, lines[i])
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+// waitConsumers waits until the stream has n consumers.
+func waitConsumers(t *testing.T, js jetstream.JetStream, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s, err := js.Stream(t.Context(), DefaultStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.CachedInfo().State.Consumers >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d consumers", n)
+		}
+		<-tick.C
+	}
+}
+
+func TestTail(t *testing.T) {
+	longAgo := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		opts TailOptions
+		// later is published once Tail's consumer exists.
+		later []fixtureEvent
+		want  string
+	}{
+		{name: "everything since long ago", opts: TailOptions{Since: longAgo}, want: pick(allLines, 0, 1, 2, 3, 4, 5, 6)},
+		{name: "one agent", opts: TailOptions{Since: longAgo, Agent: strings.ToUpper(bob)}, want: pick(allLines, 2, 4, 5)},
+		{name: "one type", opts: TailOptions{Since: longAgo, Type: "presence.changed"}, want: pick(allLines, 0, 2, 3)},
+		{name: "agent and type", opts: TailOptions{Since: longAgo, Agent: alice, Type: "presence.stale"}, want: pick(allLines, 6)},
+		{
+			name:  "no since follows new events only",
+			opts:  TailOptions{},
+			later: []fixtureEvent{{bob, "presence.changed", 4, `{"agentId":"` + bob + `","agentName":"Bob Brown","previous":{"name":"In a meeting","baseStatus":"Away"},"current":{"name":"Offline","baseStatus":"Offline"}}`}},
+			want:  "2025-03-04T09:01:00Z  Bob Brown  presence.changed  In a meeting (Away) → Offline\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js := startJetStream(t)
+			publish(t, js, 0, fixture()...)
+
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			out := newLineBuffer()
+			done := make(chan error, 1)
+			go func() { done <- Tail(ctx, js, tt.opts, out) }()
+			if len(tt.later) > 0 {
+				waitConsumers(t, js, 1)
+				publish(t, js, time.Minute, tt.later...)
+			}
+			out.waitLines(t, strings.Count(tt.want, "\n"))
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Tail: %v", err)
+			}
+			if got := out.String(); got != tt.want {
+				t.Errorf("Tail output:\n%s\nwant:\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTailUnknownStream(t *testing.T) {
+	js := startJetStream(t)
+	err := Tail(t.Context(), js, TailOptions{Stream: "NOPE"}, newLineBuffer())
+	if err == nil || !strings.Contains(err.Error(), "create ordered consumer on stream NOPE") {
+		t.Fatalf("Tail = %v, want an error naming the stream", err)
+	}
+}
