@@ -1,0 +1,327 @@
+package publish
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/ccaas/presence-bridge/internal/embeddednats"
+)
+
+// startServer starts an embedded JetStream server adjusted by configure and
+// stops it at the end of the test.
+func startServer(t *testing.T, configure func(*server.Options) error) *embeddednats.Server {
+	t.Helper()
+	srv, err := embeddednats.Start(context.Background(), embeddednats.Options{
+		Listen: "127.0.0.1:-1", DataDir: t.TempDir(), Configure: configure,
+	})
+	if err != nil {
+		t.Fatalf("start embedded server: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+func writeFile(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatalf("write %s: %v", name, err)
+	}
+	return p
+}
+
+// testPKI is a CA with a server and a client certificate, as PEM files.
+type testPKI struct {
+	caFile, serverCert, serverKey, clientCert, clientKey string
+	otherCAFile                                          string
+}
+
+func newTestPKI(t *testing.T) testPKI {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatalf("generate key: %v", err)
+		}
+		return k
+	}
+	keyPEM := func(k *ecdsa.PrivateKey) []byte {
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatalf("marshal key: %v", err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	}
+	serial := int64(1)
+	makeCA := func(name string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
+		k := newKey()
+		serial++
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+		if err != nil {
+			t.Fatalf("create CA: %v", err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		return cert, k, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
+	leaf := func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, usage x509.ExtKeyUsage) ([]byte, []byte) {
+		k := newKey()
+		serial++
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatalf("create certificate: %v", err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM(k)
+	}
+	ca, caKey, caPEM := makeCA("test CA")
+	_, _, otherPEM := makeCA("other CA")
+	sc, sk := leaf(ca, caKey, "server", x509.ExtKeyUsageServerAuth)
+	cc, ck := leaf(ca, caKey, "bridge", x509.ExtKeyUsageClientAuth)
+	return testPKI{
+		caFile: writeFile(t, "ca.pem", caPEM), otherCAFile: writeFile(t, "other-ca.pem", otherPEM),
+		serverCert: writeFile(t, "server.pem", sc), serverKey: writeFile(t, "server-key.pem", sk),
+		clientCert: writeFile(t, "client.pem", cc), clientKey: writeFile(t, "client-key.pem", ck),
+	}
+}
+
+func (p testPKI) serverTLS(requireClientCert bool) func(*server.Options) error {
+	return func(o *server.Options) error {
+		cfg, err := server.GenTLSConfig(&server.TLSConfigOpts{
+			CertFile: p.serverCert, KeyFile: p.serverKey, CaFile: p.caFile, Verify: requireClientCert, Timeout: 2,
+		})
+		if err != nil {
+			return err
+		}
+		o.TLSConfig = cfg
+		o.TLS = true
+		o.TLSVerify = requireClientCert
+		o.TLSTimeout = 2
+		return nil
+	}
+}
+
+// operatorSetup is an operator-mode server configuration and a creds file of
+// a user it trusts, plus one of a user signed by an unknown account.
+type operatorSetup struct {
+	configure          func(*server.Options) error
+	credsFile          string
+	untrustedCredsFile string
+}
+
+func newOperatorSetup(t *testing.T) operatorSetup {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("operator setup: %v", err)
+		}
+	}
+	okp, err := nkeys.CreateOperator()
+	must(err)
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	oc.Name = "test-operator"
+	ojwt, err := oc.Encode(okp)
+	must(err)
+	oclaims, err := jwt.DecodeOperatorClaims(ojwt)
+	must(err)
+
+	userCreds := func(akp nkeys.KeyPair) []byte {
+		ukp, err := nkeys.CreateUser()
+		must(err)
+		upub, _ := ukp.PublicKey()
+		uc := jwt.NewUserClaims(upub)
+		ujwt, err := uc.Encode(akp)
+		must(err)
+		seed, _ := ukp.Seed()
+		creds, err := jwt.FormatUserConfig(ujwt, seed)
+		must(err)
+		return creds
+	}
+	akp, err := nkeys.CreateAccount()
+	must(err)
+	apub, _ := akp.PublicKey()
+	ac := jwt.NewAccountClaims(apub)
+	ac.Name = "bridge"
+	ajwt, err := ac.Encode(okp)
+	must(err)
+	other, err := nkeys.CreateAccount()
+	must(err)
+
+	return operatorSetup{
+		configure: func(o *server.Options) error {
+			o.JetStream = false
+			o.TrustedOperators = []*jwt.OperatorClaims{oclaims}
+			resolver := &server.MemAccResolver{}
+			if err := resolver.Store(apub, ajwt); err != nil {
+				return err
+			}
+			o.AccountResolver = resolver
+			return nil
+		},
+		credsFile:          writeFile(t, "bridge.creds", userCreds(akp)),
+		untrustedCredsFile: writeFile(t, "other.creds", userCreds(other)),
+	}
+}
+
+func TestConnectAuthAndTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	ops := newOperatorSetup(t)
+	userSeed, _ := nkeys.CreateUser()
+	userPub, _ := userSeed.PublicKey()
+	seed, _ := userSeed.Seed()
+	otherUser, _ := nkeys.CreateUser()
+	otherSeed, _ := otherUser.Seed()
+	seedFile := writeFile(t, "user.nk", seed)
+	otherSeedFile := writeFile(t, "other.nk", otherSeed)
+
+	userPassword := func(o *server.Options) error { o.Username, o.Password = "bridge", "s3cret-pw"; return nil }
+	token := func(o *server.Options) error { o.Authorization = "s3cret-token"; return nil }
+	nkey := func(o *server.Options) error { o.Nkeys = []*server.NkeyUser{{Nkey: userPub}}; return nil }
+
+	tests := []struct {
+		name      string
+		configure func(*server.Options) error
+		scheme    string
+		opts      ConnOptions
+		wantErr   error  // errors.Is target, when set
+		wantText  string // substring of the error, when set
+	}{
+		{name: "user and password", configure: userPassword, opts: ConnOptions{User: "bridge", Password: "s3cret-pw"}},
+		{name: "wrong password", configure: userPassword, opts: ConnOptions{User: "bridge", Password: "wrong-pw"}, wantErr: ErrAuthorization},
+		{name: "no credentials where required", configure: userPassword, wantErr: ErrAuthorization},
+		{name: "token", configure: token, opts: ConnOptions{Token: "s3cret-token"}},
+		{name: "wrong token", configure: token, opts: ConnOptions{Token: "wrong-token"}, wantErr: ErrAuthorization},
+		{name: "nkey seed file", configure: nkey, opts: ConnOptions{NKeySeedFile: seedFile}},
+		{name: "unknown nkey", configure: nkey, opts: ConnOptions{NKeySeedFile: otherSeedFile}, wantErr: ErrAuthorization},
+		{name: "missing nkey seed file", configure: nkey, opts: ConnOptions{NKeySeedFile: filepath.Join(t.TempDir(), "none.nk")}, wantText: "read nkey seed file"},
+		{name: "credentials file", configure: ops.configure, opts: ConnOptions{CredsFile: ops.credsFile}},
+		{name: "untrusted credentials file", configure: ops.configure, opts: ConnOptions{CredsFile: ops.untrustedCredsFile}, wantErr: ErrAuthorization},
+		{name: "TLS with CA file", configure: pki.serverTLS(false), scheme: "tls", opts: ConnOptions{CAFile: pki.caFile}},
+		{name: "TLS with wrong CA", configure: pki.serverTLS(false), scheme: "tls", opts: ConnOptions{CAFile: pki.otherCAFile}, wantText: "certificate"},
+		{name: "mutual TLS", configure: pki.serverTLS(true), scheme: "tls", opts: ConnOptions{CAFile: pki.caFile, CertFile: pki.clientCert, KeyFile: pki.clientKey}},
+		{name: "mutual TLS without client certificate", configure: pki.serverTLS(true), scheme: "tls", opts: ConnOptions{CAFile: pki.caFile}, wantText: "tls"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startServer(t, tt.configure)
+			scheme := tt.scheme
+			if scheme == "" {
+				scheme = "nats"
+			}
+			opts := tt.opts
+			opts.URL = scheme + "://" + srv.Addr()
+			opts.ConnectTimeout = 2 * time.Second
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			nc, err := Connect(ctx, opts)
+			if tt.wantErr == nil && tt.wantText == "" {
+				if err != nil {
+					t.Fatalf("Connect: %v", err)
+				}
+				defer nc.Close()
+				if err := nc.Flush(); err != nil {
+					t.Fatalf("flush: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				nc.Close()
+				t.Fatal("Connect succeeded, want error")
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("error %q is not %v", err, tt.wantErr)
+			}
+			if tt.wantText != "" && !strings.Contains(strings.ToLower(err.Error()), tt.wantText) {
+				t.Errorf("error %q does not mention %q", err, tt.wantText)
+			}
+			for _, secret := range []string{"s3cret", "wrong-pw", "wrong-token", string(seed), string(otherSeed)} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q reveals a secret", err)
+				}
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("failing took %s: a hidden retry loop?", d)
+			}
+		})
+	}
+}
+
+func TestConnectServerList(t *testing.T) {
+	srv := startServer(t, nil)
+	// A closed port first: the client must move on to the next server.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	nc, err := Connect(context.Background(), ConnOptions{URL: "nats://" + dead + ", nats://" + srv.Addr(), ConnectTimeout: time.Second})
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer nc.Close()
+	if got := nc.ConnectedAddr(); got != srv.Addr() {
+		t.Errorf("connected to %s, want %s", got, srv.Addr())
+	}
+}
+
+func TestConnectValidatesOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		opts ConnOptions
+		want string
+	}{
+		{"no url", ConnOptions{}, "no NATS server URL"},
+		{"two methods", ConnOptions{URL: "nats://x:1", Token: "t", User: "u"}, "more than one"},
+		{"password without user", ConnOptions{URL: "nats://x:1", Password: "p"}, "without a user"},
+		{"cert without key", ConnOptions{URL: "nats://x:1", CertFile: "c"}, "together"},
+		{"not a url", ConnOptions{URL: "nats://u:hidden@:1,::"}, "not a URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Connect(context.Background(), tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "hidden") {
+				t.Errorf("error %q reveals a password", err)
+			}
+		})
+	}
+}
+
+func TestRedactURLs(t *testing.T) {
+	got := RedactURLs("nats://bridge:pw@a:4222, nats://b:4222")
+	if strings.Contains(got, "pw") || !strings.Contains(got, "nats://b:4222") {
+		t.Errorf("RedactURLs = %q", got)
+	}
+}
