@@ -1,0 +1,134 @@
+package schemas_test
+
+import (
+	"encoding/json"
+	"io/fs"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/schemas"
+)
+
+// TestSchemaFiles checks that every event type has a schema whose $id is the
+// event's dataschema, and that every schema compiles.
+func TestSchemaFiles(t *testing.T) {
+	v, err := schemas.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := v.Names()
+	for _, typ := range append(detector.Types(), schemas.AgentState) {
+		if !slices.Contains(names, typ) {
+			t.Errorf("no schema for %s", typ)
+			continue
+		}
+		b, err := fs.ReadFile(schemas.FS(), typ+".schema.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			ID     string `json:"$id"`
+			Schema string `json:"$schema"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		if want := schemas.BaseURL + typ + ".schema.json"; doc.ID != want {
+			t.Errorf("%s: $id %q, want %q", typ, doc.ID, want)
+		}
+		if typ != schemas.AgentState && doc.ID != detector.DataSchema(typ) {
+			t.Errorf("%s: $id %q differs from detector.DataSchema %q", typ, doc.ID, detector.DataSchema(typ))
+		}
+		if doc.Schema != "https://json-schema.org/draft/2020-12/schema" {
+			t.Errorf("%s: $schema %q", typ, doc.Schema)
+		}
+	}
+}
+
+// TestAsyncAPI checks that asyncapi.yaml describes a channel and a message
+// for every type the detector can emit, with the subject pattern, the
+// agentId parameter and the CloudEvent type, and that every schema file it
+// names exists.
+func TestAsyncAPI(t *testing.T) {
+	b, err := fs.ReadFile(schemas.FS(), "asyncapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		AsyncAPI string `json:"asyncapi"`
+		Channels map[string]struct {
+			Address    string         `json:"address"`
+			Parameters map[string]any `json:"parameters"`
+			Messages   map[string]struct {
+				Ref string `json:"$ref"`
+			} `json:"messages"`
+		} `json:"channels"`
+		Components struct {
+			Messages map[string]struct {
+				Name    string `json:"name"`
+				Headers struct {
+					AllOf []struct {
+						Properties map[string]struct {
+							Const string `json:"const"`
+						} `json:"properties"`
+					} `json:"allOf"`
+				} `json:"headers"`
+				Payload struct {
+					Ref string `json:"$ref"`
+				} `json:"payload"`
+			} `json:"messages"`
+		} `json:"components"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("parse asyncapi.yaml: %v", err)
+	}
+	if doc.AsyncAPI != "3.0.0" {
+		t.Errorf("asyncapi version %q, want 3.0.0", doc.AsyncAPI)
+	}
+	messageOf := map[string]string{} // component message key -> channel address
+	for key, ch := range doc.Channels {
+		if _, ok := ch.Parameters["agentId"]; !ok || !strings.Contains(ch.Address, "{agentId}") {
+			t.Errorf("channel %s (%s) lacks the agentId parameter", key, ch.Address)
+		}
+		for _, m := range ch.Messages {
+			messageOf[strings.TrimPrefix(m.Ref, "#/components/messages/")] = ch.Address
+		}
+	}
+	byType := map[string]string{}
+	for key, m := range doc.Components.Messages {
+		byType[m.Name] = key
+		ref := strings.TrimPrefix(m.Payload.Ref, "./")
+		if _, err := fs.Stat(schemas.FS(), ref); err != nil {
+			t.Errorf("message %s names schema %q, which does not exist", key, m.Payload.Ref)
+		}
+	}
+	for _, typ := range detector.Types() {
+		key, ok := byType[typ]
+		if !ok {
+			t.Errorf("asyncapi.yaml has no message named %s", typ)
+			continue
+		}
+		if want := "ccaas.agents.{agentId}." + typ; messageOf[key] != want {
+			t.Errorf("message %s is on channel %q, want %q", typ, messageOf[key], want)
+		}
+		m := doc.Components.Messages[key]
+		if m.Payload.Ref != "./"+typ+".schema.json" {
+			t.Errorf("message %s payload %q", typ, m.Payload.Ref)
+		}
+		var ceType, dataschema string
+		for _, a := range m.Headers.AllOf {
+			ceType = max(ceType, a.Properties["ce-type"].Const)
+			dataschema = max(dataschema, a.Properties["ce-dataschema"].Const)
+		}
+		if ceType != typ || dataschema != detector.DataSchema(typ) {
+			t.Errorf("message %s headers: ce-type %q, ce-dataschema %q", typ, ceType, dataschema)
+		}
+	}
+	if _, ok := byType["agent-state"]; !ok {
+		t.Error("asyncapi.yaml does not describe the state bucket's values")
+	}
+}
