@@ -178,9 +178,13 @@ func TestForcedChanges(t *testing.T) {
 				return st.ActiveBrowserSessions == 1 && st.PresenceID == simulator.PresenceAvailable && st.Timestamp == e.clock.Now().Unix()
 			}},
 		{"custom presence", func() (simulator.Change, bool, error) { return e.sim.SetPresence(id, meeting.ID) }, simulator.KindPresence,
-			func(st simulator.AgentState) bool { return st.PresenceName == "In a meeting" && st.BaseStatus == simulator.BaseAway }},
+			func(st simulator.AgentState) bool {
+				return st.PresenceName == "In a meeting" && st.BaseStatus == simulator.BaseAway
+			}},
 		{"busy - dnd disables every channel", func() (simulator.Change, bool, error) { return e.sim.SetPresence(id, simulator.PresenceBusyDND) }, simulator.KindPresence,
-			func(st simulator.AgentState) bool { return len(st.AllowedChannels) == 0 && len(st.DisabledChannels) > 0 }},
+			func(st simulator.AgentState) bool {
+				return len(st.AllowedChannels) == 0 && len(st.DisabledChannels) > 0
+			}},
 		{"second tab", func() (simulator.Change, bool, error) { return e.sim.SetSessions(id, 2) }, simulator.KindSessions,
 			func(st simulator.AgentState) bool { return st.ActiveBrowserSessions == 2 }},
 		{"channels", func() (simulator.Change, bool, error) {
@@ -335,7 +339,9 @@ func TestNewValidation(t *testing.T) {
 		{"negative rate", func(o *simulator.Options) { o.Faults.Rate5xx = -0.1 }},
 		{"rates above one", func(o *simulator.Options) { o.Faults.Rate429, o.Faults.Rate5xx = 0.6, 0.6 }},
 		{"burst without period", func(o *simulator.Options) { o.Faults.Burst429Length = time.Second }},
-		{"burst longer than period", func(o *simulator.Options) { o.Faults.Burst429Every, o.Faults.Burst429Length = time.Second, 2 * time.Second }},
+		{"burst longer than period", func(o *simulator.Options) {
+			o.Faults.Burst429Every, o.Faults.Burst429Length = time.Second, 2*time.Second
+		}},
 		{"4xx as 5xx", func(o *simulator.Options) { o.Faults.Statuses5xx = []int{404} }},
 		{"unknown malformed kind", func(o *simulator.Options) { o.Faults.MalformedKinds = []simulator.MalformedKind{"weird"} }},
 		{"negative quota", func(o *simulator.Options) { o.Quota.Requests = -1 }},
