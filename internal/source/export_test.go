@@ -1,0 +1,4 @@
+package source
+
+// ExcerptForTest exposes excerpt to the external tests.
+var ExcerptForTest = excerpt
