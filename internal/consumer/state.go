@@ -26,17 +26,10 @@ func State(ctx context.Context, kv jetstream.KeyValue, agent string, w io.Writer
 	if agent != "" {
 		keys = []string{strings.ToLower(agent)}
 	} else {
-		lister, err := kv.ListKeys(ctx)
+		var err error
+		keys, err = kv.Keys(ctx)
 		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 			return fmt.Errorf("list keys of bucket %s: %w", kv.Bucket(), err)
-		}
-		if lister != nil {
-			for k := range lister.Keys() {
-				keys = append(keys, k)
-			}
-			if err := lister.Stop(); err != nil {
-				return fmt.Errorf("list keys of bucket %s: %w", kv.Bucket(), err)
-			}
 		}
 	}
 

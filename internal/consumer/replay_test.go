@@ -1,0 +1,174 @@
+package consumer
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func TestReplay(t *testing.T) {
+	tests := []struct {
+		name string
+		// opts gets the times marked between the three published batches.
+		opts    func(t1, t2 time.Time) ReplayOptions
+		wantIDs []string
+		golden  string // file under testdata/ holding the exact output
+	}{
+		{
+			name:    "everything",
+			opts:    func(_, _ time.Time) ReplayOptions { return ReplayOptions{} },
+			wantIDs: []string{alice + "-1", alice + "-2", bob + "-1", alice + "-3", bob + "-2", bob + "-3", alice + "-4"},
+			golden:  "replay-all.ndjson",
+		},
+		{
+			name:    "one agent",
+			opts:    func(_, _ time.Time) ReplayOptions { return ReplayOptions{Agent: bob} },
+			wantIDs: []string{bob + "-1", bob + "-2", bob + "-3"},
+		},
+		{
+			name:    "one type",
+			opts:    func(_, _ time.Time) ReplayOptions { return ReplayOptions{Type: "presence.changed"} },
+			wantIDs: []string{alice + "-1", bob + "-1", alice + "-3"},
+		},
+		{
+			name:    "since",
+			opts:    func(t1, _ time.Time) ReplayOptions { return ReplayOptions{Since: t1} },
+			wantIDs: []string{alice + "-3", bob + "-2", bob + "-3", alice + "-4"},
+		},
+		{
+			name:    "since and until",
+			opts:    func(t1, t2 time.Time) ReplayOptions { return ReplayOptions{Since: t1, Until: t2} },
+			wantIDs: []string{alice + "-3", bob + "-2"},
+		},
+		{
+			name:    "until with agent",
+			opts:    func(_, t2 time.Time) ReplayOptions { return ReplayOptions{Until: t2, Agent: alice} },
+			wantIDs: []string{alice + "-1", alice + "-2", alice + "-3"},
+		},
+		{
+			name: "nothing matches",
+			opts: func(_, _ time.Time) ReplayOptions {
+				return ReplayOptions{Agent: "00000000-0000-0000-0000-000000000000"}
+			},
+			wantIDs: nil,
+		},
+		{
+			name:    "since after the last event",
+			opts:    func(_, _ time.Time) ReplayOptions { return ReplayOptions{Since: time.Now().Add(time.Hour)} },
+			wantIDs: nil,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js := startJetStream(t)
+			all := fixture()
+			publish(t, js, 0, all[:3]...)
+			t1 := time.Now()
+			publish(t, js, 3*time.Second, all[3:5]...)
+			t2 := time.Now()
+			publish(t, js, 5*time.Second, all[5:]...)
+
+			var out, progress bytes.Buffer
+			if err := Replay(t.Context(), js, tt.opts(t1, t2), &out, &progress); err != nil {
+				t.Fatalf("Replay: %v", err)
+			}
+			if progress.Len() != 0 {
+				t.Errorf("progress written to a non-terminal: %q", progress.String())
+			}
+			var ids []string
+			for _, line := range strings.SplitAfter(out.String(), "\n") {
+				if line == "" {
+					continue
+				}
+				if !strings.HasSuffix(line, "\n") {
+					t.Fatalf("last line not terminated: %q", line)
+				}
+				var e event.Event
+				if err := json.Unmarshal([]byte(line), &e); err != nil {
+					t.Fatalf("line is not a CloudEvent in JSON: %v: %s", err, line)
+				}
+				if err := e.Validate(); err != nil {
+					t.Fatalf("invalid CloudEvent: %v: %s", err, line)
+				}
+				ids = append(ids, e.ID())
+			}
+			if !slices.Equal(ids, tt.wantIDs) {
+				t.Errorf("replayed IDs %v, want %v", ids, tt.wantIDs)
+			}
+			if tt.golden != "" {
+				checkGolden(t, tt.golden, out.Bytes())
+			}
+		})
+	}
+}
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+func TestReplayProgressBar(t *testing.T) {
+	js := startJetStream(t)
+	publish(t, js, 0, fixture()...)
+	var out, bar bytes.Buffer
+	n, err := replay(t.Context(), js, ReplayOptions{}, &out, &bar)
+	if err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if n != 7 || strings.Count(out.String(), "\n") != 7 {
+		t.Fatalf("replayed %d events (%d lines), want 7", n, strings.Count(out.String(), "\n"))
+	}
+	if !strings.Contains(bar.String(), "replay") {
+		t.Errorf("no progress bar drawn: %q", bar.String())
+	}
+}
+
+func TestReplayErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    ReplayOptions
+		wantErr string
+	}{
+		{name: "unknown stream", opts: ReplayOptions{Stream: "NOPE"}, wantErr: "look up stream NOPE: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js := startJetStream(t)
+			var out bytes.Buffer
+			err := Replay(t.Context(), js, tt.opts, &out, &out)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+				t.Fatalf("Replay = %v, want prefix %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestReplayEmptyStream(t *testing.T) {
+	js := startJetStream(t)
+	var out bytes.Buffer
+	if err := Replay(t.Context(), js, ReplayOptions{}, &out, &out); err != nil || out.Len() != 0 {
+		t.Fatalf("Replay of an empty stream = %v, output %q; want nil and nothing", err, out.String())
+	}
+}
