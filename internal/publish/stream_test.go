@@ -68,7 +68,9 @@ func TestEnsureStream(t *testing.T) {
 		{
 			name: "differences updated when managing", existing: existing(func(c *jetstream.StreamConfig) { c.MaxAge = time.Hour; c.Duplicates = time.Minute }),
 			opts: StreamOptions{Manage: true},
-			want: func(c *jetstream.StreamConfig) bool { return c.MaxAge == DefaultStreamMaxAge && c.Duplicates == DefaultDuplicateWindow },
+			want: func(c *jetstream.StreamConfig) bool {
+				return c.MaxAge == DefaultStreamMaxAge && c.Duplicates == DefaultDuplicateWindow
+			},
 		},
 		{
 			name: "subjects never rewritten", existing: existing(func(c *jetstream.StreamConfig) { c.Subjects = []string{"ccaas.other.>"}; c.MaxAge = time.Hour }),
