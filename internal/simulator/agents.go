@@ -80,16 +80,16 @@ type ChangeKind string
 
 // Change kinds.
 const (
-	KindAdded     ChangeKind = "added"   // the agent was created (its initial state)
-	KindRemoved   ChangeKind = "removed" // the agent was deleted; State is its last state
-	KindLogin     ChangeKind = "login"   // sessions 0 -> 1, new Timestamp, Available
-	KindLogout    ChangeKind = "logout"  // sessions -> 0, Offline
-	KindTabOpened ChangeKind = "tab-opened"
-	KindTabClosed ChangeKind = "tab-closed"
-	KindPresence  ChangeKind = "presence" // presence switched, channels possibly with it
-	KindChannels  ChangeKind = "channels" // a channel enabled or disabled
-	KindSessions  ChangeKind = "sessions" // SetSessions set the tab count
-	KindSetByTest ChangeKind = "set"      // SetState replaced the whole state
+	KindAdded     ChangeKind = "added"      // the agent was created (its initial state)
+	KindRemoved   ChangeKind = "removed"    // the agent was deleted; State is its last state
+	KindLogin     ChangeKind = "login"      // sessions 0 -> 1, new Timestamp, Available
+	KindLogout    ChangeKind = "logout"     // sessions -> 0, Offline
+	KindTabOpened ChangeKind = "tab-opened" // one more browser session
+	KindTabClosed ChangeKind = "tab-closed" // one fewer, at least one left
+	KindPresence  ChangeKind = "presence"   // presence switched, channels possibly with it
+	KindChannels  ChangeKind = "channels"   // a channel enabled or disabled
+	KindSessions  ChangeKind = "sessions"   // SetSessions set the tab count
+	KindSetByTest ChangeKind = "set"        // SetState replaced the whole state
 )
 
 // kindNone marks a transition that changes nothing; it is never recorded.

@@ -44,6 +44,7 @@ type tokenList struct {
 	set bool
 }
 
+// String lists the tokens, comma-separated.
 func (t *tokenList) String() string {
 	if t == nil || t.dst == nil {
 		return ""
@@ -51,6 +52,7 @@ func (t *tokenList) String() string {
 	return strings.Join(*t.dst, ",")
 }
 
+// Set adds a token; the first Set drops the defaults.
 func (t *tokenList) Set(v string) error {
 	if v == "" {
 		return fmt.Errorf("empty token")

@@ -60,9 +60,9 @@ const (
 // userQuota is one user's window and in-flight count; guarded by
 // Simulator.qmu.
 type userQuota struct {
-	// times holds the admission times in the window, oldest first, from
-	// index head.
-	times    []time.Time
+	// times holds the admission times in the window (Unix nanoseconds),
+	// oldest first, from index head.
+	times    []int64
 	head     int
 	inFlight int
 }
@@ -99,7 +99,8 @@ func (s *Simulator) admit(user string, now time.Time) quotaVerdict {
 		s.users[user] = u
 	}
 	// Slide the window.
-	for u.head < len(u.times) && !u.times[u.head].After(now.Add(-q.Window)) {
+	cutoff := now.Add(-q.Window).UnixNano()
+	for u.head < len(u.times) && u.times[u.head] <= cutoff {
 		u.head++
 	}
 	if u.head > 64 && u.head > len(u.times)/2 {
@@ -110,7 +111,7 @@ func (s *Simulator) admit(user string, now time.Time) quotaVerdict {
 		if u.inWindow() >= q.Requests {
 			s.qstats.requestViolations++
 			s.qstats.byUser[user]++
-			retry := u.times[u.head].Add(q.Window).Sub(now)
+			retry := time.Unix(0, u.times[u.head]).Add(q.Window).Sub(now)
 			return quotaVerdict{code: codeQuotaRequests, reason: "quota-requests", retryAfter: retry,
 				message: fmt.Sprintf("Number of requests exceeded the limit of %d over time window of %d seconds.", q.Requests, int(q.Window.Seconds()))}
 		}
@@ -121,7 +122,7 @@ func (s *Simulator) admit(user string, now time.Time) quotaVerdict {
 				message: fmt.Sprintf("Number of concurrent requests exceeded the limit of %d.", q.Concurrent)}
 		}
 	}
-	u.times = append(u.times, now)
+	u.times = append(u.times, now.UnixNano())
 	u.inFlight++
 	s.qstats.peakWindow = max(s.qstats.peakWindow, u.inWindow())
 	s.qstats.peakConcurrent = max(s.qstats.peakConcurrent, u.inFlight)
