@@ -406,3 +406,27 @@ func TestRunAndServe(t *testing.T) {
 		t.Error("Run accepted a zero interval")
 	}
 }
+
+func TestFieldsString(t *testing.T) {
+	tests := []struct {
+		f    simulator.Fields
+		want string
+	}{
+		{0, ""},
+		{simulator.FieldPresence, "presence"},
+		{simulator.FieldPresence | simulator.FieldChannels, "presence|channels"},
+		{simulator.FieldPresence | simulator.FieldSessions | simulator.FieldChannels, "presence|sessions|channels"},
+	}
+	for _, tt := range tests {
+		if got := tt.f.String(); got != tt.want {
+			t.Errorf("%d.String() = %q, want %q", tt.f, got, tt.want)
+		}
+	}
+}
+
+func TestListenAndServeBadAddress(t *testing.T) {
+	sim, _ := build(t, nil)
+	if err := sim.ListenAndServe(t.Context(), "127.0.0.1:not-a-port"); err == nil {
+		t.Fatal("ListenAndServe accepted a bad address")
+	}
+}
