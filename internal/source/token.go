@@ -164,6 +164,7 @@ type EntraToken struct {
 	mu         sync.Mutex
 	fetching   chan struct{} // closed when the running fetch ends; nil when none
 	token      azcore.AccessToken
+	expiresAt  time.Time // in the provider's clock
 	refreshAt  time.Time
 	fetchError error
 }
@@ -241,7 +242,7 @@ func (e *EntraToken) get(ctx context.Context, refused string) (string, error) {
 		e.mu.Lock()
 		now := e.now()
 		tok := e.token
-		valid := tok.Token != "" && now.Before(tok.ExpiresOn) && (refused == "" || tok.Token != refused)
+		valid := tok.Token != "" && now.Before(e.expiresAt) && (refused == "" || tok.Token != refused)
 		if valid && now.Before(e.refreshAt) {
 			e.mu.Unlock()
 			return tok.Token, nil
@@ -279,19 +280,25 @@ func (e *EntraToken) get(ctx context.Context, refused string) (string, error) {
 		} else {
 			e.fetchError = nil
 			e.metrics.tokenRefreshed()
+			// azidentity's times are wall-clock; carry them over to the
+			// provider's clock (the same one outside tests).
+			wall, now := time.Now(), e.now()
 			e.token = got
-			e.refreshAt = got.ExpiresOn.Add(-e.refreshBefore)
-			if !got.RefreshOn.IsZero() && got.RefreshOn.Before(e.refreshAt) {
-				e.refreshAt = got.RefreshOn
+			e.expiresAt = now.Add(got.ExpiresOn.Sub(wall))
+			e.refreshAt = e.expiresAt.Add(-e.refreshBefore)
+			if !got.RefreshOn.IsZero() {
+				if r := now.Add(got.RefreshOn.Sub(wall)); r.Before(e.refreshAt) {
+					e.refreshAt = r
+				}
 			}
 		}
-		fetchErr := e.fetchError
+		fetchErr, exp := e.fetchError, e.expiresAt
 		close(done)
 		e.mu.Unlock()
 		if fetchErr != nil {
 			if valid {
 				e.log.Warn("refresh Entra ID token failed; using the current one until it expires",
-					"expires", tok.ExpiresOn, "err", fetchErr)
+					"expires_in", exp.Sub(now).Round(time.Second), "err", fetchErr)
 				return tok.Token, nil
 			}
 			return "", fetchErr
