@@ -58,7 +58,9 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	out := eventstest.NewLineBuffer()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nc, options{Stream: eventstest.Stream, SubjectPrefix: eventstest.SubjectPrefix, Bucket: eventstest.StateBucket}, out) }()
+	go func() {
+		done <- run(ctx, nc, options{Stream: eventstest.Stream, SubjectPrefix: eventstest.SubjectPrefix, Bucket: eventstest.StateBucket}, out)
+	}()
 
 	out.WaitLines(t, 5) // the loaded view and Bob's uncommitted change
 	eventstest.WaitConsumers(t, js, 1)
