@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/schemas"
+)
+
+// harness holds the real parts an end-to-end test runs the bridge binary
+// against: an embedded JetStream, the simulated organisation over HTTP, and
+// a consumer of the stream.
+type harness struct {
+	t      *testing.T
+	ns     *embeddednats.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	sim    *simulator.Simulator
+	simURL string
+	val    *schemas.Validator
+}
+
+func newHarness(t *testing.T, agents int, seed uint64) *harness {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := simulator.DefaultOptions()
+	opts.Agents = agents
+	opts.Seed = seed
+	sim, err := simulator.New(opts)
+	if err != nil {
+		t.Fatalf("new simulator: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: sim.Handler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	val, err := schemas.NewValidator()
+	if err != nil {
+		t.Fatalf("compile schemas: %v", err)
+	}
+	return &harness{t: t, ns: ns, nc: nc, js: js, sim: sim, simURL: "http://" + ln.Addr().String(), val: val}
+}
+
+// env is the bridge's environment against the harness.
+func (h *harness) env(extra map[string]string) map[string]string {
+	env := map[string]string{
+		"BRIDGE_ORG_URL":          h.simURL,
+		"BRIDGE_AGENT_IDS":        strings.Join(h.sim.AgentIDs(), ","),
+		"BRIDGE_TOKEN":            simulator.DefaultToken,
+		"BRIDGE_NATS_URL":         h.ns.ClientURL(),
+		"BRIDGE_POLL_INTERVAL":    "100ms",
+		"BRIDGE_BACKOFF_MAX":      "1s",
+		"BRIDGE_HTTP_ADDR":        "127.0.0.1:0",
+		"BRIDGE_LOG_FORMAT":       "json",
+		"BRIDGE_LOG_LEVEL":        "debug",
+		"BRIDGE_SHUTDOWN_TIMEOUT": "20s",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+// proc is a bridge process under test.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan error
+}
+
+// start runs the bridge binary with args and env; its stdout and stderr are
+// collected.
+func (h *harness) start(env map[string]string, args ...string) *proc {
+	h.t.Helper()
+	p := &proc{done: make(chan error, 1)}
+	p.cmd = exec.Command(bridgeBin, args...)
+	p.cmd.Env = bridgeEnv(env)
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	p.cmd.Stderr = p.cmd.Stdout
+	if err := p.cmd.Start(); err != nil {
+		h.t.Fatalf("start bridge: %v", err)
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.Write(sc.Bytes())
+			p.logs.WriteByte('\n')
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		<-copied
+		p.done <- p.cmd.Wait()
+	}()
+	h.t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if h.t.Failed() {
+			h.t.Logf("bridge output:\n%s", p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+// signal sends sig and waits for the exit, returning the exit status.
+func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal bridge: %v", err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		if err == nil {
+			return 0
+		}
+		if ee, ok := err.(*exec.ExitError); ok {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				return -int(ws.Signal())
+			}
+			return ee.ExitCode()
+		}
+		t.Fatalf("wait bridge: %v", err)
+	case <-time.After(within):
+		t.Fatalf("bridge did not exit within %s after %s\n%s", within, sig, p.output())
+	}
+	return -1
+}
+
+// event is one event read from the stream, decoded by the CloudEvents SDK.
+type event struct {
+	Subject  string
+	ID       string
+	Type     string
+	Agent    string
+	Sequence uint64
+	Time     time.Time
+	Data     map[string]any
+	raw      []byte
+}
+
+// decode decodes a stream message with the CloudEvents NATS binding and
+// validates its data against the type's schema.
+func (h *harness) decode(msg *nats.Msg) (event, error) {
+	ce, err := binding.ToEvent(context.Background(), cejs.NewMessage(msg))
+	if err != nil {
+		return event{}, fmt.Errorf("decode %s: %w", msg.Subject, err)
+	}
+	if err := ce.Validate(); err != nil {
+		return event{}, fmt.Errorf("invalid cloudevent %s: %w", msg.Subject, err)
+	}
+	ev := event{Subject: msg.Subject, ID: ce.ID(), Type: ce.Type(), Agent: ce.Subject(), Time: ce.Time(), raw: ce.Data()}
+	seq, ok := ce.Extensions()["sequence"]
+	if !ok {
+		return ev, fmt.Errorf("event %s has no sequence extension", ev.ID)
+	}
+	if _, err := fmt.Sscanf(fmt.Sprint(seq), "%d", &ev.Sequence); err != nil {
+		return ev, fmt.Errorf("event %s sequence %v: %w", ev.ID, seq, err)
+	}
+	if want := "ccaas.agents." + ev.Agent + "." + ev.Type; msg.Subject != want {
+		return ev, fmt.Errorf("event %s on subject %s, want %s", ev.ID, msg.Subject, want)
+	}
+	if want := fmt.Sprintf("%s-%d", ev.Agent, ev.Sequence); ev.ID != want || msg.Header.Get(jetstream.MsgIDHeader) != want {
+		return ev, fmt.Errorf("event id %s (Nats-Msg-Id %s), want %s", ev.ID, msg.Header.Get(jetstream.MsgIDHeader), want)
+	}
+	if want := schemas.BaseURL + ev.Type + ".schema.json"; ce.DataSchema() != want {
+		return ev, fmt.Errorf("event %s dataschema %s, want %s", ev.ID, ce.DataSchema(), want)
+	}
+	if err := h.val.Validate(ev.Type, ev.raw); err != nil {
+		return ev, fmt.Errorf("event %s (%s) against its schema: %w", ev.ID, ev.Type, err)
+	}
+	if err := json.Unmarshal(ev.raw, &ev.Data); err != nil {
+		return ev, err
+	}
+	return ev, nil
+}
+
+// collector reads the whole stream from the start with an ordered consumer
+// and keeps every event, decoded and validated.
+type collector struct {
+	mu     sync.Mutex
+	events []event
+	errs   []error
+	cc     jetstream.ConsumeContext
+}
+
+func (h *harness) collect(ctx context.Context) *collector {
+	h.t.Helper()
+	var cons jetstream.Consumer
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		cons, err = h.js.OrderedConsumer(ctx, "CCAAS_AGENTS", jetstream.OrderedConsumerConfig{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("ordered consumer on CCAAS_AGENTS: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			h.t.Fatal(ctx.Err())
+		case <-time.After(50 * time.Millisecond): // the bridge creates the stream; poll for it
+		}
+	}
+	c := &collector{}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		nm := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+		ev, err := h.decode(nm)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil {
+			c.errs = append(c.errs, err)
+			return
+		}
+		c.events = append(c.events, ev)
+	})
+	if err != nil {
+		h.t.Fatalf("consume: %v", err)
+	}
+	c.cc = cc
+	h.t.Cleanup(cc.Stop)
+	return c
+}
+
+func (c *collector) snapshot() ([]event, []error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]event(nil), c.events...), append([]error(nil), c.errs...)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval of the condition, not a synchronisation
+	}
+}
+
+// latestPresence returns, per agent, the presence ID of its last
+// presence.changed event.
+func latestPresence(events []event) map[string]string {
+	out := map[string]string{}
+	for _, ev := range events {
+		if ev.Type != "presence.changed" {
+			continue
+		}
+		if cur, ok := ev.Data["current"].(map[string]any); ok {
+			out[ev.Agent], _ = cur["id"].(string)
+		}
+	}
+	return out
+}
+
+// caughtUp reports whether the stream's last presence of every agent equals
+// the simulator's.
+func (h *harness) caughtUp(c *collector) bool {
+	events, _ := c.snapshot()
+	latest := latestPresence(events)
+	for _, st := range h.sim.Agents() {
+		if latest[st.AgentID] != st.PresenceID {
+			return false
+		}
+	}
+	return true
+}
+
+var _ = io.Discard
+var _ = os.Getpid

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// raceEnabled is set when the tests run with -race, so the binary under
+// test is built with the race detector too.
+var raceEnabled bool
+
+// bridgeBin is the path of the bridge binary built once for the tests that
+// run it as a separate process.
+var bridgeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bridge-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bridgeBin = filepath.Join(dir, "bridge")
+	args := []string{"build", "-ldflags", "-X main.version=test-build", "-o", bridgeBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		panic("build bridge: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// bridgeEnv is a minimal environment for the binary: no BRIDGE_ or AZURE_
+// variable leaks in from the test's own environment.
+func bridgeEnv(extra map[string]string) []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+func TestInvalidConfigurationExitsTwoNamingTheVariable(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	base := map[string]string{
+		"BRIDGE_ORG_URL":   "https://contoso.crm.dynamics.com",
+		"BRIDGE_AGENT_IDS": "394382b6-a4d4-ee11-904c-00224808a166",
+		"BRIDGE_TOKEN":     "static-token",
+		"BRIDGE_DATA_DIR":  data,
+		"BRIDGE_HTTP_ADDR": "127.0.0.1:0",
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantVar string
+		want    string
+	}{
+		{"agent id not a GUID", map[string]string{"BRIDGE_AGENT_IDS": "agent-7"}, "BRIDGE_AGENT_IDS", "not a GUID"},
+		{"zero interval", map[string]string{"BRIDGE_POLL_INTERVAL": "0s"}, "BRIDGE_POLL_INTERVAL", "greater than zero"},
+		{"negative interval", map[string]string{"BRIDGE_POLL_INTERVAL": "-1s"}, "BRIDGE_POLL_INTERVAL", "greater than zero"},
+		{"URL without a scheme", map[string]string{"BRIDGE_ORG_URL": "contoso.crm.dynamics.com"}, "BRIDGE_ORG_URL", "scheme"},
+		{"unreadable token file", map[string]string{"BRIDGE_TOKEN": "", "BRIDGE_TOKEN_FILE": filepath.Join(dir, "missing")}, "BRIDGE_TOKEN_FILE", "cannot read file"},
+		{"missing organisation", map[string]string{"BRIDGE_ORG_URL": ""}, "BRIDGE_ORG_URL", "is required"},
+		{"missing agents", map[string]string{"BRIDGE_AGENT_IDS": ""}, "BRIDGE_AGENT_IDS", "is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range base {
+				env[k] = v
+			}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			cmd := exec.Command(bridgeBin, "run")
+			cmd.Env = bridgeEnv(env)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != exitConfig {
+				t.Fatalf("exit = %v, want status %d; stderr:\n%s", err, exitConfig, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.wantVar) || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("stderr does not name %s with %q:\n%s", tt.wantVar, tt.want, stderr.String())
+			}
+			if strings.Contains(stderr.String(), "static-token") {
+				t.Fatalf("stderr echoes the token:\n%s", stderr.String())
+			}
+			if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("data dir exists after a configuration error (something was started): %v", err)
+			}
+		})
+	}
+}
+
+func TestHelpListsEveryFlagAndVariable(t *testing.T) {
+	out, err := exec.Command(bridgeBin, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bridge --help: %v\n%s", err, out)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(string(out), c.name) {
+			t.Errorf("bridge --help does not list %s", c.name)
+		}
+	}
+	for _, v := range []string{"BRIDGE_POLL_INTERVAL", "BRIDGE_NATS_URL", "BRIDGE_LEASE_TTL", "BRIDGE_HTTP_ADDR"} {
+		if !strings.Contains(string(out), v) {
+			t.Errorf("bridge --help does not list %s", v)
+		}
+	}
+	out, err = exec.Command(bridgeBin, "version").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "bridge test-build" {
+		t.Errorf("bridge version = %q, %v; want the stamped version", out, err)
+	}
+}

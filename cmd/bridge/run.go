@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccaas/presence-bridge/internal/config"
+	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/ops"
+	"github.com/ccaas/presence-bridge/internal/pipeline"
+	"github.com/ccaas/presence-bridge/internal/publish"
+	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/statebucket"
+)
+
+func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string, _, stderr io.Writer) int {
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	cfg, ok := loadConfig(stderr, config.Needs{Organisation: true})
+	if !ok {
+		return exitConfig
+	}
+	plan, err := planSource(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge: invalid configuration:\n  %v\n", err)
+		return exitConfig
+	}
+	log, err := newLogger(stderr, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge: invalid configuration:\n  %v\n", err)
+		return exitConfig
+	}
+	if err := runBridge(ctx, cfg, plan, log, hooks{}); err != nil {
+		log.Error("bridge stopped", "err", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// sourcePlan is what the source needs beyond the configuration, resolved
+// and validated before anything starts.
+type sourcePlan struct {
+	agents      []string
+	presenceMap map[string]string
+}
+
+// planSource reads the agent list and the presence overrides and checks the
+// polling plan against Dataverse's service-protection limits.
+func planSource(cfg config.Config) (sourcePlan, error) {
+	var p sourcePlan
+	var err error
+	p.agents = cfg.AgentIDs
+	if cfg.AgentIDsFile != "" {
+		p.agents, err = source.LoadAgentFile(cfg.AgentIDsFile)
+		var le *source.AgentListError
+		if err != nil && (!errors.As(err, &le) || le.Invalid()) {
+			return p, fmt.Errorf("BRIDGE_AGENT_IDS_FILE: %w", err)
+		}
+		if len(p.agents) == 0 {
+			return p, fmt.Errorf("BRIDGE_AGENT_IDS_FILE: %s lists no agent", cfg.AgentIDsFile)
+		}
+	}
+	if cfg.PresenceMap != "" {
+		if p.presenceMap, err = source.ParsePresenceMap(cfg.PresenceMap); err != nil {
+			return p, fmt.Errorf("BRIDGE_PRESENCE_MAP: %w", err)
+		}
+	}
+	if err := source.CheckLimits(source.LimitsConfig{
+		Agents: len(p.agents), Interval: cfg.PollInterval, MaxRPS: cfg.MaxRPS, MaxConcurrency: cfg.MaxConcurrency,
+	}); err != nil {
+		return p, fmt.Errorf("BRIDGE_POLL_INTERVAL, BRIDGE_MAX_RPS: %w", err)
+	}
+	return p, nil
+}
+
+// hooks let `bridge demo` watch the running bridge.
+type hooks struct {
+	// onPublished is called with every acknowledged event.
+	onPublished func(detector.Event)
+	// onStarted is called once everything runs, with the pipeline and the
+	// poller for summaries.
+	onStarted func(*pipeline.Pipeline, *source.Poller)
+	// tokens overrides the token provider (the demo's simulator token).
+	tokens source.TokenProvider
+}
+
+// runBridge runs the bridge until ctx ends, then shuts it down in order:
+// stop polling, publish what is in flight and commit it, drain NATS, stop
+// HTTP, stop the embedded server. It returns nil after a clean shutdown.
+func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slog.Logger, h hooks) (err error) {
+	reg := prometheus.NewRegistry()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// HTTP lives until everything else is shut down.
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+
+	var opsSrv *ops.Server
+	if cfg.HTTPAddr != "" {
+		opsSrv, err = ops.New(ops.Options{Addr: cfg.HTTPAddr, Registry: reg, Version: version, Logger: log, ShutdownTimeout: 5 * time.Second})
+		if err != nil {
+			return fmt.Errorf("build operator http: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := opsSrv.Run(httpCtx); err != nil {
+				log.Error("operator http failed", "err", err)
+			}
+		}()
+	}
+
+	natsURL := cfg.NATSURL
+	if cfg.Embedded() {
+		ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: cfg.EmbeddedNATSListen, DataDir: cfg.DataDir, Logger: log})
+		if err != nil {
+			return fmt.Errorf("start embedded nats: %w", err)
+		}
+		defer ns.Shutdown()
+		natsURL = ns.ClientURL()
+		log.Info("embedded JetStream running; attach with the nats CLI", "url", natsURL, "data_dir", cfg.DataDir)
+	}
+
+	pubMetrics, err := publish.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register publish metrics: %w", err)
+	}
+	nc, err := publish.Connect(ctx, publish.ConnOptions{
+		URL: natsURL, CredsFile: cfg.NATSCreds, NKeySeedFile: cfg.NATSNKey, User: cfg.NATSUser, Password: cfg.NATSPassword,
+		Token: cfg.NATSToken, CAFile: cfg.NATSCA, CertFile: cfg.NATSCert, KeyFile: cfg.NATSKey, Logger: log, Metrics: pubMetrics,
+	})
+	if err != nil {
+		return fmt.Errorf("connect to nats: %w", err)
+	}
+	defer func() {
+		if derr := drain(nc); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if opsSrv != nil {
+		opsSrv.AddCheck(ops.NATSCheck(nc))
+		opsSrv.AddCheck(ops.StreamCheck(js, cfg.Stream))
+	}
+	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{
+		Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, MaxAge: cfg.StreamMaxAge, Replicas: cfg.StreamReplicas,
+		Storage: cfg.StreamStorage, DuplicateWindow: cfg.DuplicateWindow, Manage: cfg.StreamManage,
+	}); err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
+	}
+	storage := jetstream.FileStorage
+	if cfg.StreamStorage == "memory" {
+		storage = jetstream.MemoryStorage
+	}
+	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: cfg.StateBucket, Replicas: cfg.StreamReplicas, Storage: storage})
+	if err != nil {
+		return err
+	}
+
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: cfg.OrgURL, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
+	if err != nil {
+		return fmt.Errorf("build encoder: %w", err)
+	}
+	pub, err := publish.NewPublisher(nc, publish.Options{
+		Encoder: enc, Stream: cfg.Stream, MaxPending: cfg.PublishMaxPending, PublishTimeout: cfg.PublishTimeout, Logger: log, Metrics: pubMetrics,
+	})
+	if err != nil {
+		return fmt.Errorf("build publisher: %w", err)
+	}
+
+	det, err := detector.New(detector.Options{Store: store, StaleAfter: cfg.EffectiveStaleAfter(), Logger: log})
+	if err != nil {
+		return fmt.Errorf("build detector: %w", err)
+	}
+	n, err := det.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("load agent states: %w", err)
+	}
+	log.Info("agent states loaded", "bucket", cfg.StateBucket, "agents", n)
+	pipeMetrics, err := pipeline.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register pipeline metrics: %w", err)
+	}
+	pipe, err := pipeline.New(pipeline.Options{
+		Detector: det, Publisher: pub, Logger: log, Metrics: pipeMetrics, SnapshotInterval: cfg.SnapshotInterval, OnPublished: h.onPublished,
+	})
+	if err != nil {
+		return fmt.Errorf("build pipeline: %w", err)
+	}
+
+	srcMetrics, err := source.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register source metrics: %w", err)
+	}
+	tokens := h.tokens
+	if tokens == nil {
+		if tokens, err = tokenProvider(cfg, srcMetrics, log); err != nil {
+			return err
+		}
+	}
+	catalogue := source.NewCatalogue(plan.presenceMap)
+	client, err := source.NewClient(source.ClientOptions{OrgURL: cfg.OrgURL, Tokens: tokens, Catalogue: catalogue, MaxConns: cfg.MaxConcurrency, Metrics: srcMetrics})
+	if err != nil {
+		return fmt.Errorf("build presence client: %w", err)
+	}
+	poller, err := source.NewPoller(source.PollerOptions{
+		Getter: client, Sink: pipe, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
+		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax, StaleAfter: cfg.EffectiveStaleAfter(),
+		Logger: log, Metrics: srcMetrics,
+	})
+	if err != nil {
+		return fmt.Errorf("build poller: %w", err)
+	}
+	poller.SetAgents(plan.agents)
+	if opsSrv != nil {
+		opsSrv.AddCheck(ops.CheckFunc("token", func() (bool, string) {
+			if client.TokenObtained() {
+				return true, ""
+			}
+			return false, "no token obtained yet"
+		}))
+		opsSrv.AddActiveCheck(ops.CheckFunc("first_poll_round", func() (bool, string) {
+			if poller.Status().FirstRoundDone {
+				return true, ""
+			}
+			return false, "first poll round not done"
+		}))
+	}
+
+	// The catalogue loads now (so first events carry base statuses) and
+	// then every BRIDGE_PRESENCE_CATALOG_REFRESH.
+	refresher := &source.CatalogueRefresher{Lister: client, Catalogue: catalogue, Every: cfg.PresenceCatalogRefresh, Logger: log, Metrics: srcMetrics}
+	if err := refresher.Load(ctx); err != nil {
+		log.Warn("custom presences not loaded; out-of-box presences and BRIDGE_PRESENCE_MAP still resolve", "err", err)
+	}
+
+	// Polling and the loops around it stop with ctx.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	var loops sync.WaitGroup
+	goLoop := func(name string, f func(context.Context) error) {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			if err := f(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("loop stopped", "loop", name, "err", err)
+				stopRun()
+			}
+		}()
+	}
+	goLoop("pipeline", pipe.Run)
+	goLoop("catalogue", func(ctx context.Context) error { refresher.Run(ctx); return nil })
+	if cfg.AgentIDsFile != "" {
+		w := &source.AgentFileWatcher{Path: cfg.AgentIDsFile, Apply: poller.SetAgents, Logger: log}
+		goLoop("agent-file", func(ctx context.Context) error { w.Run(ctx); return nil })
+	}
+	goLoop("poller", poller.Run)
+	log.Info("bridge running", "agents", len(plan.agents), "interval", cfg.PollInterval, "stream", cfg.Stream, "nats", publish.RedactURLs(natsURL))
+	if h.onStarted != nil {
+		h.onStarted(pipe, poller)
+	}
+
+	<-runCtx.Done()
+	log.Info("shutting down: polling stops, in-flight events are published and committed")
+	stopRun()
+	loops.Wait()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	if err := pipe.Close(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("flush pipeline: %w", err))
+	}
+	if err := pub.Close(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("close publisher: %w", err))
+	}
+	if ctx.Err() == nil {
+		errs = append(errs, errors.New("a loop stopped unexpectedly"))
+	}
+	return errors.Join(errs...)
+}
+
+// tokenProvider picks the static token, the token file, or Entra ID.
+func tokenProvider(cfg config.Config, m *source.Metrics, log *slog.Logger) (source.TokenProvider, error) {
+	switch {
+	case cfg.Token != "":
+		return source.StaticToken(cfg.Token), nil
+	case cfg.TokenFile != "":
+		t, err := source.NewFileToken(source.FileTokenOptions{Path: cfg.TokenFile})
+		if err != nil {
+			return nil, fmt.Errorf("BRIDGE_TOKEN_FILE: %w", err)
+		}
+		return t, nil
+	default:
+		t, err := source.NewEntraToken(source.EntraTokenOptions{OrgURL: cfg.OrgURL, Metrics: m, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("entra id credential: %w", err)
+		}
+		return t, nil
+	}
+}
+
+// drain drains the NATS connection, waiting for it to close.
+func drain(nc *nats.Conn) error {
+	closed := make(chan struct{})
+	prev := nc.Opts.ClosedCB
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		close(closed)
+	})
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		nc.Close()
+		return errors.New("drain nats: timed out")
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/ccaas/presence-bridge/internal/logging"
+	"github.com/ccaas/presence-bridge/internal/simulator"
+)
+
+func cmdSimulate(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	opts := simulator.DefaultOptions()
+	addr := fs.String("addr", "127.0.0.1:8081", "address to serve the simulated organisation on")
+	logFormat := fs.String("log-format", "text", "log format: json or text")
+	opts.RegisterFlags(fs)
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	logger, err := logging.New(stderr, *logFormat, "info")
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
+		return exitConfig
+	}
+	opts.Logger = logger
+	sim, err := simulator.New(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "simulated organisation: http://%s (token %q, %d agents)\n", *addr, simulator.DefaultToken, len(sim.AgentIDs()))
+	fmt.Fprintf(stdout, "agents: BRIDGE_AGENT_IDS=%s\n", joinComma(sim.AgentIDs()))
+	if err := sim.ListenAndServe(ctx, *addr); err != nil {
+		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func joinComma(ids []string) string {
+	out := ""
+	for i, id := range ids {
+		if i > 0 {
+			out += ","
+		}
+		out += id
+	}
+	return out
+}
