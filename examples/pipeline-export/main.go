@@ -1,0 +1,155 @@
+// Command pipeline-export writes the bridge's events from a point in time
+// to the end of the stream as CloudEvents JSON lines (NDJSON, structured
+// mode), for a data pipeline to load. It reads with an ordered consumer
+// that starts at the given time and stops at the last message the stream
+// held when the export began, so an export is a finite, repeatable file.
+// See README.md.
+//
+//	go run ./examples/pipeline-export -nats nats://127.0.0.1:4222 -since 24h > events.ndjson
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// options says what to export.
+type options struct {
+	Stream        string
+	SubjectPrefix string
+	// Since is the time of the first event to export (the time the stream
+	// stored it); zero exports from the beginning of the stream.
+	Since time.Time
+}
+
+func main() {
+	url := flag.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS server URL (env NATS_URL)")
+	var opts options
+	flag.StringVar(&opts.Stream, "stream", "CCAAS_AGENTS", "stream of the bridge's events")
+	flag.StringVar(&opts.SubjectPrefix, "prefix", "ccaas.agents", "subject prefix of the bridge's events")
+	since := flag.String("since", "", "export events from this time: a duration before now (24h) or an RFC 3339 time; empty for all")
+	flag.Parse()
+
+	var err error
+	if opts.Since, err = parseSince(*since, time.Now()); err != nil {
+		fmt.Fprintln(os.Stderr, "pipeline-export:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := connectAndRun(ctx, *url, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "pipeline-export:", err)
+		os.Exit(1)
+	}
+}
+
+func connectAndRun(ctx context.Context, url string, opts options) error {
+	nc, err := nats.Connect(url, nats.Name("pipeline-export"))
+	if err != nil {
+		return fmt.Errorf("connect to nats: %w", err)
+	}
+	defer nc.Close()
+	n, err := run(ctx, nc, opts, os.Stdout)
+	fmt.Fprintf(os.Stderr, "exported %d events\n", n)
+	return err
+}
+
+// parseSince accepts a duration before now or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("-since %q: want a duration such as 24h or an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+// run writes the events from opts.Since to the end of the stream as it is
+// now to w, one CloudEvent JSON object per line, and returns how many.
+func run(ctx context.Context, nc *nats.Conn, opts options, w io.Writer) (int, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, fmt.Errorf("open jetstream: %w", err)
+	}
+	stream, err := js.Stream(ctx, opts.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("look up stream %s: %w", opts.Stream, err)
+	}
+	// The export ends at the last message stored now.
+	last := stream.CachedInfo().State.LastSeq
+	if last == 0 {
+		return 0, nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{opts.SubjectPrefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if !opts.Since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &opts.Since
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("create ordered consumer: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return 0, fmt.Errorf("consume stream %s: %w", opts.Stream, err)
+	}
+	defer it.Stop()
+	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
+		return 0, nil // nothing stored since opts.Since
+	}
+
+	n := 0
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return n, fmt.Errorf("read stream %s: %w", opts.Stream, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return n, fmt.Errorf("read message metadata: %w", err)
+		}
+		if meta.Sequence.Stream > last {
+			return n, nil // published after the export began
+		}
+		ev, err := binding.ToEvent(ctx, cejs.NewMessage(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}))
+		if err != nil {
+			return n, fmt.Errorf("decode event at stream sequence %d: %w", meta.Sequence.Stream, err)
+		}
+		line, err := ev.MarshalJSON()
+		if err != nil {
+			return n, fmt.Errorf("encode event %s: %w", ev.ID(), err)
+		}
+		if _, err := w.Write(append(line, '\n')); err != nil {
+			return n, fmt.Errorf("write event %s: %w", ev.ID(), err)
+		}
+		n++
+		if meta.NumPending == 0 || meta.Sequence.Stream == last {
+			return n, nil
+		}
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
