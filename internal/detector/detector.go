@@ -87,9 +87,11 @@ type agent struct {
 	// state is the latest state, including changes not yet committed; nil
 	// before the agent's first event.
 	state *AgentState
-	// rev is the store revision of the last committed state.
-	rev uint64
-	// epoch increases whenever pending changes are discarded.
+	// rev is the store revision of the last known stored state, storedSeq
+	// its sequence.
+	rev       uint64
+	storedSeq uint64
+	// epoch increases when Abandon discards pending changes.
 	epoch uint64
 	// polled is true once this process has had an observation of the agent.
 	polled      bool
@@ -129,7 +131,7 @@ func (d *Detector) Load(ctx context.Context) (int, error) {
 		s := st.State.Clone()
 		a := d.agentLocked(s.AgentID)
 		a.mu.Lock()
-		a.state, a.rev = &s, st.Revision
+		a.state, a.rev, a.storedSeq = &s, st.Revision, s.Sequence
 		a.mu.Unlock()
 	}
 	return len(all), nil
@@ -283,43 +285,57 @@ func (d *Detector) snapshotAgents() map[string]*agent {
 }
 
 // Commit writes a published Change's state to the store, fenced by the
-// revision of the agent's previous commit. It returns ErrDiscarded (wrapped)
-// when the change was superseded, and ErrConflict (wrapped) when another
-// writer changed the agent's state first: the Detector then adopts the
-// stored state and discards its own pending changes of the agent. Other
-// errors leave the state uncommitted; the agent's next commit catches up.
+// revision of the agent's last known stored state, so that the stored
+// sequence only ever grows. When another writer (a second bridge polling
+// the same agent) changed the stored state first, Commit re-reads it: if the
+// stored sequence is at or beyond the change's, the Detector adopts the
+// stored state (unless its own pending changes go further), and returns
+// ErrConflict (wrapped); if the stored sequence is behind, the change's
+// events extend what the stream holds beyond it, and Commit writes again on
+// top of the stored revision. A change whose sequence the stored state
+// already covers, or one superseded by Abandon, is not written: Commit
+// returns ErrDiscarded (wrapped). Other errors leave the state uncommitted;
+// the agent's next commit catches up.
 func (d *Detector) Commit(ctx context.Context, c *Change) error {
 	a := d.agent(c.AgentID)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if c.epoch != a.epoch {
-		return fmt.Errorf("commit agent %s sequence %d: %w", c.AgentID, c.State.Sequence, ErrDiscarded)
+	if c.epoch != a.epoch || c.State.Sequence <= a.storedSeq {
+		return fmt.Errorf("commit agent %s sequence %d (stored %d): %w", c.AgentID, c.State.Sequence, a.storedSeq, ErrDiscarded)
 	}
-	rev, err := d.opts.Store.Put(ctx, c.State, a.rev)
-	if err == nil {
-		a.rev = rev
-		return nil
+	const attempts = 5
+	var err error
+	for range attempts {
+		var rev uint64
+		rev, err = d.opts.Store.Put(ctx, c.State, a.rev)
+		if err == nil {
+			a.rev, a.storedSeq = rev, c.State.Sequence
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return fmt.Errorf("commit agent %s sequence %d: %w", c.AgentID, c.State.Sequence, err)
+		}
+		stored, gerr := d.opts.Store.Get(ctx, c.AgentID)
+		switch {
+		case errors.Is(gerr, ErrNotFound):
+			a.rev = 0 // deleted by someone: create it again
+			continue
+		case gerr != nil:
+			return fmt.Errorf("commit agent %s sequence %d: re-read after %w: %w", c.AgentID, c.State.Sequence, err, gerr)
+		}
+		a.rev, a.storedSeq = stored.Revision, stored.State.Sequence
+		if stored.State.Sequence < c.State.Sequence {
+			continue // our events go further: write on top
+		}
+		if a.state == nil || a.state.Sequence <= stored.State.Sequence {
+			s := stored.State.Clone()
+			a.state = &s
+		}
+		d.log.Info("agent state advanced by another writer; adopted it and dropped the events it covers",
+			"agent", c.AgentID, "sequence", c.State.Sequence, "stored_sequence", stored.State.Sequence)
+		return fmt.Errorf("commit agent %s sequence %d: stored sequence %d: %w", c.AgentID, c.State.Sequence, stored.State.Sequence, err)
 	}
-	if !errors.Is(err, ErrConflict) {
-		return fmt.Errorf("commit agent %s sequence %d: %w", c.AgentID, c.State.Sequence, err)
-	}
-	a.epoch++
-	stored, gerr := d.opts.Store.Get(ctx, c.AgentID)
-	switch {
-	case gerr == nil:
-		s := stored.State.Clone()
-		a.state, a.rev = &s, stored.Revision
-	case errors.Is(gerr, ErrNotFound):
-		// Deleted by someone: keep our state, create the key next time.
-		a.rev = 0
-	default:
-		// Cannot re-read: fall back to our last committed base; the next
-		// commit fails again and retries the re-read.
-		a.state = c.base
-	}
-	d.log.Warn("agent state changed by another writer; adopted it and discarded pending events",
-		"agent", c.AgentID, "sequence", c.State.Sequence, "stored_sequence", seqOf(a.state), "err", err)
-	return fmt.Errorf("commit agent %s sequence %d: %w", c.AgentID, c.State.Sequence, err)
+	return fmt.Errorf("commit agent %s sequence %d: %d attempts: %w", c.AgentID, c.State.Sequence, attempts, err)
 }
 
 // Abandon undoes a Change whose events were not published: the agent's
@@ -335,11 +351,4 @@ func (d *Detector) Abandon(c *Change) {
 	}
 	a.epoch++
 	a.state = c.base
-}
-
-func seqOf(s *AgentState) uint64 {
-	if s == nil {
-		return 0
-	}
-	return s.Sequence
 }

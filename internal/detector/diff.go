@@ -300,7 +300,7 @@ func since(from *time.Time, at time.Time) *float64 {
 	if from == nil || from.IsZero() {
 		return nil
 	}
-	s := at.Sub(*from).Seconds()
+	s := max(at.Sub(*from).Seconds(), 0) // clocks of observations may disagree slightly
 	return &s
 }
 

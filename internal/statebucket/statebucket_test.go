@@ -196,9 +196,10 @@ func TestRestartEmitsOnlyDifferences(t *testing.T) {
 	}
 }
 
-// TestTwoWritersFenced: two detectors on one bucket observe the same agent;
-// the loser of each commit adopts the winner's state and discards its
-// pending changes.
+// TestTwoWritersFenced: two detectors on one bucket observe the same agent.
+// The stored sequence only grows: a writer whose commit is covered by the
+// stored state adopts it; one whose published events go further writes on
+// top of it.
 func TestTwoWritersFenced(t *testing.T) {
 	ctx := t.Context()
 	js := startJetStream(t)
@@ -217,25 +218,37 @@ func TestTwoWritersFenced(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
 	first := snap(available, "Available", "Available", 1, t0)
 	c0, c1 := ds[0].Observe(ok(first)), ds[1].Observe(ok(first))
+	if c0.Events[0].ID != c1.Events[0].ID {
+		t.Fatalf("the same transition got IDs %s and %s", c0.Events[0].ID, c1.Events[0].ID)
+	}
 	if err := ds[0].Commit(ctx, c0); err != nil {
 		t.Fatal(err)
 	}
-	// The loser's next change was already produced when it lost.
+	// The second writer produced its next change before it lost.
 	pending := ds[1].Observe(ok(snap(busy, "Busy", "Busy", 1, t0.Add(time.Second))))
 	if err := ds[1].Commit(ctx, c1); !errors.Is(err, detector.ErrConflict) {
-		t.Fatalf("second writer's commit: %v, want ErrConflict", err)
+		t.Fatalf("second writer's commit of a covered sequence: %v, want ErrConflict", err)
 	}
-	if err := ds[1].Commit(ctx, pending); !errors.Is(err, detector.ErrDiscarded) {
-		t.Fatalf("pending change after a conflict: %v, want ErrDiscarded", err)
+	if err := ds[1].Commit(ctx, pending); err != nil {
+		t.Fatalf("a change beyond the stored sequence: %v, want it written on top", err)
 	}
-	adopted, _ := ds[1].State(agentA)
-	if adopted.Sequence != c0.State.Sequence || adopted.Presence.ID != available {
-		t.Fatalf("loser's state %+v, want the winner's at sequence %d", adopted, c0.State.Sequence)
+	// The first writer now sees the same transition; the bucket has it.
+	n0 := ds[0].Observe(ok(snap(busy, "Busy", "Busy", 1, t0.Add(2*time.Second))))
+	if n0.Events[0].ID != pending.Events[0].ID {
+		t.Fatalf("the same transition got IDs %s and %s", n0.Events[0].ID, pending.Events[0].ID)
 	}
-	// Both now continue from the same sequence.
-	next := snap(busy, "Busy", "Busy", 1, t0.Add(2*time.Second))
-	n0, n1 := ds[0].Observe(ok(next)), ds[1].Observe(ok(next))
-	if n0.Events[0].ID != n1.Events[0].ID {
-		t.Fatalf("the same transition got IDs %s and %s", n0.Events[0].ID, n1.Events[0].ID)
+	if err := ds[0].Commit(ctx, n0); !errors.Is(err, detector.ErrConflict) {
+		t.Fatalf("first writer's commit of a covered sequence: %v, want ErrConflict", err)
+	}
+	if err := ds[0].Commit(ctx, n0); !errors.Is(err, detector.ErrDiscarded) {
+		t.Fatalf("committing a covered change again: %v, want ErrDiscarded", err)
+	}
+	s0, _ := ds[0].State(agentA)
+	s1, _ := ds[1].State(agentA)
+	if s0.Sequence != pending.State.Sequence || s1.Sequence != s0.Sequence || s0.Presence.ID != busy {
+		t.Fatalf("writers at %d and %d, want both at %d", s0.Sequence, s1.Sequence, pending.State.Sequence)
+	}
+	if c := ds[0].Observe(ok(snap(busy, "Busy", "Busy", 1, t0.Add(3*time.Second)))); c != nil {
+		t.Fatalf("after adopting, the first writer re-emits %v", c.Events)
 	}
 }

@@ -1,0 +1,270 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/pipeline"
+	"github.com/ccaas/presence-bridge/internal/publish"
+	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/statebucket"
+	"github.com/ccaas/presence-bridge/schemas"
+)
+
+const (
+	streamName = "CCAAS_AGENTS"
+	available  = "f523f628-c07a-e811-8162-000d3aa11f50"
+	busy       = "efdeb843-c07a-e811-8162-000d3aa11f50"
+	away       = "3dacae76-c07a-e811-8162-000d3aa11f50"
+	offline    = "70139190-c07a-e811-8162-000d3aa11f50"
+)
+
+// startServer runs an in-process JetStream server with the events stream.
+func startServer(t *testing.T) string {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	js := connect(t, srv.ClientURL())
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
+		Name: streamName, Subjects: []string{"ccaas.agents.>"}, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return srv.ClientURL()
+}
+
+func connect(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// syncPublisher publishes each event with the project's CloudEvents encoder
+// and waits for JetStream's ack (a duplicate counts as success). It stands
+// in for publish.Publisher until that is committed; done is called before
+// Enqueue returns.
+type syncPublisher struct {
+	js  jetstream.JetStream
+	enc *publish.Encoder
+}
+
+func newPublisher(t *testing.T, js jetstream.JetStream) *syncPublisher {
+	t.Helper()
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: "https://contoso.crm.dynamics.com", BridgeVersion: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &syncPublisher{js: js, enc: enc}
+}
+
+func (p *syncPublisher) Enqueue(ctx context.Context, events []detector.Event, done func(error)) error {
+	done(p.publish(ctx, events))
+	return nil
+}
+
+func (p *syncPublisher) publish(ctx context.Context, events []detector.Event) error {
+	for _, e := range events {
+		msg, err := p.enc.Encode(e)
+		if err != nil {
+			return err
+		}
+		if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+			return fmt.Errorf("publish %s: %w", e.ID, err)
+		}
+	}
+	return nil
+}
+
+// bridge is one detector and pipeline on a connection of their own.
+type bridge struct {
+	det       *detector.Detector
+	pipe      *pipeline.Pipeline
+	store     *statebucket.Store
+	published chan detector.Event
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() time.Time) *bridge {
+	t.Helper()
+	js := connect(t, url)
+	store, err := statebucket.Open(t.Context(), js, statebucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	det, err := detector.New(detector.Options{Store: store, StaleAfter: staleAfter, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := det.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b := &bridge{det: det, store: store, published: make(chan detector.Event, 10000), done: make(chan struct{})}
+	b.pipe, err = pipeline.New(pipeline.Options{
+		Detector: det, Publisher: newPublisher(t, js), StaleCheckInterval: 10 * time.Millisecond,
+		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	b.cancel = cancel
+	go func() {
+		defer close(b.done)
+		_ = b.pipe.Run(ctx)
+	}()
+	t.Cleanup(func() { b.stop(t) })
+	return b
+}
+
+func (b *bridge) stop(t *testing.T) {
+	t.Helper()
+	b.cancel()
+	<-b.done
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.pipe.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func observe(t *testing.T, p *pipeline.Pipeline, o source.Observation) {
+	t.Helper()
+	if err := p.Observe(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type snap struct {
+	agent, name, presence, presenceName, base string
+	sessions                                  int
+	login                                     int64
+	at                                        time.Time
+}
+
+func (s snap) ok() source.Observation {
+	login := s.login
+	if login == 0 {
+		login = 1700000000
+	}
+	return source.Observation{AgentID: s.agent, At: s.at, Class: source.ClassOK, Snapshot: &source.Snapshot{
+		AgentID: s.agent, AgentName: s.name, PresenceID: s.presence, PresenceName: s.presenceName, BaseStatus: s.base,
+		ActiveBrowserSessions: s.sessions, LoginTime: login, AllowedChannels: []string{"voice"}, DisabledChannels: []string{}, ObservedAt: s.at,
+	}}
+}
+
+func failed(agent string, class source.ErrorClass, at time.Time) source.Observation {
+	return source.Observation{AgentID: agent, At: at, Class: class, Err: fmt.Errorf("poll failed: %s", class)}
+}
+
+// streamEvent is one event read back from the stream as a consumer sees it.
+type streamEvent struct {
+	id, agent, typ string
+	sequence       uint64
+	data           json.RawMessage
+}
+
+// readStream decodes every message of the stream with the CloudEvents SDK
+// and validates its data against the type's schema.
+func readStream(t *testing.T, url string) []streamEvent {
+	t.Helper()
+	js := connect(t, url)
+	ctx := t.Context()
+	st, err := js.Stream(ctx, streamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := schemas.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []streamEvent
+	for seq := uint64(1); seq <= st.CachedInfo().State.LastSeq; seq++ {
+		raw, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ce, err := publish.Decode(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := publish.ParseSequence(ce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Validate(ce.Type(), ce.Data()); err != nil {
+			t.Fatalf("event %s: %v", ce.ID(), err)
+		}
+		if ce.DataSchema() != detector.DataSchema(ce.Type()) {
+			t.Fatalf("event %s dataschema %s", ce.ID(), ce.DataSchema())
+		}
+		out = append(out, streamEvent{id: ce.ID(), agent: ce.Subject(), typ: ce.Type(), sequence: n, data: ce.Data()})
+	}
+	return out
+}
+
+// checkSequences asserts that every agent's events in the stream have the
+// sequences 1..n in order, without gap or duplicate, and returns them by
+// agent.
+func checkSequences(t *testing.T, events []streamEvent) map[string][]streamEvent {
+	t.Helper()
+	ids := map[string]bool{}
+	by := map[string][]streamEvent{}
+	for _, e := range events {
+		if ids[e.id] {
+			t.Fatalf("duplicate event %s", e.id)
+		}
+		ids[e.id] = true
+		want := uint64(len(by[e.agent]) + 1)
+		if e.sequence != want || e.id != detector.EventID(e.agent, e.sequence) {
+			t.Fatalf("agent %s: event %s with sequence %d where %d was due", e.agent, e.id, e.sequence, want)
+		}
+		by[e.agent] = append(by[e.agent], e)
+	}
+	return by
+}
+
+func typesOf(events []streamEvent) []string {
+	var out []string
+	for _, e := range events {
+		out = append(out, e.typ)
+	}
+	return out
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}

@@ -1,0 +1,210 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/source"
+)
+
+const (
+	agentA = "394382b6-a4d4-ee11-904c-00224808a166"
+	agentB = "cc05cf62-6242-ee11-be6e-6045bdd7ac2c"
+)
+
+// TestAlertsStaleAndResumed drives two agents through the pipeline on a real
+// JetStream server: agent A logs out and back in (agent.offline,
+// agent.unattended, agent.online); polling agent B fails past the stale
+// period (presence.stale) and then succeeds (presence.resumed first). A
+// consumer then reads the stream: sequences 1..n, every event valid against
+// its schema, and the bucket holds each agent's last state.
+func TestAlertsStaleAndResumed(t *testing.T) {
+	url := startServer(t)
+	now := time.Now()
+	var clock atomic.Int64 // the stale loop's clock, moved on by the test
+	clock.Store(now.UnixNano())
+	b := startBridge(t, url, time.Minute, func() time.Time { return time.Unix(0, clock.Load()) })
+
+	steps := []struct {
+		name string
+		obs  source.Observation
+		want []string // events the step publishes
+	}{
+		{"A first sight", snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok(),
+			[]string{"presence.changed", "sessions.changed", "channels.changed"}},
+		{"A busy", snap{agentA, "Ada", busy, "Busy", "Busy", 1, 0, now.Add(time.Second)}.ok(),
+			[]string{"presence.changed"}},
+		{"A closes every tab while Busy", snap{agentA, "Ada", busy, "Busy", "Busy", 0, 0, now.Add(2 * time.Second)}.ok(),
+			[]string{"sessions.changed", "agent.offline", "agent.unattended"}},
+		{"A logs in again", snap{agentA, "Ada", available, "Available", "Available", 1, 1700000900, now.Add(3 * time.Second)}.ok(),
+			[]string{"presence.changed", "sessions.changed", "agent.online"}},
+		{"A unchanged", snap{agentA, "Ada", available, "Available", "Available", 1, 1700000900, now.Add(4 * time.Second)}.ok(), nil},
+		{"B first sight", snap{agentB, "Bo", away, "Away", "Away", 1, 0, now}.ok(),
+			[]string{"presence.changed", "sessions.changed", "channels.changed"}},
+		// A minute and 3 s later B is stale, A (last success at 4 s) is not.
+		{"B poll fails", failed(agentB, source.ClassServer, now.Add(time.Minute+3*time.Second)), []string{"presence.stale"}},
+		{"B poll succeeds with a new presence", snap{agentB, "Bo", offline, "Offline", "Offline", 1, 0, now.Add(time.Minute + 5*time.Second)}.ok(),
+			[]string{"presence.resumed", "presence.changed", "agent.offline"}},
+	}
+	for _, s := range steps {
+		observe(t, b.pipe, s.obs)
+		if s.obs.Class != source.ClassOK {
+			clock.Store(s.obs.At.UnixNano())
+		}
+		var got []string
+		for range s.want {
+			select {
+			case e := <-b.published:
+				got = append(got, e.Type)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: published %v, want %v", s.name, got, s.want)
+			}
+		}
+		if !slices.Equal(got, s.want) {
+			t.Fatalf("%s: published %v, want %v", s.name, got, s.want)
+		}
+		if s.want == nil {
+			continue
+		}
+		agent := s.obs.AgentID
+		waitFor(t, s.name+" committed", func() bool {
+			st, err := b.store.Get(t.Context(), agent)
+			cur, _ := b.det.State(agent)
+			return err == nil && st.State.Sequence == cur.Sequence
+		})
+	}
+	b.stop(t)
+
+	by := checkSequences(t, readStream(t, url))
+	for _, agent := range []string{agentA, agentB} {
+		var want []string
+		for _, s := range steps {
+			if s.obs.AgentID == agent {
+				want = append(want, s.want...)
+			}
+		}
+		if got := typesOf(by[agent]); !slices.Equal(got, want) {
+			t.Errorf("agent %s stream %v, want %v", agent, got, want)
+		}
+		st, err := b.store.Get(t.Context(), agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State.Sequence != uint64(len(by[agent])) || st.State.Stale {
+			t.Errorf("agent %s bucket state %+v after %d events", agent, st.State, len(by[agent]))
+		}
+	}
+	var stale detector.PresenceStaleData
+	for _, e := range by[agentB] {
+		if e.typ == detector.TypePresenceStale {
+			if err := json.Unmarshal(e.data, &stale); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if stale.ErrorClass != string(source.ClassServer) || stale.LastKnown.Presence.ID != away {
+		t.Errorf("presence.stale data %+v", stale)
+	}
+	st := b.pipe.Stats()
+	if st.Observations != uint64(len(steps)) || st.Errors != 1 || st.Events[detector.TypeAgentOffline] != 2 || st.Commits == 0 || st.Conflicts != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestCrashBetweenPublishAndCommit: a bridge that published a change but
+// died before committing it leaves the bucket behind; its successor
+// republishes the same IDs, JetStream drops them, and the stream holds each
+// transition once.
+func TestCrashBetweenPublishAndCommit(t *testing.T) {
+	url := startServer(t)
+	now := time.Now()
+	first := startBridge(t, url, 0, nil)
+	observe(t, first.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok())
+	first.stop(t)
+
+	// The crashing bridge: publish without commit.
+	crashed := startBridge(t, url, 0, nil)
+	away := snap{agentA, "Ada", away, "Away", "Away", 1, 0, now.Add(time.Second)}
+	c := crashed.det.Observe(away.ok())
+	if c == nil {
+		t.Fatal("no change")
+	}
+	if err := newPublisher(t, connect(t, url)).publish(t.Context(), c.Events); err != nil {
+		t.Fatal(err)
+	}
+
+	next := startBridge(t, url, 0, nil)
+	away.at = now.Add(2 * time.Second)
+	observe(t, next.pipe, away.ok())
+	e := <-next.published
+	if e.ID != c.Events[0].ID {
+		t.Fatalf("republished %s, crashed bridge published %s", e.ID, c.Events[0].ID)
+	}
+	next.stop(t)
+
+	by := checkSequences(t, readStream(t, url))
+	if got := typesOf(by[agentA]); !slices.Equal(got, []string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed"}) {
+		t.Fatalf("stream %v", got)
+	}
+	st, err := next.store.Get(t.Context(), agentA)
+	if err != nil || st.State.Sequence != 4 || st.State.Presence.ID != away.presence {
+		t.Fatalf("bucket %+v, %v", st.State, err)
+	}
+}
+
+// TestTwoBridgesSameAgents: two bridges poll the same agents at the same
+// time; the stream holds every agent's sequences once, without gap, and the
+// bucket ends at each agent's final state and last sequence.
+func TestTwoBridgesSameAgents(t *testing.T) {
+	url := startServer(t)
+	agents := []string{agentA, agentB, "0a6c4f1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b"}
+	script := []struct {
+		presence, name string
+		sessions       int
+	}{
+		{available, "Available", 1}, {busy, "Busy", 1}, {busy, "Busy", 2}, {away, "Away", 2},
+		{away, "Away", 0}, {offline, "Offline", 0}, {available, "Available", 1}, {busy, "Busy", 0},
+	}
+	bridges := []*bridge{startBridge(t, url, 0, nil), startBridge(t, url, 0, nil)}
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for bi, br := range bridges {
+		for ai, agent := range agents {
+			wg.Go(func() {
+				for round := range 3 {
+					for i, s := range script {
+						at := t0.Add(time.Duration(round*len(script)+i)*time.Second + time.Duration(bi)*time.Millisecond)
+						o := snap{agent, "Agent", s.presence, s.name, s.name, s.sessions, int64(1700000000 + ai), at}.ok()
+						if err := br.pipe.Observe(context.Background(), o); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, br := range bridges {
+		br.stop(t)
+	}
+	by := checkSequences(t, readStream(t, url))
+	last := script[len(script)-1]
+	for _, agent := range agents {
+		st, err := bridges[0].store.Get(t.Context(), agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State.Sequence != uint64(len(by[agent])) || st.State.Presence.ID != last.presence || st.State.Sessions.ActiveBrowserSessions != last.sessions {
+			t.Errorf("agent %s: bucket %+v, %d events in the stream", agent, st.State, len(by[agent]))
+		}
+	}
+	conflicts := bridges[0].pipe.Stats().Conflicts + bridges[1].pipe.Stats().Conflicts
+	t.Logf("events %d, conflicts resolved %d", len(by[agentA])+len(by[agentB]), conflicts)
+}
