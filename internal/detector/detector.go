@@ -91,6 +91,8 @@ type agent struct {
 	// its sequence.
 	rev       uint64
 	storedSeq uint64
+	// stored is the last known stored state (committed or adopted).
+	stored *AgentState
 	// epoch increases when Abandon discards pending changes.
 	epoch uint64
 	// polled is true once this process has had an observation of the agent.
@@ -131,7 +133,7 @@ func (d *Detector) Load(ctx context.Context) (int, error) {
 		s := st.State.Clone()
 		a := d.agentLocked(s.AgentID)
 		a.mu.Lock()
-		a.state, a.rev, a.storedSeq = &s, st.Revision, s.Sequence
+		a.state, a.stored, a.rev, a.storedSeq = &s, &s, st.Revision, s.Sequence
 		a.mu.Unlock()
 	}
 	return len(all), nil
@@ -309,7 +311,8 @@ func (d *Detector) Commit(ctx context.Context, c *Change) error {
 		var rev uint64
 		rev, err = d.opts.Store.Put(ctx, c.State, a.rev)
 		if err == nil {
-			a.rev, a.storedSeq = rev, c.State.Sequence
+			st := c.State.Clone()
+			a.rev, a.storedSeq, a.stored = rev, st.Sequence, &st
 			return nil
 		}
 		if !errors.Is(err, ErrConflict) {
@@ -323,7 +326,8 @@ func (d *Detector) Commit(ctx context.Context, c *Change) error {
 		case gerr != nil:
 			return fmt.Errorf("commit agent %s sequence %d: re-read after %w: %w", c.AgentID, c.State.Sequence, err, gerr)
 		}
-		a.rev, a.storedSeq = stored.Revision, stored.State.Sequence
+		st := stored.State.Clone()
+		a.rev, a.storedSeq, a.stored = stored.Revision, st.Sequence, &st
 		if stored.State.Sequence < c.State.Sequence {
 			continue // our events go further: write on top
 		}
@@ -350,5 +354,9 @@ func (d *Detector) Abandon(c *Change) {
 		return
 	}
 	a.epoch++
-	a.state = c.base
+	if c.base != nil && c.base.Sequence >= a.storedSeq {
+		a.state = c.base
+	} else {
+		a.state = a.stored
+	}
 }
