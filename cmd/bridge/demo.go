@@ -137,4 +137,3 @@ func byType(m map[string]uint64) string {
 	}
 	return strings.Join(parts, " ")
 }
-
