@@ -142,3 +142,26 @@ func TestCloudEventsSDKConsumerDecodesEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoPrintsEventsWithinFiveSeconds starts `bridge demo` as a new user
+// would (only its ports and data directory moved aside for the test) and
+// expects readable event lines within 5 s, then a clean stop on Ctrl-C.
+func TestDemoPrintsEventsWithinFiveSeconds(t *testing.T) {
+	h := &harness{t: t}
+	p := h.start(map[string]string{
+		"BRIDGE_DATA_DIR":             t.TempDir(),
+		"BRIDGE_EMBEDDED_NATS_LISTEN": "127.0.0.1:-1",
+		"BRIDGE_HTTP_ADDR":            "127.0.0.1:0",
+	}, "demo")
+	start := time.Now()
+	waitFor(t, 5*time.Second, "the demo's first event line", func() bool {
+		return strings.Contains(p.output(), "presence.changed") && strings.Contains(p.output(), "→")
+	})
+	t.Logf("first event line after %s", time.Since(start).Round(time.Millisecond))
+	if code := p.stop(t, syscall.SIGINT, 20*time.Second); code != 0 {
+		t.Fatalf("demo exit status %d after Ctrl-C\n%s", code, p.output())
+	}
+	if !strings.Contains(p.output(), "demo: stopped cleanly") {
+		t.Fatalf("demo did not report a clean stop:\n%s", p.output())
+	}
+}
