@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/statebucket"
 )
 
 const (
@@ -207,4 +209,56 @@ func TestTwoBridgesSameAgents(t *testing.T) {
 	}
 	conflicts := bridges[0].pipe.Stats().Conflicts + bridges[1].pipe.Stats().Conflicts
 	t.Logf("events %d, conflicts resolved %d", len(by[agentA])+len(by[agentB]), conflicts)
+}
+
+// TestSnapshots: with a snapshot interval every polled agent gets
+// presence.snapshot events carrying its full state.
+func TestSnapshots(t *testing.T) {
+	url := startServer(t)
+	js := connect(t, url)
+	store, err := statebucket.Open(t.Context(), js, statebucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	det, err := detector.New(detector.Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan detector.Event, 100)
+	p, err := pipeline.New(pipeline.Options{
+		Detector: det, Publisher: newPublisher(t, js), SnapshotInterval: 20 * time.Millisecond,
+		OnPublished: func(e detector.Event) { published <- e },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	observe(t, p, snap{agentA, "Ada", busy, "Busy", "Busy", 2, 0, time.Now()}.ok())
+	snapshots := 0
+	for snapshots < 2 {
+		select {
+		case e := <-published:
+			if e.Type == detector.TypePresenceSnapshot {
+				snapshots++
+				if d := e.Data.(detector.PresenceSnapshotData); d.State.Sequence != e.Sequence || d.State.Presence.ID != busy {
+					t.Fatalf("snapshot data %+v", d)
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no snapshot published")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	by := checkSequences(t, readStream(t, url))
+	if got := typesOf(by[agentA]); len(got) < 5 || got[3] != detector.TypePresenceSnapshot {
+		t.Fatalf("stream %v", got)
+	}
 }
