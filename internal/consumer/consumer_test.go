@@ -1,9 +1,10 @@
 package consumer
 
 import (
-	"github.com/cloudevents/sdk-go/v2/event"
 	"testing"
 	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
 )
 
 func TestParseSince(t *testing.T) {

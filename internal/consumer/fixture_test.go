@@ -53,6 +53,12 @@ func startJetStream(t *testing.T) jetstream.JetStream {
 	return js
 }
 
+// aliceLastKnown is Alice's state after her third event.
+const aliceLastKnown = `{"agentId":"` + alice + `","agentName":"Alice Adams","sequence":3,"observedAt":"2025-03-04T09:00:03Z",` +
+	`"presence":{"id":"efdeb843-c07a-e811-8162-000d3aa11f50","name":"Busy","baseStatus":"Busy"},"presenceSince":"2025-03-04T09:00:03Z",` +
+	`"sessions":{"activeBrowserSessions":1,"loginTime":1741078800},"sessionsSince":"2025-03-04T09:00:01Z",` +
+	`"channels":{"allowed":["chat"],"disabled":[]},"channelsSince":"2025-03-04T09:00:00Z","offline":false,"unattended":false,"stale":false}`
+
 // fixtureEvent is one known event of the test stream.
 type fixtureEvent struct {
 	agent, typ string
@@ -66,13 +72,13 @@ var baseTime = time.Date(2025, 3, 4, 9, 0, 0, 0, time.UTC)
 
 func fixture() []fixtureEvent {
 	return []fixtureEvent{
-		{alice, "presence.changed", 1, `{"agentId":"` + alice + `","agentName":"Alice Adams","previous":null,"current":{"id":"f523f628-c07a-e811-8162-000d3aa11f50","name":"Available","baseStatus":"Available"}}`},
-		{alice, "sessions.changed", 2, `{"agentId":"` + alice + `","agentName":"Alice Adams","change":"initial","previous":null,"current":{"activeBrowserSessions":1,"loginTime":1741078800}}`},
-		{bob, "presence.changed", 1, `{"agentId":"` + bob + `","agentName":"Bob Brown","previous":null,"current":{"id":"6a1e4c1c-0000-4000-8000-000000000001","name":"In a meeting","baseStatus":"Away"}}`},
-		{alice, "presence.changed", 3, `{"agentId":"` + alice + `","agentName":"Alice Adams","previous":{"id":"f523f628-c07a-e811-8162-000d3aa11f50","name":"Available","baseStatus":"Available"},"current":{"id":"efdeb843-c07a-e811-8162-000d3aa11f50","name":"Busy","baseStatus":"Busy"}}`},
+		{alice, "presence.changed", 1, `{"agentId":"` + alice + `","agentName":"Alice Adams","previous":null,"current":{"id":"f523f628-c07a-e811-8162-000d3aa11f50","name":"Available","baseStatus":"Available"},"previousSince":null,"previousDurationSeconds":null,"unattended":false,"offline":false}`},
+		{alice, "sessions.changed", 2, `{"agentId":"` + alice + `","agentName":"Alice Adams","change":"initial","previous":null,"current":{"activeBrowserSessions":1,"loginTime":1741078800},"unattended":false,"offline":false}`},
+		{bob, "presence.changed", 1, `{"agentId":"` + bob + `","agentName":"Bob Brown","previous":null,"current":{"id":"6a1e4c1c-0000-4000-8000-000000000001","name":"In a meeting","baseStatus":"Away"},"previousSince":null,"previousDurationSeconds":null,"unattended":false,"offline":false}`},
+		{alice, "presence.changed", 3, `{"agentId":"` + alice + `","agentName":"Alice Adams","previous":{"id":"f523f628-c07a-e811-8162-000d3aa11f50","name":"Available","baseStatus":"Available"},"current":{"id":"efdeb843-c07a-e811-8162-000d3aa11f50","name":"Busy","baseStatus":"Busy"},"previousSince":"2025-03-04T09:00:00Z","previousDurationSeconds":3,"unattended":false,"offline":false}`},
 		{bob, "channels.changed", 2, `{"agentId":"` + bob + `","agentName":"Bob Brown","previous":{"allowed":["chat","voice"],"disabled":[]},"current":{"allowed":["chat","voice"],"disabled":["voice"]},"added":{"allowed":[],"disabled":["voice"]},"removed":{"allowed":[],"disabled":[]}}`},
 		{bob, "agent.offline", 3, `{"agentId":"` + bob + `","agentName":"Bob Brown","reason":"logout","since":"2025-03-04T09:00:05Z","presence":{"id":"6a1e4c1c-0000-4000-8000-000000000001","name":"In a meeting","baseStatus":"Away"},"activeBrowserSessions":0}`},
-		{alice, "presence.stale", 4, `{"agentId":"` + alice + `","agentName":"Alice Adams","lastKnown":{},"lastSuccessAt":"2025-03-04T09:00:03Z","errorClass":"rate_limited","staleAfterSeconds":60}`},
+		{alice, "presence.stale", 4, `{"agentId":"` + alice + `","agentName":"Alice Adams","lastKnown":` + aliceLastKnown + `,"lastSuccessAt":"2025-03-04T09:00:03Z","errorClass":"rate_limited","staleAfterSeconds":60}`},
 	}
 }
 

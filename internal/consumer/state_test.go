@@ -8,16 +8,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+var stateValues = map[string]string{
+	alice: `{"agentId":"` + alice + `","agentName":"Alice Adams","sequence":4,"observedAt":"2025-03-04T09:00:03Z",` +
+		`"presence":{"id":"efdeb843-c07a-e811-8162-000d3aa11f50","name":"Busy","baseStatus":"Busy"},"presenceSince":"2025-03-04T09:00:03.250Z",` +
+		`"sessions":{"activeBrowserSessions":1,"loginTime":1741078800},"sessionsSince":"2025-03-04T09:00:01Z",` +
+		`"channels":{"allowed":["chat"],"disabled":[]},"channelsSince":"2025-03-04T09:00:00Z",` +
+		`"offline":false,"unattended":false,"stale":true,"staleSince":"2025-03-04T09:01:03Z"}`,
+	bob: `{"agentId":"` + bob + `","agentName":"Bob Brown","sequence":3,"presence":{"id":"6a1e4c1c-0000-4000-8000-000000000001","name":"In a meeting","baseStatus":"Away"},` +
+		`"presenceSince":"2025-03-04T09:00:02Z","observedAt":"2025-03-04T09:00:05Z","sessions":{"activeBrowserSessions":0,"loginTime":0},"sessionsSince":"2025-03-04T09:00:05Z",` +
+		`"channels":{"allowed":["chat","voice"],"disabled":["voice"]},"channelsSince":"2025-03-04T09:00:04Z","offline":true,"offlineSince":"2025-03-04T09:00:05Z","offlineReason":"logout","unattended":false,"stale":false}`,
+	"0e5a3f7e-0000-4000-8000-000000000003": `{"agentName":"Carol Chen","futureField":{"x":1}}`,
+}
+
 func TestState(t *testing.T) {
-	values := map[string]string{
-		alice: `{"agentId":"` + alice + `","agentName":"Alice Adams","sequence":4,"observedAt":"2025-03-04T09:00:03Z",` +
-			`"presence":{"id":"efdeb843-c07a-e811-8162-000d3aa11f50","name":"Busy","baseStatus":"Busy"},"presenceSince":"2025-03-04T09:00:03.250Z",` +
-			`"sessions":{"activeBrowserSessions":1,"loginTime":1741078800},"channels":{"allowed":["chat"],"disabled":[]},` +
-			`"offline":false,"unattended":false,"stale":true,"staleSince":"2025-03-04T09:01:03Z"}`,
-		bob: `{"agentId":"` + bob + `","agentName":"Bob Brown","sequence":3,"presence":{"id":"6a1e4c1c-0000-4000-8000-000000000001","name":"In a meeting","baseStatus":"Away"},` +
-			`"presenceSince":"2025-03-04T09:00:02Z","sessions":{"activeBrowserSessions":0,"loginTime":0},"offline":true,"offlineReason":"logout","unattended":false,"stale":false}`,
-		"0e5a3f7e-0000-4000-8000-000000000003": `{"agentName":"Carol Chen","futureField":{"x":1}}`,
-	}
 	const header = "AGENT        ID                                    PRESENCE             SINCE                 SESSIONS  FLAGS    SEQ\n"
 	tests := []struct {
 		name    string
@@ -58,7 +61,7 @@ func TestState(t *testing.T) {
 				t.Fatalf("create bucket: %v", err)
 			}
 			if !tt.empty {
-				for k, v := range values {
+				for k, v := range stateValues {
 					if _, err := kv.Put(t.Context(), k, []byte(v)); err != nil {
 						t.Fatal(err)
 					}
