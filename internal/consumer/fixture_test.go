@@ -100,10 +100,10 @@ func (f fixtureEvent) toEvent(t *testing.T, at time.Time) event.Event {
 	return e
 }
 
-// publish encodes events in binary content mode and publishes them with
+// publishFixture encodes events in binary content mode and publishes them with
 // their ID as Nats-Msg-Id, waiting for each ack; event i is observed at
 // baseTime + offset + i seconds.
-func publish(t *testing.T, js jetstream.JetStream, offset time.Duration, evs ...fixtureEvent) {
+func publishFixture(t *testing.T, js jetstream.JetStream, offset time.Duration, evs ...fixtureEvent) {
 	t.Helper()
 	for i, f := range evs {
 		e := f.toEvent(t, baseTime.Add(offset+time.Duration(i)*time.Second))

@@ -72,11 +72,11 @@ func TestReplay(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			js := startJetStream(t)
 			all := fixture()
-			publish(t, js, 0, all[:3]...)
+			publishFixture(t, js, 0, all[:3]...)
 			t1 := time.Now()
-			publish(t, js, 3*time.Second, all[3:5]...)
+			publishFixture(t, js, 3*time.Second, all[3:5]...)
 			t2 := time.Now()
-			publish(t, js, 5*time.Second, all[5:]...)
+			publishFixture(t, js, 5*time.Second, all[5:]...)
 
 			var out, progress bytes.Buffer
 			if err := Replay(t.Context(), js, tt.opts(t1, t2), &out, &progress); err != nil {
@@ -131,7 +131,7 @@ func checkGolden(t *testing.T, name string, got []byte) {
 
 func TestReplayProgressBar(t *testing.T) {
 	js := startJetStream(t)
-	publish(t, js, 0, fixture()...)
+	publishFixture(t, js, 0, fixture()...)
 	var out, bar bytes.Buffer
 	n, err := replay(t.Context(), js, ReplayOptions{}, &out, &bar)
 	if err != nil {

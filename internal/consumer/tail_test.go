@@ -71,7 +71,7 @@ func TestTail(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			js := startJetStream(t)
-			publish(t, js, 0, fixture()...)
+			publishFixture(t, js, 0, fixture()...)
 
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
@@ -80,7 +80,7 @@ func TestTail(t *testing.T) {
 			go func() { done <- Tail(ctx, js, tt.opts, out) }()
 			if len(tt.later) > 0 {
 				waitConsumers(t, js, 1)
-				publish(t, js, time.Minute, tt.later...)
+				publishFixture(t, js, time.Minute, tt.later...)
 			}
 			out.waitLines(t, strings.Count(tt.want, "\n"))
 			cancel()
