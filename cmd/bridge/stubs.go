@@ -18,9 +18,5 @@ func notYet(name string) func(context.Context, *flag.FlagSet, []string, io.Write
 }
 
 var (
-	cmdCheck  = notYet("check")
-	cmdTail   = notYet("tail")
-	cmdReplay = notYet("replay")
-	cmdState  = notYet("state")
-	cmdBench  = notYet("bench")
+	cmdBench = notYet("bench")
 )

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/config"
+	"github.com/ccaas/presence-bridge/internal/consumer"
+	"github.com/ccaas/presence-bridge/internal/logging"
+	"github.com/ccaas/presence-bridge/internal/publish"
+	"github.com/ccaas/presence-bridge/internal/source"
+)
+
+// connectNATS connects to BRIDGE_NATS_URL or, when it is empty, to the
+// embedded server of a bridge running on this machine
+// (BRIDGE_EMBEDDED_NATS_LISTEN).
+func connectNATS(ctx context.Context, cfg config.Config) (*nats.Conn, jetstream.JetStream, error) {
+	url := cfg.NATSURL
+	if url == "" {
+		url = "nats://" + cfg.EmbeddedNATSListen
+	}
+	nc, err := publish.Connect(ctx, publish.ConnOptions{
+		URL: url, Name: "ccaas-presence-bridge-cli", CredsFile: cfg.NATSCreds, NKeySeedFile: cfg.NATSNKey, User: cfg.NATSUser,
+		Password: cfg.NATSPassword, Token: cfg.NATSToken, CAFile: cfg.NATSCA, CertFile: cfg.NATSCert, KeyFile: cfg.NATSKey,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats at %s: %w", publish.RedactURLs(url), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// consumerFilters registers the flags shared by tail and replay.
+type consumerFilters struct {
+	agent, typ, since string
+}
+
+func (f *consumerFilters) register(fs *flag.FlagSet, sinceHelp string) {
+	fs.StringVar(&f.agent, "agent", "", "only this agent ID")
+	fs.StringVar(&f.typ, "type", "", "only this event type, e.g. presence.changed")
+	fs.StringVar(&f.since, "since", "", sinceHelp)
+}
+
+// parseTime accepts a duration back from now (10m) or an RFC 3339 time.
+func parseTime(flagName, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := consumer.ParseSince(s, time.Now())
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--%s: %w", flagName, err)
+	}
+	return t, nil
+}
+
+// consumerCommand wraps the setup every consumer subcommand shares:
+// flags, configuration, NATS.
+func consumerCommand(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer,
+	run func(ctx context.Context, cfg config.Config, nc *nats.Conn, js jetstream.JetStream) error) int {
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	cfg, ok := loadConfig(stderr, config.Needs{})
+	if !ok {
+		return exitConfig
+	}
+	nc, js, err := connectNATS(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return exitFail
+	}
+	defer nc.Close()
+	if err := run(ctx, cfg, nc, js); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func cmdTail(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	var f consumerFilters
+	f.register(fs, "start with events since this long ago (10m) or this time (RFC 3339); default: new events only")
+	return consumerCommand(ctx, fs, args, stderr, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+		since, err := parseTime("since", f.since)
+		if err != nil {
+			return err
+		}
+		return consumer.Tail(ctx, js, consumer.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: f.agent, Type: f.typ, Since: since}, stdout)
+	})
+}
+
+func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	var f consumerFilters
+	f.register(fs, "export events since this long ago (10m) or this time (RFC 3339); default: the stream's beginning")
+	until := fs.String("until", "", "stop at events after this time (RFC 3339) or this long ago; default: the end of the stream at start")
+	return consumerCommand(ctx, fs, args, stderr, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+		since, err := parseTime("since", f.since)
+		if err != nil {
+			return err
+		}
+		u, err := parseTime("until", *until)
+		if err != nil {
+			return err
+		}
+		return consumer.Replay(ctx, js, consumer.ReplayOptions{
+			Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Since: since, Until: u, Agent: f.agent, Type: f.typ,
+		}, stdout, stderr)
+	})
+}
+
+func cmdState(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	agent := fs.String("agent", "", "only this agent ID")
+	return consumerCommand(ctx, fs, args, stderr, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+		kv, err := js.KeyValue(ctx, cfg.StateBucket)
+		if err != nil {
+			return fmt.Errorf("state bucket %s: %w", cfg.StateBucket, err)
+		}
+		return consumer.State(ctx, kv, *agent, stdout)
+	})
+}
+
+// cmdCheck verifies, step by step, everything `bridge run` needs.
+func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	timeout := fs.Duration("timeout", 20*time.Second, "time allowed for each step")
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	var (
+		cfg    config.Config
+		plan   sourcePlan
+		client *source.Client
+		nc     *nats.Conn
+		js     jetstream.JetStream
+	)
+	defer func() {
+		if nc != nil {
+			nc.Close()
+		}
+	}()
+	bounded := func(f func(ctx context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, *timeout)
+			defer cancel()
+			return f(ctx)
+		}
+	}
+	steps := []consumer.Step{
+		{Name: "config", Critical: true, Run: func(context.Context) error {
+			var err error
+			if cfg, err = config.Load(config.Needs{Organisation: true}); err != nil {
+				return err
+			}
+			plan, err = planSource(cfg)
+			return err
+		}},
+		{Name: "token", Critical: true, Run: bounded(func(ctx context.Context) error {
+			log := logging.Discard()
+			tokens, err := tokenProvider(cfg, nil, log)
+			if err != nil {
+				return err
+			}
+			if _, err := tokens.Token(ctx); err != nil {
+				return fmt.Errorf("get token: %w", err)
+			}
+			client, err = source.NewClient(source.ClientOptions{OrgURL: cfg.OrgURL, Tokens: tokens, MaxConns: 2})
+			return err
+		})},
+		{Name: "presence (CCaaS_GetPresence for the first agent)", Run: bounded(func(ctx context.Context) error {
+			snap, err := client.Get(ctx, plan.agents[0])
+			if err != nil {
+				return fmt.Errorf("agent %s: %w", plan.agents[0], err)
+			}
+			fmt.Fprintf(stdout, "      %s (%s) is %q, %d browser sessions\n", snap.AgentName, snap.AgentID, snap.PresenceName, snap.ActiveBrowserSessions)
+			return nil
+		})},
+		{Name: "presence catalogue (msdyn_presences)", Run: bounded(func(ctx context.Context) error {
+			ps, err := client.ListPresences(ctx)
+			if err != nil && cfg.PresenceMap != "" {
+				fmt.Fprintf(stdout, "      not readable (%v); BRIDGE_PRESENCE_MAP covers custom presences\n", err)
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("%w (grant read on msdyn_presence or set BRIDGE_PRESENCE_MAP)", err)
+			}
+			fmt.Fprintf(stdout, "      %d presences\n", len(ps))
+			return nil
+		})},
+		{Name: "nats", Critical: true, Run: bounded(func(ctx context.Context) error {
+			if cfg.Embedded() {
+				fmt.Fprintln(stdout, "      BRIDGE_NATS_URL is empty: bridge run starts an embedded JetStream in", cfg.DataDir)
+				return nil
+			}
+			var err error
+			nc, js, err = connectNATS(ctx, cfg)
+			return err
+		})},
+		{Name: "stream", Run: bounded(func(ctx context.Context) error {
+			if js == nil {
+				return nil // embedded: created at start
+			}
+			_, err := js.Stream(ctx, cfg.Stream)
+			if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.StreamManage {
+				fmt.Fprintln(stdout, "      missing; bridge run creates it (BRIDGE_STREAM_MANAGE=true)")
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("look up stream %s: %w", cfg.Stream, err)
+			}
+			_, err = publish.EnsureStream(ctx, js, publish.StreamOptions{
+				Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, MaxAge: cfg.StreamMaxAge, Replicas: cfg.StreamReplicas,
+				Storage: cfg.StreamStorage, DuplicateWindow: cfg.DuplicateWindow, Manage: false,
+			})
+			return err
+		})},
+	}
+	if err := consumer.Check(ctx, stdout, steps...); err != nil {
+		fmt.Fprintf(stderr, "bridge check: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
