@@ -117,8 +117,8 @@ type Options struct {
 	// shard; its context ends when the lease ends. Required.
 	Leading func(ctx context.Context, shard int)
 	// OnChange, when set, is called with the sorted shards held after each
-	// acquisition or loss (and once with none when Run starts). It must not
-	// block.
+	// acquisition or loss (and once with none when Run starts), one call at
+	// a time. It must return quickly.
 	OnChange func(held []int)
 	// Healthy, when set, gates acquisition and renewal: an unhealthy process
 	// takes no shard and stops renewing, so it loses its shards after TTL/2.
@@ -137,8 +137,11 @@ type Set struct {
 	timing  timing
 	log     *slog.Logger
 
-	mu   sync.Mutex
-	held map[int]*holding
+	mu       sync.Mutex
+	held     map[int]*holding
+	released map[int]time.Time // when this process last released each shard
+
+	changeMu sync.Mutex // serialises OnChange calls
 }
 
 // timing derives every interval of the protocol from the TTL.
@@ -218,11 +221,12 @@ func New(opts Options) (*Set, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Set{
-		opts:    opts,
-		session: session,
-		timing:  newTiming(opts.TTL),
-		log:     log.With("instance", opts.InstanceID),
-		held:    make(map[int]*holding),
+		opts:     opts,
+		session:  session,
+		timing:   newTiming(opts.TTL),
+		log:      log.With("instance", opts.InstanceID),
+		held:     make(map[int]*holding),
+		released: make(map[int]time.Time),
 	}, nil
 }
 

@@ -118,6 +118,7 @@ type contender struct {
 	healthy atomic.Bool
 	reg     *prometheus.Registry
 	logs    *syncBuffer
+	onHeld  atomic.Pointer[[]int] // the last OnChange report
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -141,6 +142,11 @@ func (s *syncBuffer) String() string {
 
 func startContender(t *testing.T, url, instance string, shards int, rec *recorder) *contender {
 	t.Helper()
+	return startContenderWith(t, url, instance, shards, rec.leading(instance))
+}
+
+func startContenderWith(t *testing.T, url, instance string, shards int, leading func(context.Context, int)) *contender {
+	t.Helper()
 	nc, js := connect(t, url)
 	c := &contender{nc: nc, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, done: make(chan error, 1)}
 	c.healthy.Store(true)
@@ -149,7 +155,8 @@ func startContender(t *testing.T, url, instance string, shards int, rec *recorde
 		TTL:        testTTL,
 		Shards:     shards,
 		InstanceID: instance,
-		Leading:    rec.leading(instance),
+		Leading:    leading,
+		OnChange:   func(held []int) { c.onHeld.Store(&held) },
 		Healthy:    c.healthy.Load,
 		Metrics:    lease.NewMetrics(c.reg),
 		Logger:     slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -243,6 +250,13 @@ func TestOneLeaderAmongContenders(t *testing.T) {
 		}
 		if got := leaderValue(t, c.reg, "0"); got != want {
 			t.Errorf("%s: ccaas_bridge_leader{shard=0} = %v, want %v", c.set.InstanceID(), got, want)
+		}
+		wantHeld := []int{}
+		if c == leader {
+			wantHeld = []int{0}
+		}
+		if got := c.onHeld.Load(); got == nil || !slices.Equal(*got, wantHeld) {
+			t.Errorf("%s: last OnChange = %v, want %v", c.set.InstanceID(), got, wantHeld)
 		}
 	}
 	rec.assertNoOverlap(t)
@@ -387,6 +401,32 @@ func TestShutdownHandsOverAtOnce(t *testing.T) {
 		t.Errorf("handover took %s, want less than the expiry of %s", d, testTTL*3/4)
 	}
 	rec.assertNoOverlap(t)
+}
+
+func TestLeadingThatReturnsIsNotRestartedAtOnce(t *testing.T) {
+	url := startServer(t)
+	var mu sync.Mutex
+	var starts []time.Time
+	c := startContenderWith(t, url, "a", 1, func(context.Context, int) {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+	})
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(starts)
+	}
+	waitFor(t, 4*testTTL, "the shard to be taken a second time", func() bool { return count() >= 2 })
+	mu.Lock()
+	gap := starts[1].Sub(starts[0])
+	mu.Unlock()
+	if gap < testTTL*9/10 {
+		t.Errorf("Leading restarted %s after it returned, want the shard left alone for a TTL (%s)", gap, testTTL)
+	}
+	if !strings.Contains(c.logs.String(), "leading function returned") {
+		t.Errorf("logs do not say why the shard was released:\n%s", c.logs)
+	}
 }
 
 func TestProcessesSplitShards(t *testing.T) {

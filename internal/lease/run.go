@@ -98,7 +98,7 @@ type coordinator struct {
 	wg *sync.WaitGroup
 	v  view
 
-	lastMember        time.Time
+	lastMember        time.Time // last attempt to write the member key
 	lastMemberHealthy bool
 	lastRelease       time.Time
 }
@@ -165,13 +165,12 @@ func (c *coordinator) step(ctx context.Context, now time.Time) {
 	s := c.s
 	healthy := s.healthy()
 	if now.Sub(c.lastMember) >= s.timing.renewEvery || healthy != c.lastMemberHealthy {
+		c.lastMember, c.lastMemberHealthy = now, healthy
 		cctx, cancel := context.WithTimeout(ctx, s.timing.renewEvery)
 		_, err := c.kv.Put(cctx, s.memberKey(), s.encode(nil, healthy))
 		cancel()
 		if err != nil {
 			s.log.Warn("refresh lease member key", "err", err)
-		} else {
-			c.lastMember, c.lastMemberHealthy = now, healthy
 		}
 	}
 	if !healthy {
@@ -216,7 +215,7 @@ func (c *coordinator) step(ctx context.Context, now time.Time) {
 	start := int(hashString(s.session) % uint32(s.opts.Shards))
 	for i := range s.opts.Shards {
 		k := (start + i) % s.opts.Shards
-		if s.IsLeader(k) {
+		if s.IsLeader(k) || s.releasedRecently(k, now) {
 			continue
 		}
 		free, since := c.freeSince(shardKey(k), now)
@@ -392,6 +391,9 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 	}
 	s.mu.Lock()
 	delete(s.held, k)
+	if voluntary {
+		s.released[k] = time.Now()
+	}
 	s.mu.Unlock()
 	change := "lost"
 	if voluntary {
@@ -401,8 +403,24 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 	s.changed()
 }
 
+// releasedRecently reports whether this process released shard k less than
+// a TTL ago: it leaves the shard to the others for that long, so that a
+// balancing release is not undone and a Leading function that returns at
+// once does not spin.
+func (s *Set) releasedRecently(k int, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.released[k]
+	return ok && now.Sub(at) < s.timing.ttl
+}
+
+// changed reports the shards held to OnChange, one call at a time so that
+// the last call always carries the current set.
 func (s *Set) changed() {
-	if s.opts.OnChange != nil {
-		s.opts.OnChange(s.Held())
+	if s.opts.OnChange == nil {
+		return
 	}
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	s.opts.OnChange(s.Held())
 }
