@@ -139,6 +139,34 @@ func (d *Detector) Load(ctx context.Context) (int, error) {
 	return len(all), nil
 }
 
+// Reload re-reads the stored state of the given agents and adopts it where
+// it is ahead of what the Detector holds. Call it before polling agents
+// that another bridge may have advanced meanwhile (a shard whose lease this
+// process just acquired), so that their next events continue the stored
+// sequence instead of repeating it.
+func (d *Detector) Reload(ctx context.Context, agentIDs []string) error {
+	for _, id := range agentIDs {
+		st, err := d.opts.Store.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reload agent %s: %w", id, err)
+		}
+		s := st.State.Clone()
+		a := d.agent(id)
+		a.mu.Lock()
+		if a.state == nil || a.state.Sequence <= s.Sequence {
+			a.state = &s
+		}
+		if st.Revision >= a.rev {
+			a.stored, a.rev, a.storedSeq = &s, st.Revision, s.Sequence
+		}
+		a.mu.Unlock()
+	}
+	return nil
+}
+
 func (d *Detector) agent(id string) *agent {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -252,3 +252,65 @@ func TestTwoWritersFenced(t *testing.T) {
 		t.Fatalf("after adopting, the first writer re-emits %v", c.Events)
 	}
 }
+
+// TestReloadContinuesAnotherWritersSequence: a standby that loaded the
+// bucket long ago takes over an agent another bridge kept advancing; after
+// Reload its next event continues the stored sequence and describes the
+// change from the stored presence.
+func TestReloadContinuesAnotherWritersSequence(t *testing.T) {
+	ctx := t.Context()
+	js := startJetStream(t)
+	open := func() *detector.Detector {
+		store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "reload_test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := detector.New(detector.Options{Store: store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
+	leader := open()
+	commit := func(d *detector.Detector, s source.Snapshot) {
+		t.Helper()
+		if c := d.Observe(ok(s)); c != nil {
+			if err := d.Commit(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	commit(leader, snap(available, "Available", "Available", 1, t0))
+	standby := open() // loads sequence 3 (first sight)
+	commit(leader, snap(busy, "Busy", "Busy", 1, t0.Add(time.Minute)))
+	stored, _ := leader.State(agentA)
+
+	for _, reload := range []bool{false, true} {
+		d := standby
+		if reload {
+			if err := d.Reload(ctx, []string{agentA}); err != nil {
+				t.Fatalf("Reload: %v", err)
+			}
+		}
+		c := d.Observe(ok(snap(offline, "Offline", "Offline", 0, t0.Add(time.Hour))))
+		if c == nil {
+			t.Fatal("no change observed")
+		}
+		first := c.Events[0]
+		continues := first.Sequence == stored.Sequence+1
+		if continues != reload {
+			t.Fatalf("reload=%v: first sequence %d, stored %d", reload, first.Sequence, stored.Sequence)
+		}
+		if reload {
+			if p := first.Data.(detector.PresenceChangedData).Previous; p == nil || p.ID != busy {
+				t.Fatalf("previous presence %+v, want the stored Busy", p)
+			}
+			continue
+		}
+		d.Abandon(c)
+	}
+}
