@@ -17,6 +17,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/config"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/lease"
 	"github.com/ccaas/presence-bridge/internal/ops"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/publish"
@@ -226,9 +227,9 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if err != nil {
 		return fmt.Errorf("build poller: %w", err)
 	}
-	poller.SetAgents(plan.agents)
+	assign := newAssignment(plan.agents, cfg.ShardCount, cfg.LeaseEnabled, poller.SetAgents)
 	if opsSrv != nil {
-		opsSrv.AddCheck(ops.CheckFunc("token", func() (bool, string) {
+		opsSrv.AddActiveCheck(ops.CheckFunc("token", func() (bool, string) {
 			if client.TokenObtained() {
 				return true, ""
 			}
@@ -266,10 +267,62 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	goLoop("pipeline", pipe.Run)
 	goLoop("catalogue", func(ctx context.Context) error { refresher.Run(ctx); return nil })
 	if cfg.AgentIDsFile != "" {
-		w := &source.AgentFileWatcher{Path: cfg.AgentIDsFile, Apply: poller.SetAgents, Logger: log}
+		w := &source.AgentFileWatcher{Path: cfg.AgentIDsFile, Apply: assign.SetAgents, Logger: log}
 		goLoop("agent-file", func(ctx context.Context) error { w.Run(ctx); return nil })
 	}
 	goLoop("poller", poller.Run)
+	if opsSrv != nil {
+		// Liveness: the beat takes the poller's and the detector's locks, so
+		// a deadlock there stops it and /healthz reports the process wedged.
+		hb := opsSrv.Heartbeat("bridge", 10*time.Second)
+		goLoop("heartbeat", func(ctx context.Context) error {
+			defer hb.Stop()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				hb.Beat()
+				_ = poller.Status()
+				_ = det.StaleAgents()
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+				}
+			}
+		})
+	}
+	if !cfg.LeaseEnabled {
+		assign.SetAgents(plan.agents)
+	} else {
+		set, err := lease.New(lease.Options{
+			JetStream: js, Bucket: cfg.LeaseBucket, Replicas: cfg.StreamReplicas, TTL: cfg.LeaseTTL, Shards: cfg.ShardCount,
+			InstanceID: cfg.InstanceID, Metrics: lease.NewMetrics(reg), Logger: log,
+			Healthy: nc.IsConnected,
+			Leading: func(ctx context.Context, shard int) {
+				// Continue from what the previous holder stored, then poll.
+				if err := det.Reload(ctx, assign.Agents(shard)); err != nil {
+					log.Error("reload shard state; polling it from the state loaded at start", "shard", shard, "err", err)
+				}
+				assign.Hold(shard, true)
+				<-ctx.Done()
+				assign.Hold(shard, false)
+			},
+			OnChange: func(held []int) {
+				if opsSrv == nil {
+					return
+				}
+				if len(held) == 0 {
+					opsSrv.SetStandby(true, fmt.Sprintf("standby: another replica holds the lease of every shard (%d)", cfg.ShardCount))
+				} else {
+					opsSrv.SetStandby(false, "")
+				}
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("build leader lease: %w", err)
+		}
+		goLoop("lease", set.Run)
+	}
 	log.Info("bridge running", "agents", len(plan.agents), "interval", cfg.PollInterval, "stream", cfg.Stream, "nats", publish.RedactURLs(natsURL))
 	if h.onStarted != nil {
 		h.onStarted(pipe, poller)
