@@ -42,6 +42,13 @@ type harness struct {
 
 func newHarness(t *testing.T, agents int, seed uint64) *harness {
 	t.Helper()
+	return newHarnessWith(t, agents, seed, nil, nil)
+}
+
+// newHarnessWith is newHarness with the simulator's options adjusted by
+// configure and its HTTP handler wrapped by wrap (either may be nil).
+func newHarnessWith(t *testing.T, agents int, seed uint64, configure func(*simulator.Options), wrap func(http.Handler) http.Handler) *harness {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
@@ -61,6 +68,9 @@ func newHarness(t *testing.T, agents int, seed uint64) *harness {
 	opts := simulator.DefaultOptions()
 	opts.Agents = agents
 	opts.Seed = seed
+	if configure != nil {
+		configure(&opts)
+	}
 	sim, err := simulator.New(opts)
 	if err != nil {
 		t.Fatalf("new simulator: %v", err)
@@ -69,7 +79,11 @@ func newHarness(t *testing.T, agents int, seed uint64) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: sim.Handler()}
+	handler := sim.Handler()
+	if wrap != nil {
+		handler = wrap(handler)
+	}
+	srv := &http.Server{Handler: handler}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	val, err := schemas.NewValidator()
