@@ -321,7 +321,22 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		if err != nil {
 			return fmt.Errorf("build leader lease: %w", err)
 		}
-		goLoop("lease", set.Run)
+		// The lease outlives polling: it is released only after the events
+		// in flight are published and committed, so a standby taking over
+		// continues from the final state.
+		leaseCtx, stopLease := context.WithCancel(context.WithoutCancel(ctx))
+		leaseDone := make(chan struct{})
+		go func() {
+			defer close(leaseDone)
+			if err := set.Run(leaseCtx); err != nil {
+				log.Error("leader lease stopped", "err", err)
+				stopRun()
+			}
+		}()
+		defer func() {
+			stopLease()
+			<-leaseDone
+		}()
 	}
 	log.Info("bridge running", "agents", len(plan.agents), "interval", cfg.PollInterval, "stream", cfg.Stream, "nats", publish.RedactURLs(natsURL))
 	if h.onStarted != nil {

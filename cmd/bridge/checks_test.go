@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/schemas"
+)
+
+// harnessOptions customise newHarnessWith beyond newHarness's defaults.
+type harnessOptions struct {
+	agents int
+	seed   uint64
+	// sim changes the simulator's options before it is built.
+	sim func(*simulator.Options)
+	// natsUser and natsPassword, when set, make the server require them.
+	natsUser, natsPassword string
+}
+
+// newHarnessWith is newHarness with a configurable simulator and NATS
+// server. The server's data directory and address are kept so that
+// restartNATS can bring it back on the same port with the same store.
+func newHarnessWith(t *testing.T, o harnessOptions) *harness {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nopts := embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir()}
+	if o.natsUser != "" {
+		nopts.Configure = func(so *server.Options) error {
+			so.Username, so.Password = o.natsUser, o.natsPassword
+			return nil
+		}
+	}
+	ns, err := embeddednats.Start(ctx, nopts)
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	srvs := &natsServers{opts: nopts, current: ns}
+	t.Cleanup(srvs.shutdown)
+	var copts []nats.Option
+	if o.natsUser != "" {
+		copts = append(copts, nats.UserInfo(o.natsUser, o.natsPassword))
+	}
+	copts = append(copts, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(ns.ClientURL(), copts...)
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sopts := simulator.DefaultOptions()
+	sopts.Agents, sopts.Seed = o.agents, o.seed
+	if o.sim != nil {
+		o.sim(&sopts)
+	}
+	sim, err := simulator.New(sopts)
+	if err != nil {
+		t.Fatalf("new simulator: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: sim.Handler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	val, err := schemas.NewValidator()
+	if err != nil {
+		t.Fatalf("compile schemas: %v", err)
+	}
+	h := &harness{t: t, ns: ns, nc: nc, js: js, sim: sim, simURL: "http://" + ln.Addr().String(), val: val}
+	natsServersOf.Store(h, srvs)
+	return h
+}
+
+// natsServers remembers how the harness's NATS server was started, for
+// restartNATS.
+type natsServers struct {
+	mu      sync.Mutex
+	opts    embeddednats.Options
+	current *embeddednats.Server
+}
+
+func (s *natsServers) shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil {
+		s.current.Shutdown()
+		s.current = nil
+	}
+}
+
+// natsServersOf maps a harness built by newHarnessWith to its servers (the
+// harness type belongs to harness_test.go).
+var natsServersOf sync.Map
+
+// restartNATS shuts the NATS server down and starts it again on the same
+// address with the same store, as a NATS upgrade or crash would.
+func (h *harness) restartNATS() {
+	h.t.Helper()
+	v, ok := natsServersOf.Load(h)
+	if !ok {
+		h.t.Fatal("restartNATS needs a harness built by newHarnessWith")
+	}
+	s := v.(*natsServers)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	addr := s.current.Addr()
+	s.current.Shutdown()
+	opts := s.opts
+	opts.Listen = addr
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns, err := embeddednats.Start(ctx, opts)
+	if err != nil {
+		h.t.Fatalf("restart nats on %s: %v", addr, err)
+	}
+	s.current = ns
+}
+
+// streamEvents reads the whole stream, message by message, decoding and
+// validating each event; any message that fails is a test error.
+func (h *harness) streamEvents(ctx context.Context) []event {
+	h.t.Helper()
+	st, err := h.js.Stream(ctx, "CCAAS_AGENTS")
+	if err != nil {
+		h.t.Fatalf("look up stream: %v", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		h.t.Fatalf("stream info: %v", err)
+	}
+	var out []event
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		raw, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			h.t.Fatalf("get stream message %d: %v", seq, err)
+		}
+		ev, err := h.decode(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
+		if err != nil {
+			h.t.Errorf("stream message %d: %v", seq, err)
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// streamCount is the number of messages in the stream, 0 before it exists.
+func (h *harness) streamCount(ctx context.Context) uint64 {
+	st, err := h.js.Stream(ctx, "CCAAS_AGENTS")
+	if err != nil {
+		return 0
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
+// checkSequences asserts that event IDs are unique and that every agent's
+// events appear in the stream with sequences 1..n in order, and returns the
+// events by agent.
+func checkSequences(t *testing.T, events []event) map[string][]event {
+	t.Helper()
+	ids := map[string]bool{}
+	by := map[string][]event{}
+	for _, ev := range events {
+		if ids[ev.ID] {
+			t.Errorf("duplicate event %s (%s)", ev.ID, ev.Type)
+		}
+		ids[ev.ID] = true
+		if want := uint64(len(by[ev.Agent]) + 1); ev.Sequence != want {
+			t.Errorf("agent %s: event %s (%s) has sequence %d where %d was due", ev.Agent, ev.ID, ev.Type, ev.Sequence, want)
+		}
+		by[ev.Agent] = append(by[ev.Agent], ev)
+	}
+	return by
+}
+
+// chainedTypes are the event types whose data carries previous and current:
+// each event's previous must be the current of the agent's prior event of
+// the same type, and only the first may have previous null.
+var chainedTypes = []string{detector.TypePresenceChanged, detector.TypeSessionsChanged, detector.TypeChannelsChanged}
+
+// checkChained asserts that every agent's changes follow on from each
+// other: no event contradicts the one before it.
+func checkChained(t *testing.T, by map[string][]event) {
+	t.Helper()
+	for agent, events := range by {
+		last := map[string]string{}
+		for _, ev := range events {
+			if !slices.Contains(chainedTypes, ev.Type) {
+				continue
+			}
+			prev, cur := canonical(ev.Data["previous"]), canonical(ev.Data["current"])
+			want, seen := last[ev.Type]
+			if !seen {
+				want = "null"
+			}
+			if prev != want {
+				t.Errorf("agent %s: %s %s (sequence %d) has previous %s, but the stream's prior %s said current %s",
+					agent, ev.Type, ev.ID, ev.Sequence, prev, ev.Type, want)
+			}
+			last[ev.Type] = cur
+		}
+	}
+}
+
+// canonical is v as compact JSON with sorted keys.
+func canonical(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("unencodable %v", v)
+	}
+	return string(b)
+}
+
+// bucketStates reads every agent's value from the state bucket, each
+// validated against schemas/agent-state.schema.json.
+func (h *harness) bucketStates(ctx context.Context) (map[string]detector.AgentState, error) {
+	kv, err := h.js.KeyValue(ctx, "ccaas_agents")
+	if err != nil {
+		return nil, fmt.Errorf("open bucket ccaas_agents: %w", err)
+	}
+	keys, err := kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return map[string]detector.AgentState{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list bucket keys: %w", err)
+	}
+	out := map[string]detector.AgentState{}
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("get %s: %w", k, err)
+		}
+		if err := h.val.Validate(schemas.AgentState, e.Value()); err != nil {
+			return nil, fmt.Errorf("bucket value of %s: %w", k, err)
+		}
+		var st detector.AgentState
+		dec := json.NewDecoder(strings.NewReader(string(e.Value())))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&st); err != nil {
+			return nil, fmt.Errorf("decode bucket value of %s: %w", k, err)
+		}
+		if st.AgentID != k {
+			return nil, fmt.Errorf("bucket key %s holds agent %s", k, st.AgentID)
+		}
+		out[k] = st
+	}
+	return out, nil
+}
+
+// bucketMismatch compares the bucket with the simulator's current state of
+// every agent and describes the first differences, or returns "" when they
+// agree.
+func (h *harness) bucketMismatch(ctx context.Context) string {
+	states, err := h.bucketStates(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	var diffs []string
+	agents := h.sim.Agents()
+	if len(states) != len(agents) {
+		diffs = append(diffs, fmt.Sprintf("bucket has %d agents, simulator %d", len(states), len(agents)))
+	}
+	for _, a := range agents {
+		st, ok := states[a.AgentID]
+		if !ok {
+			diffs = append(diffs, fmt.Sprintf("agent %s missing from the bucket", a.AgentID))
+			continue
+		}
+		if d := stateDiff(a, st); d != "" {
+			diffs = append(diffs, fmt.Sprintf("agent %s: %s", a.AgentID, d))
+		}
+	}
+	if len(diffs) > 5 {
+		diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// stateDiff describes how the bridge's state st differs from the simulator's
+// ground truth a.
+func stateDiff(a simulator.AgentState, st detector.AgentState) string {
+	var d []string
+	cmp := func(what string, got, want any) {
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			d = append(d, fmt.Sprintf("%s %v, want %v", what, got, want))
+		}
+	}
+	cmp("name", st.AgentName, a.AgentName)
+	cmp("presence", st.Presence.ID, a.PresenceID)
+	cmp("presence name", st.Presence.Name, a.PresenceName)
+	cmp("base status", st.Presence.BaseStatus, simulator.BaseStatusName(a.BaseStatus))
+	cmp("sessions", st.Sessions.ActiveBrowserSessions, a.ActiveBrowserSessions)
+	cmp("login time", st.Sessions.LoginTime, a.Timestamp)
+	cmp("allowed channels", st.Channels.Allowed, sorted(a.AllowedChannels))
+	cmp("disabled channels", st.Channels.Disabled, sorted(a.DisabledChannels))
+	cmp("stale", st.Stale, false)
+	offline := a.ActiveBrowserSessions == 0 || simulator.BaseStatusName(a.BaseStatus) == "Offline"
+	cmp("offline", st.Offline, offline)
+	return strings.Join(d, ", ")
+}
+
+func sorted(s []string) []string {
+	out := append([]string{}, s...)
+	sort.Strings(out)
+	return out
+}
+
+// checkBucketFollowsStream asserts that each agent's stored sequence is the
+// sequence of its last event on the stream: everything published was
+// committed, and nothing was committed that is not on the stream.
+func checkBucketFollowsStream(t *testing.T, states map[string]detector.AgentState, by map[string][]event) {
+	t.Helper()
+	for agent, events := range by {
+		st, ok := states[agent]
+		last := events[len(events)-1].Sequence
+		if !ok {
+			t.Errorf("agent %s has %d events on the stream but no state in the bucket", agent, last)
+			continue
+		}
+		if st.Sequence != last {
+			t.Errorf("agent %s: bucket sequence %d, last stream sequence %d", agent, st.Sequence, last)
+		}
+	}
+	for agent, st := range states {
+		if _, ok := by[agent]; !ok {
+			t.Errorf("agent %s has state sequence %d in the bucket but no event on the stream", agent, st.Sequence)
+		}
+	}
+}
+
+// countTypes counts events by type, for logs.
+func countTypes(events []event) map[string]int {
+	out := map[string]int{}
+	for _, ev := range events {
+		out[ev.Type]++
+	}
+	return out
+}
