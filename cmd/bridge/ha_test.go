@@ -133,7 +133,7 @@ func TestShardsSplitAgentsAcrossProcesses(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	h := newHarnessWith(t, 30, 5, func(o *simulator.Options) { o.StaticTokens = tokens }, wrap)
+	h := newHarnessCustom(t, 30, 5, func(o *simulator.Options) { o.StaticTokens = tokens }, wrap)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for i, tok := range tokens {

@@ -42,12 +42,12 @@ type harness struct {
 
 func newHarness(t *testing.T, agents int, seed uint64) *harness {
 	t.Helper()
-	return newHarnessWith(t, agents, seed, nil, nil)
+	return newHarnessCustom(t, agents, seed, nil, nil)
 }
 
-// newHarnessWith is newHarness with the simulator's options adjusted by
+// newHarnessCustom is newHarness with the simulator's options adjusted by
 // configure and its HTTP handler wrapped by wrap (either may be nil).
-func newHarnessWith(t *testing.T, agents int, seed uint64, configure func(*simulator.Options), wrap func(http.Handler) http.Handler) *harness {
+func newHarnessCustom(t *testing.T, agents int, seed uint64, configure func(*simulator.Options), wrap func(http.Handler) http.Handler) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
