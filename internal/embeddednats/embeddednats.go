@@ -40,7 +40,8 @@ type Options struct {
 	// Listen is the client address as host:port; default DefaultListen.
 	// Port -1 picks a free port (tests).
 	Listen string
-	// DataDir holds the JetStream file store (in DataDir/jetstream); required.
+	// DataDir holds the JetStream file store (the server keeps it in
+	// DataDir/jetstream); required.
 	DataDir string
 	// ServerName names the server; default "bridge-embedded". Cluster members
 	// need distinct names.
@@ -95,7 +96,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
-		StoreDir:   filepath.Join(opts.DataDir, "jetstream"),
+		StoreDir:   opts.DataDir,
 		NoSigs:     true,
 		// The bridge publishes CloudEvents of a few hundred bytes; keep the
 		// server's default limits otherwise.
@@ -126,7 +127,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 	}
 	s := &Server{srv: srv, log: log}
-	log.Info("embedded NATS server listening", "url", srv.ClientURL(), "store_dir", sopts.StoreDir)
+	log.Info("embedded NATS server listening", "url", srv.ClientURL(), "store_dir", filepath.Join(sopts.StoreDir, "jetstream"))
 	return s, nil
 }
 
