@@ -34,10 +34,17 @@ type harnessOptions struct {
 	natsUser, natsPassword string
 }
 
+// rig is a harness built by newHarnessWith: it can also restart its NATS
+// server.
+type rig struct {
+	*harness
+	servers *natsServers
+}
+
 // newHarnessWith is newHarness with a configurable simulator and NATS
 // server. The server's data directory and address are kept so that
 // restartNATS can bring it back on the same port with the same store.
-func newHarnessWith(t *testing.T, o harnessOptions) *harness {
+func newHarnessWith(t *testing.T, o harnessOptions) *rig {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -89,8 +96,7 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 		t.Fatalf("compile schemas: %v", err)
 	}
 	h := &harness{t: t, ns: ns, nc: nc, js: js, sim: sim, simURL: "http://" + ln.Addr().String(), val: val}
-	natsServersOf.Store(h, srvs)
-	return h
+	return &rig{harness: h, servers: srvs}
 }
 
 // natsServers remembers how the harness's NATS server was started, for
@@ -110,19 +116,11 @@ func (s *natsServers) shutdown() {
 	}
 }
 
-// natsServersOf maps a harness built by newHarnessWith to its servers (the
-// harness type belongs to harness_test.go).
-var natsServersOf sync.Map
-
 // restartNATS shuts the NATS server down and starts it again on the same
 // address with the same store, as a NATS upgrade or crash would.
-func (h *harness) restartNATS() {
-	h.t.Helper()
-	v, ok := natsServersOf.Load(h)
-	if !ok {
-		h.t.Fatal("restartNATS needs a harness built by newHarnessWith")
-	}
-	s := v.(*natsServers)
+func (r *rig) restartNATS() {
+	r.t.Helper()
+	s := r.servers
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	addr := s.current.Addr()
@@ -133,9 +131,10 @@ func (h *harness) restartNATS() {
 	defer cancel()
 	ns, err := embeddednats.Start(ctx, opts)
 	if err != nil {
-		h.t.Fatalf("restart nats on %s: %v", addr, err)
+		r.t.Fatalf("restart nats on %s: %v", addr, err)
 	}
 	s.current = ns
+	r.ns = ns
 }
 
 // streamEvents reads the whole stream, message by message, decoding and
@@ -365,4 +364,135 @@ func countTypes(events []event) map[string]int {
 		out[ev.Type]++
 	}
 	return out
+}
+
+// requestLog records when the simulator answered each agent's presence
+// successfully; install it with simulator.Options.OnRequest.
+type requestLog struct {
+	mu    sync.Mutex
+	times map[string][]time.Time
+	last  time.Time
+}
+
+func newRequestLog() *requestLog { return &requestLog{times: map[string][]time.Time{}} }
+
+func (l *requestLog) record(r simulator.Request) {
+	if r.Endpoint != "CCaaS_GetPresence" || r.Status != http.StatusOK || r.Malformed != "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.times[r.AgentID] = append(l.times[r.AgentID], r.At)
+	if r.At.After(l.last) {
+		l.last = r.At
+	}
+}
+
+// answeredSince reports whether any presence request arrived after t.
+func (l *requestLog) answeredSince(t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last.After(t)
+}
+
+// of returns the arrival times of an agent's successful requests.
+func (l *requestLog) of(agent string) []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.times[agent])
+}
+
+// presenceSpan is one stretch of an agent's ground-truth presence.
+type presenceSpan struct {
+	presence   string
+	start, end time.Time // end is zero for the current presence
+}
+
+// presenceSpans returns every agent's ground-truth presence history as
+// spans, consecutive repeats merged.
+func (h *harness) presenceSpans() map[string][]presenceSpan {
+	out := map[string][]presenceSpan{}
+	for _, c := range h.sim.Changes() {
+		spans := out[c.AgentID]
+		if n := len(spans); n > 0 && spans[n-1].presence == c.State.PresenceID {
+			continue
+		}
+		if n := len(spans); n > 0 {
+			spans[n-1].end = c.At
+		}
+		out[c.AgentID] = append(spans, presenceSpan{presence: c.State.PresenceID, start: c.At})
+	}
+	return out
+}
+
+// streamPresence is one presence.changed of an agent as the stream has it.
+type streamPresence struct {
+	at       time.Time
+	presence string
+}
+
+func presenceEvents(events []event) []streamPresence {
+	var out []streamPresence
+	for _, ev := range events {
+		if ev.Type != detector.TypePresenceChanged {
+			continue
+		}
+		cur, _ := ev.Data["current"].(map[string]any)
+		id, _ := cur["id"].(string)
+		out = append(out, streamPresence{at: ev.Time, presence: id})
+	}
+	return out
+}
+
+// isSubsequence reports whether the stream's presences appear, in order,
+// among the ground truth's spans.
+func isSubsequence(got []streamPresence, spans []presenceSpan) bool {
+	i := 0
+	for _, s := range spans {
+		if i < len(got) && got[i].presence == s.presence {
+			i++
+		}
+	}
+	return i == len(got)
+}
+
+// shownDuring reports whether the stream showed presence p at some instant
+// of [from, to]: either the presence in force at from, or one published
+// within the range.
+func shownDuring(got []streamPresence, p string, from, to time.Time) bool {
+	current := ""
+	for _, g := range got {
+		if g.at.After(to) {
+			break
+		}
+		if !g.at.After(from) {
+			current = g.presence
+			continue
+		}
+		if g.presence == p {
+			return true
+		}
+	}
+	return current == p
+}
+
+// uncommitted counts the agents whose last event on the stream is beyond
+// the sequence stored in the bucket: published, not yet committed.
+func (h *harness) uncommitted(ctx context.Context) int {
+	h.t.Helper()
+	states, err := h.bucketStates(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	last := map[string]uint64{}
+	for _, ev := range h.streamEvents(ctx) {
+		last[ev.Agent] = max(last[ev.Agent], ev.Sequence)
+	}
+	n := 0
+	for agent, seq := range last {
+		if seq > states[agent].Sequence {
+			n++
+		}
+	}
+	return n
 }
