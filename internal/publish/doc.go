@@ -19,6 +19,21 @@
 //	err = pub.Close(shutdownCtx) // waits for what is in flight
 //	nc.Drain()
 //
+// Publisher guarantees: per agent one event in flight, so events are stored
+// in sequence order; every ack is awaited with Options.PublishTimeout; a
+// failed, timed-out or disconnected publish is retried with backoff and the
+// same Nats-Msg-Id before the agent's next event (other agents go on); while
+// NATS is down the agents are parked and the window fills, so Enqueue blocks
+// (the source pauses); a duplicate ack counts as success
+// (ccaas_bridge_publish_duplicates_total). Errors JetStream gives for good
+// (message too large, a failed expectation header) fail the agent's queued
+// batches with ErrRejected so no gap is published. Expected-last-subject-
+// sequence fencing is not offered: fence writers with the state bucket's
+// revision check.
+//
+// Readiness: Publisher.Status(ctx).Ready() (connected and stream present);
+// Status also gives the window in use and the oldest unpublished event's age.
+//
 // Message format: subject <prefix>.<agentId>.<type>; headers ce-specversion,
 // ce-id, ce-source, ce-type, ce-subject, ce-time, ce-datacontenttype,
 // ce-dataschema, ce-sequence (20-digit zero-padded), ce-bridgeversion, exactly

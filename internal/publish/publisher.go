@@ -571,10 +571,10 @@ type Status struct {
 // Ready reports whether the bridge can publish: connected and stream present.
 func (s Status) Ready() bool { return s.Connected && s.StreamPresent }
 
-// Status reports the publisher's state. With a context that can end it also
-// looks the stream up on the server (a cancelled ctx, or
-// context.Background for a cheap local check, skips that lookup result
-// as StreamErr).
+// Status reports the publisher's state. When ctx can end (it has a deadline
+// or can be cancelled) the stream is also looked up on the server within it;
+// with context.Background only local state is read and StreamPresent mirrors
+// Connected.
 func (p *Publisher) Status(ctx context.Context) Status {
 	st := Status{Connected: p.nc.IsConnected(), MaxPending: p.opts.MaxPending}
 	now := time.Now()

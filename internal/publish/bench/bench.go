@@ -163,11 +163,11 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 	res := BenchResult{MaxPending: opts.MaxPending, Agents: opts.Agents}
 
 	log.Info("bench: warming up")
-	if _, err := runRaw(ctx, srv.ClientURL(), enc, events[:min(len(events), 20_000)], opts.MaxPending); err != nil {
+	if _, err := runRaw(ctx, srv.ClientURL(), benchStream+"_WARMUP", enc, events[:min(len(events), 20_000)], opts.MaxPending); err != nil {
 		return res, err
 	}
 	log.Info("bench: raw JetStream PublishAsync", "events", opts.Events)
-	if res.Raw, err = runRaw(ctx, srv.ClientURL(), enc, events[:opts.Events], opts.MaxPending); err != nil {
+	if res.Raw, err = runRaw(ctx, srv.ClientURL(), benchStream+"_RAW", enc, events[:opts.Events], opts.MaxPending); err != nil {
 		return res, err
 	}
 	log.Info("bench: bridge publish path", "events", opts.Events)
@@ -237,7 +237,10 @@ func makeEvents(n, agents int) []detector.Event {
 }
 
 // scenario sets up a fresh stream and connection for one scenario.
-func scenario(ctx context.Context, url string, jsOpts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
+// Each scenario gets a stream of its own name: the previous one is deleted
+// first (same events, so message IDs must not be remembered), and reusing its
+// name could race with the removal of its store.
+func scenario(ctx context.Context, url, stream string, jsOpts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: connect: %w", err)
@@ -247,11 +250,22 @@ func scenario(ctx context.Context, url string, jsOpts ...jetstream.JetStreamOpt)
 		nc.Close()
 		return nil, nil, fmt.Errorf("bench: jetstream: %w", err)
 	}
-	if err := js.DeleteStream(ctx, benchStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		nc.Close()
-		return nil, nil, fmt.Errorf("bench: delete stream: %w", err)
+	names := js.StreamNames(ctx)
+	var old []string
+	for name := range names.Name() {
+		old = append(old, name)
 	}
-	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{Name: benchStream, SubjectPrefix: benchPrefix, Manage: true}); err != nil {
+	if err := names.Err(); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("bench: list streams: %w", err)
+	}
+	for _, name := range old {
+		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			nc.Close()
+			return nil, nil, fmt.Errorf("bench: delete stream %s: %w", name, err)
+		}
+	}
+	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{Name: stream, SubjectPrefix: benchPrefix, Manage: true}); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("bench: %w", err)
 	}
@@ -294,7 +308,7 @@ func (m *meter) result() ScenarioResult {
 }
 
 // runRaw publishes pre-encoded messages with PublishMsgAsync.
-func runRaw(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, window int) (ScenarioResult, error) {
+func runRaw(ctx context.Context, url, stream string, enc *publish.Encoder, events []detector.Event, window int) (ScenarioResult, error) {
 	msgs := make([]*nats.Msg, len(events))
 	index := make(map[*nats.Msg]int, len(events))
 	for i, ev := range events {
@@ -318,7 +332,7 @@ func runRaw(ctx context.Context, url string, enc *publish.Encoder, events []dete
 		}
 	}
 	onErr := func(_ jetstream.JetStream, _ *nats.Msg, _ error) { failed.Add(1) }
-	nc, js, err := scenario(ctx, url, jetstream.WithPublishAsyncMaxPending(window),
+	nc, js, err := scenario(ctx, url, stream, jetstream.WithPublishAsyncMaxPending(window),
 		jetstream.WithPublishAsyncAckHandler(onAck), jetstream.WithPublishAsyncErrHandler(onErr),
 		jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
@@ -352,12 +366,13 @@ func runRaw(ctx context.Context, url string, enc *publish.Encoder, events []dete
 // runBridge publishes through publish.Publisher, one Enqueue per event as
 // the pipeline does for an agent's change.
 func runBridge(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, window int) (ScenarioResult, error) {
-	nc, _, err := scenario(ctx, url)
+	stream := benchStream + "_BRIDGE"
+	nc, _, err := scenario(ctx, url, stream)
 	if err != nil {
 		return ScenarioResult{}, err
 	}
 	defer nc.Close()
-	p, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: benchStream, MaxPending: window, PublishTimeout: 30 * time.Second})
+	p, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: stream, MaxPending: window, PublishTimeout: 30 * time.Second})
 	if err != nil {
 		return ScenarioResult{}, fmt.Errorf("bench bridge: %w", err)
 	}
@@ -394,12 +409,16 @@ func runBridge(ctx context.Context, url string, enc *publish.Encoder, events []d
 // runSDK sends each event with the CloudEvents SDK's JetStream sender, as a
 // user of the SDK would: build the event, Send, wait for the ack.
 func runSDK(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, senderPerEvent bool) (ScenarioResult, error) {
-	nc, _, err := scenario(ctx, url)
+	stream := benchStream + "_SDK"
+	if !senderPerEvent {
+		stream += "_REUSED"
+	}
+	nc, _, err := scenario(ctx, url, stream)
 	if err != nil {
 		return ScenarioResult{}, err
 	}
 	defer nc.Close()
-	sender, err := cejs.NewSenderFromConn(nc, benchStream, benchPrefix, nil)
+	sender, err := cejs.NewSenderFromConn(nc, stream, benchPrefix, nil)
 	if err != nil {
 		return ScenarioResult{}, fmt.Errorf("bench sdk: new sender: %w", err)
 	}
@@ -417,7 +436,7 @@ func runSDK(ctx context.Context, url string, enc *publish.Encoder, events []dete
 		// The SDK sender has one subject: set it per event, or make a
 		// sender per event.
 		if senderPerEvent {
-			if sender, err = cejs.NewSenderFromConn(nc, benchStream, enc.Subject(ev), nil); err != nil {
+			if sender, err = cejs.NewSenderFromConn(nc, stream, enc.Subject(ev), nil); err != nil {
 				return ScenarioResult{}, fmt.Errorf("bench sdk: new sender: %w", err)
 			}
 		} else {
