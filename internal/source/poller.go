@@ -489,6 +489,7 @@ func (p *Poller) nextBackoff(a *agent) time.Duration {
 		a.bo = backoff.NewExponentialBackOff(
 			backoff.WithInitialInterval(p.backoffInitial),
 			backoff.WithMaxInterval(p.backoffMax),
+			backoff.WithMultiplier(2),
 			backoff.WithMaxElapsedTime(0),
 		)
 	}
@@ -555,8 +556,8 @@ func (p *Poller) Status() Status {
 }
 
 // throttle slows the whole client when many agents get 429 in the same
-// second: it halves the limiter's rate (down to 1/64 of the base) and
-// raises it again by half every second without such a burst.
+// second: it halves the limiter's rate (down to 1/16 of the base) and
+// doubles it again every second without such a burst.
 type throttle struct {
 	p      *Poller
 	mu     sync.Mutex
@@ -583,9 +584,9 @@ func (t *throttle) observe(class ErrorClass, now time.Time) {
 		old := t.factor
 		switch {
 		case storm:
-			t.factor = max(t.factor/2, 1.0/64)
+			t.factor = max(t.factor/2, 1.0/16)
 		case t.factor < 1:
-			t.factor = min(1, t.factor*1.5)
+			t.factor = min(1, t.factor*2)
 		}
 		if t.factor != old {
 			t.apply()
