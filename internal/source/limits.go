@@ -30,7 +30,8 @@ type LimitsConfig struct {
 	Agents int
 	// Interval is BRIDGE_POLL_INTERVAL.
 	Interval time.Duration
-	// BackoffInitial is the first backoff after a failure (default 1s);
+	// BackoffInitial is the first backoff after a failure (default
+	// Interval);
 	// with jitter the shortest gap between two polls of a failing agent is
 	// half of it.
 	BackoffInitial time.Duration
@@ -59,7 +60,7 @@ func CheckLimits(c LimitsConfig) error {
 	}
 	bi := c.BackoffInitial
 	if bi <= 0 {
-		bi = DefaultBackoffInitial
+		bi = c.Interval
 	}
 	minGap := min(c.Interval, bi/2)
 	worst := math.Ceil(float64(DataverseWindow)/float64(minGap)) * requestsPerPoll

@@ -50,7 +50,6 @@ func (s State) String() string {
 const (
 	DefaultMaxConcurrency = 64
 	DefaultPermanentRetry = 5 * time.Minute
-	DefaultBackoffInitial = time.Second
 	DefaultBackoffMax     = 5 * time.Minute
 	DefaultSlotWidth      = 10 * time.Millisecond
 )
@@ -75,7 +74,9 @@ type PollerOptions struct {
 	// PermanentRetry is how often an unpollable agent is retried
 	// (BRIDGE_PERMANENT_RETRY); default 5m.
 	PermanentRetry time.Duration
-	// BackoffInitial is the first backoff after a failure; default 1s.
+	// BackoffInitial is the first backoff after a failure; default
+	// Interval, so that an outage of every agent never makes the bridge
+	// poll faster than it does when all is well.
 	BackoffInitial time.Duration
 	// BackoffMax caps the backoff (BRIDGE_BACKOFF_MAX); default 5m.
 	BackoffMax time.Duration
@@ -180,7 +181,7 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 		p.permanentRetry = int64(DefaultPermanentRetry)
 	}
 	if p.backoffInitial <= 0 {
-		p.backoffInitial = DefaultBackoffInitial
+		p.backoffInitial = opts.Interval
 	}
 	if p.backoffMax <= 0 {
 		p.backoffMax = DefaultBackoffMax
