@@ -147,8 +147,9 @@ type AgentFileWatcher struct {
 	Logger *slog.Logger
 }
 
-// Run checks the file every Every until ctx is done. The content read at
-// start is taken as known: call Apply with the initial list yourself.
+// Run reads the file now and then every Every until ctx is done, calling
+// Apply with the list read at start (if valid) and after each change.
+// Applying the same list twice is harmless for Poller.SetAgents.
 func (w *AgentFileWatcher) Run(ctx context.Context) {
 	every := w.Every
 	if every <= 0 {
@@ -158,14 +159,16 @@ func (w *AgentFileWatcher) Run(ctx context.Context) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	last, _ := os.ReadFile(w.Path)
+	var last []byte
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		b, err := os.ReadFile(w.Path)
 		if err != nil {

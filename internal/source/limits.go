@@ -66,13 +66,9 @@ func CheckLimits(c LimitsConfig) error {
 	worst := math.Ceil(float64(DataverseWindow)/float64(minGap)) * requestsPerPoll
 	if worst > DataverseRequestsPerWindow {
 		need := time.Duration(requestsPerPoll * int64(DataverseWindow) / DataverseRequestsPerWindow)
-		what := fmt.Sprintf("poll interval %s (BRIDGE_POLL_INTERVAL)", c.Interval)
-		if bi/2 < c.Interval {
-			what = fmt.Sprintf("initial backoff %s (half of it with jitter)", bi)
-		}
 		errs = append(errs, fmt.Errorf(
-			"%s lets one agent be polled up to %.0f times per %s (each poll up to %d requests after a 401), over Dataverse's limit of %d requests per user per %s charged to the impersonated agent; polls of an agent must be at least %s apart",
-			what, worst, DataverseWindow, requestsPerPoll, DataverseRequestsPerWindow, DataverseWindow, need))
+			"poll interval %s (BRIDGE_POLL_INTERVAL) with initial backoff %s (down to %s with jitter) lets one agent be polled every %s, up to %.0f requests per %s (a 401 is retried once), over Dataverse's limit of %d requests per user per %s charged to the impersonated agent; polls of an agent must be at least %s apart",
+			c.Interval, bi, bi/2, minGap, worst, DataverseWindow, DataverseRequestsPerWindow, DataverseWindow, need))
 	}
 	if c.MaxConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("max concurrency %d (BRIDGE_MAX_CONCURRENCY) is negative", c.MaxConcurrency))
