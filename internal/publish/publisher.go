@@ -574,7 +574,7 @@ func (s Status) Ready() bool { return s.Connected && s.StreamPresent }
 // Status reports the publisher's state. When ctx can end (it has a deadline
 // or can be cancelled) the stream is also looked up on the server within it;
 // with context.Background only local state is read and StreamPresent mirrors
-// Connected.
+// Connected. The lookup takes at most Options.PublishTimeout.
 func (p *Publisher) Status(ctx context.Context) Status {
 	st := Status{Connected: p.nc.IsConnected(), MaxPending: p.opts.MaxPending}
 	now := time.Now()
@@ -597,6 +597,8 @@ func (p *Publisher) Status(ctx context.Context) Status {
 		st.StreamErr = errors.New("not connected to NATS")
 		return st
 	}
+	ctx, cancel := context.WithTimeout(ctx, p.opts.PublishTimeout)
+	defer cancel()
 	if _, err := p.js.Stream(ctx, p.opts.Stream); err != nil {
 		st.StreamErr = fmt.Errorf("look up stream %s: %w", p.opts.Stream, err)
 		return st

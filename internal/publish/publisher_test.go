@@ -474,10 +474,15 @@ func TestPublisherSurvivesOutage(t *testing.T) {
 	srv.Shutdown()
 	outage := time.Now()
 	// The window fills and the source is held back.
-	waitFor("a full window", func() bool { return p.Status(context.Background()).WindowInUse >= 60 })
-	if st := p.Status(ctx); st.Ready() || st.Connected {
+	waitFor("a full window while disconnected", func() bool {
+		st := p.Status(context.Background())
+		return st.WindowInUse >= 60 && !st.Connected
+	})
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	if st := p.Status(short); st.Ready() {
 		t.Errorf("ready during the outage: %+v", st)
 	}
+	cancelShort()
 	beforeRestart := produced.Load()
 	select {
 	case <-time.After(3*time.Second - time.Since(outage)): // the outage lasts three seconds
