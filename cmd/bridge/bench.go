@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/ccaas/presence-bridge/internal/logging"
+	"github.com/ccaas/presence-bridge/internal/publish/bench"
+)
+
+// cmdBench measures the publish path against the raw JetStream limit and
+// the CloudEvents SDK sender, in one run on one loopback server.
+func cmdBench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	var o bench.BenchOptions
+	fs.IntVar(&o.Events, "events", 200000, "events published by the raw and bridge scenarios")
+	fs.IntVar(&o.SDKEvents, "sdk-events", 20000, "events published by the CloudEvents SDK sender scenario")
+	fs.IntVar(&o.Agents, "agents", 10000, "agents whose subjects the events are spread over")
+	fs.IntVar(&o.MaxPending, "max-pending", 0, "publish window (default: the bridge's default)")
+	fs.StringVar(&o.DataDir, "data-dir", "", "store of the benchmark's JetStream server (default: a temporary directory)")
+	fs.BoolVar(&o.JSON, "json", false, "write the results as JSON")
+	verbose := fs.Bool("v", false, "log progress to stderr")
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	if *verbose {
+		l, err := logging.New(stderr, "text", "info")
+		if err != nil {
+			fmt.Fprintf(stderr, "bridge bench: %v\n", err)
+			return exitFail
+		}
+		o.Logger = l
+	}
+	if _, err := bench.RunBench(ctx, o, stdout); err != nil {
+		fmt.Fprintf(stderr, "bridge bench: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
