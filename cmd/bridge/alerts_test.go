@@ -69,7 +69,7 @@ func TestAlertsDrivenBySimulator(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p := h.start(h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "BRIDGE_STALE_AFTER": "1s"}), "run")
+	p := h.start(h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String(), "BRIDGE_STALE_AFTER": "1s"}), "run")
 	c := h.collect(ctx)
 	waitFor(t, 20*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
 

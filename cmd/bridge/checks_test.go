@@ -496,3 +496,12 @@ func (h *harness) uncommitted(ctx context.Context) int {
 	}
 	return n
 }
+
+// testInterval is the poll interval of these tests: the shortest the
+// service-protection check accepts (two requests per poll, 6,000 per agent
+// in five minutes, backoff jitter down to half an interval).
+const testInterval = 200 * time.Millisecond
+
+// raceExitNow is the GORACE setting that spares a race-enabled bridge
+// binary the race detector's default one-second sleep at exit.
+const raceExitNow = "atexit_sleep_ms=0"

@@ -33,16 +33,16 @@ func lifeAt(lives []processLife, t time.Time) (processLife, bool) {
 // holds sequences 1..n with no gap and no duplicate; each change follows on
 // from the one before; the presence history is the simulator's ground truth
 // with only changes missed that the bridge could not see (every presence the
-// simulator served twice to a process that then lived for another 300 ms is
+// simulator served twice to a process that then lived for another two poll intervals is
 // on the stream, in order); and the bucket equals the simulator's final
 // state with the stream's last sequence.
 func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	const (
 		agents    = 16
 		kills     = 5
-		stepEvery = 300 * time.Millisecond // each random state lasts at least 3 poll intervals
-		slack     = 300 * time.Millisecond // time a process needs to publish what it polled
-		lateness  = time.Second            // observation time after the simulator answered
+		stepEvery = 5 * testInterval / 2 // each random state lasts at least 2.5 poll intervals
+		slack     = 2 * testInterval     // time a process needs to publish what it polled
+		lateness  = time.Second          // observation time after the simulator answered
 	)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("kill points seed %d", seed)
@@ -54,7 +54,7 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false"})
+	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})
 	tick := time.NewTicker(stepEvery)
 	defer tick.Stop()
 	step := func() {
