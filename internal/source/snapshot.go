@@ -2,6 +2,23 @@
 // (CCaaS_GetPresence) for every configured agent and hands each result to a
 // Sink. It owns authentication, per-agent pacing, backoff and error classes.
 // It knows nothing of change detection or publishing.
+//
+// Wiring (cmd/bridge):
+//
+//	metrics, _ := source.NewMetrics(reg)
+//	tokens := source.StaticToken(tok)                         // BRIDGE_TOKEN
+//	// or source.NewFileToken(source.FileTokenOptions{Path: f}) // BRIDGE_TOKEN_FILE
+//	// or source.NewEntraToken(source.EntraTokenOptions{OrgURL: org}) // azidentity default chain
+//	overrides, _ := source.ParsePresenceMap(presenceMap)      // BRIDGE_PRESENCE_MAP
+//	cat := source.NewCatalogue(overrides)
+//	client, _ := source.NewClient(source.ClientOptions{OrgURL: org, Tokens: tokens, Catalogue: cat, MaxConns: maxConc, Metrics: metrics})
+//	ids, _ := source.ParseAgentIDs(list) // or source.LoadAgentFile(path)
+//	err := source.CheckLimits(source.LimitsConfig{Agents: len(ids), Interval: iv, MaxRPS: rps, MaxConcurrency: maxConc})
+//	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, ...})
+//	poller.SetAgents(ids)
+//	go (&source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}).Run(ctx)
+//	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
+//	poller.Run(ctx) // until ctx ends; poller.Status() for health
 package source
 
 import (

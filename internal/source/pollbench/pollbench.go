@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,9 @@ type Options struct {
 	Measure time.Duration
 	// Concurrency is the workers of both loops; default 64.
 	Concurrency int
+	// CPUProfile, if set, is a file prefix: each polling process writes a
+	// CPU profile of its measured period to <prefix>.<mode>.
+	CPUProfile string
 	// Command re-executes this program: argv prefix to which Main's role
 	// flags are appended. Default: this executable.
 	Command []string
@@ -131,6 +135,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	common := []string{"-agents", strconv.Itoa(opts.Agents), "-interval", opts.Interval.String(),
 		"-warmup", opts.Warmup.String(), "-measure", opts.Measure.String(),
 		"-concurrency", strconv.Itoa(opts.Concurrency), "-ids-file", idsFile}
+	if opts.CPUProfile != "" {
+		common = append(common, "-cpuprofile", opts.CPUProfile)
+	}
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -188,6 +195,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	url := fs.String("url", "", "internal: simulator URL")
 	idsFile := fs.String("ids-file", "", "internal: agent ID file")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured period of each polling process to this file prefix")
 	fs.IntVar(&opts.Agents, "agents", 10_000, "agents polled")
 	fs.DurationVar(&opts.Interval, "interval", 10*time.Second, "poll interval per agent")
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default one interval)")
@@ -198,6 +206,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	}
 	opts.defaults()
 	opts.Command = prefix
+	opts.CPUProfile = *cpuProfile
 	switch *role {
 	case "":
 		res, err := Run(ctx, opts)
@@ -212,7 +221,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	case "server":
 		return serve(ctx, opts, *idsFile, stdout)
 	case "bridge", "bare":
-		m, err := measure(ctx, *role, opts, *url, *idsFile)
+		m, err := measure(ctx, *role, opts, *url, *idsFile, *cpuProfile)
 		if err != nil {
 			return err
 		}
@@ -249,7 +258,7 @@ func serve(ctx context.Context, opts Options, idsFile string, stdout io.Writer) 
 }
 
 // measure runs one polling loop, warms up, and measures.
-func measure(ctx context.Context, mode string, opts Options, url, idsFile string) (Measurement, error) {
+func measure(ctx context.Context, mode string, opts Options, url, idsFile, profile string) (Measurement, error) {
 	ids, err := source.LoadAgentFile(idsFile)
 	if err != nil {
 		return Measurement{}, err
@@ -290,6 +299,17 @@ func measure(ctx context.Context, mode string, opts Options, url, idsFile string
 	case <-time.After(opts.Warmup):
 	case <-ctx.Done():
 		return Measurement{}, ctx.Err()
+	}
+	if profile != "" {
+		f, err := os.Create(profile + "." + mode)
+		if err != nil {
+			return Measurement{}, fmt.Errorf("create CPU profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return Measurement{}, fmt.Errorf("start CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cpu0, p0, e0 := cpuTime(), polls.Load(), errs.Load()
 	select {
