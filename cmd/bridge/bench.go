@@ -2,13 +2,35 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/publish/bench"
+	"github.com/ccaas/presence-bridge/internal/source/pollbench"
 )
+
+// cmdPollBench measures the poll path at scale: the bridge's poller against
+// the simulator in a separate process over loopback, beside a bare net/http
+// loop at the same request rate. Its flags are pollbench's own.
+func cmdPollBench(ctx context.Context, _ *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge pollbench: %v\n", err)
+		return exitFail
+	}
+	if err := pollbench.Main(ctx, []string{exe, "pollbench"}, args, stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "bridge pollbench: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
 
 // cmdBench measures the publish path against the raw JetStream limit and
 // the CloudEvents SDK sender, in one run on one loopback server.

@@ -49,6 +49,7 @@ func commands() []command {
 		{"replay", "export events as CloudEvents JSON lines (NDJSON) for pipelines", []string{"nats"}, cmdReplay},
 		{"state", "print the current state of every agent from the state bucket", []string{"nats"}, cmdState},
 		{"bench", "measure the publish path against the raw JetStream limit and the CloudEvents SDK sender", nil, cmdBench},
+		{"pollbench", "measure the poll path (CPU per poll, memory per agent) against a simulator process, beside a bare net/http loop", nil, cmdPollBench},
 		{"version", "print the version", nil, cmdVersion},
 	}
 }
