@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/ccaas/presence-bridge/internal/config"
@@ -32,5 +33,7 @@ func newLogger(w io.Writer, cfg config.Config) (*slog.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	return logging.WithRedaction(l, logging.NewSecrets(cfg.Token, cfg.NATSPassword, cfg.NATSToken)), nil
+	// A safety net only: no code path logs these.
+	secrets := logging.NewSecrets(cfg.Token, cfg.NATSPassword, cfg.NATSToken, os.Getenv("AZURE_CLIENT_SECRET"))
+	return logging.WithRedaction(l, secrets), nil
 }
