@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Step is one named step of Check.
@@ -43,7 +44,9 @@ func Check(ctx context.Context, w io.Writer, steps ...Step) error {
 			failed++
 		default:
 			if err := s.Run(ctx); err != nil {
-				line = fmt.Sprintf("FAIL  %s: %v", s.Name, err)
+				// A joined error lists one problem a line; indent the rest
+				// under the step.
+				line = fmt.Sprintf("FAIL  %s: %s", s.Name, strings.ReplaceAll(err.Error(), "\n", "\n      "))
 				failed++
 				if s.Critical {
 					skipBecause = s.Name

@@ -19,6 +19,12 @@ func TestCheck(t *testing.T) {
 		wantErr string
 	}{
 		{
+			name:    "a problem a line, indented under the step",
+			steps:   []Step{{Name: "config", Run: fail("BRIDGE_ORG_URL: is required\nBRIDGE_AGENT_IDS: is required"), Critical: true}},
+			want:    "FAIL  config: BRIDGE_ORG_URL: is required\n      BRIDGE_AGENT_IDS: is required\n",
+			wantErr: "check failed: 1 of 1 steps did not pass",
+		},
+		{
 			name:  "all pass",
 			steps: []Step{{Name: "config", Run: pass, Critical: true}, {Name: "token", Run: pass}, {Name: "nats", Run: pass}},
 			want:  "PASS  config\nPASS  token\nPASS  nats\n",
