@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,58 +51,65 @@ func startServer(t *testing.T) string {
 
 func connect(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(connectConn(t, url))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return js
 }
 
-// syncPublisher publishes each event with the project's CloudEvents encoder
-// and waits for JetStream's ack (a duplicate counts as success). It stands
-// in for publish.Publisher until that is committed; done is called before
-// Enqueue returns.
-type syncPublisher struct {
-	js  jetstream.JetStream
-	enc *publish.Encoder
+func connectConn(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
-func newPublisher(t *testing.T, js jetstream.JetStream) *syncPublisher {
+// testPublisher is the bridge's real publisher, closed once.
+type testPublisher struct {
+	*publish.Publisher
+	once sync.Once
+}
+
+// newPublisher returns the bridge's real publisher on nc, with the
+// project's CloudEvents encoder; it is closed when the test ends, or
+// earlier with close.
+func newPublisher(t *testing.T, nc *nats.Conn) *testPublisher {
 	t.Helper()
 	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: "https://contoso.crm.dynamics.com", BridgeVersion: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &syncPublisher{js: js, enc: enc}
-}
-
-func (p *syncPublisher) Enqueue(ctx context.Context, events []detector.Event, done func(error)) error {
-	done(p.publish(ctx, events))
-	return nil
-}
-
-func (p *syncPublisher) publish(ctx context.Context, events []detector.Event) error {
-	for _, e := range events {
-		msg, err := p.enc.Encode(e)
-		if err != nil {
-			return err
-		}
-		if _, err := p.js.PublishMsg(ctx, msg); err != nil {
-			return fmt.Errorf("publish %s: %w", e.ID, err)
-		}
+	pub, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: streamName, PublishTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return nil
+	tp := &testPublisher{Publisher: pub}
+	t.Cleanup(func() { tp.close(t) })
+	return tp
+}
+
+// close closes the publisher once, after everything enqueued is
+// acknowledged.
+func (p *testPublisher) close(t *testing.T) {
+	t.Helper()
+	p.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // bridge is one detector and pipeline on a connection of their own.
 type bridge struct {
 	det       *detector.Detector
 	pipe      *pipeline.Pipeline
+	pub       *testPublisher
 	store     *statebucket.Store
 	published chan detector.Event
 	cancel    context.CancelFunc
@@ -110,7 +118,11 @@ type bridge struct {
 
 func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() time.Time) *bridge {
 	t.Helper()
-	js := connect(t, url)
+	nc := connectConn(t, url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	store, err := statebucket.Open(t.Context(), js, statebucket.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -123,8 +135,9 @@ func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() 
 		t.Fatal(err)
 	}
 	b := &bridge{det: det, store: store, published: make(chan detector.Event, 10000), done: make(chan struct{})}
+	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
-		Detector: det, Publisher: newPublisher(t, js), StaleCheckInterval: 10 * time.Millisecond,
+		Detector: det, Publisher: b.pub.Publisher, StaleCheckInterval: 10 * time.Millisecond,
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})
 	if err != nil {
@@ -149,6 +162,7 @@ func (b *bridge) stop(t *testing.T) {
 	if err := b.pipe.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	b.pub.close(t)
 }
 
 func observe(t *testing.T, p *pipeline.Pipeline, o source.Observation) {

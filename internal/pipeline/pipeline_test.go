@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/source"
@@ -137,7 +139,7 @@ func TestCrashBetweenPublishAndCommit(t *testing.T) {
 	if c == nil {
 		t.Fatal("no change")
 	}
-	if err := newPublisher(t, connect(t, url)).publish(t.Context(), c.Events); err != nil {
+	if err := newPublisher(t, connectConn(t, url)).Publish(t.Context(), c.Events); err != nil {
 		t.Fatal(err)
 	}
 
@@ -215,7 +217,11 @@ func TestTwoBridgesSameAgents(t *testing.T) {
 // presence.snapshot events carrying its full state.
 func TestSnapshots(t *testing.T) {
 	url := startServer(t)
-	js := connect(t, url)
+	nc := connectConn(t, url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	store, err := statebucket.Open(t.Context(), js, statebucket.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +232,7 @@ func TestSnapshots(t *testing.T) {
 	}
 	published := make(chan detector.Event, 100)
 	p, err := pipeline.New(pipeline.Options{
-		Detector: det, Publisher: newPublisher(t, js), SnapshotInterval: 20 * time.Millisecond,
+		Detector: det, Publisher: newPublisher(t, nc).Publisher, SnapshotInterval: 20 * time.Millisecond,
 		OnPublished: func(e detector.Event) { published <- e },
 	})
 	if err != nil {
