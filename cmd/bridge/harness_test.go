@@ -100,7 +100,7 @@ func (h *harness) env(extra map[string]string) map[string]string {
 		"BRIDGE_AGENT_IDS":        strings.Join(h.sim.AgentIDs(), ","),
 		"BRIDGE_TOKEN":            simulator.DefaultToken,
 		"BRIDGE_NATS_URL":         h.ns.ClientURL(),
-		"BRIDGE_POLL_INTERVAL":    "100ms",
+		"BRIDGE_POLL_INTERVAL":    "200ms", // the shortest the service-protection check accepts
 		"BRIDGE_BACKOFF_MAX":      "1s",
 		"BRIDGE_HTTP_ADDR":        "127.0.0.1:0",
 		"BRIDGE_LOG_FORMAT":       "json",
