@@ -137,7 +137,7 @@ func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() 
 	b := &bridge{det: det, store: store, published: make(chan detector.Event, 10000), done: make(chan struct{})}
 	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
-		Detector: det, Publisher: b.pub.Publisher, StaleCheckInterval: 10 * time.Millisecond,
+		Detector: det, Publisher: b.pub.Publisher, Journal: pipeline.NewStreamJournal(js, streamName, "ccaas.agents"), StaleCheckInterval: 10 * time.Millisecond,
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})
 	if err != nil {
@@ -280,5 +280,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		<-tick.C
+	}
+}
+
+// checkFollowOn asserts that each presence.changed, sessions.changed and
+// channels.changed has as previous the current of the agent's prior event
+// of the same type (null for the first): no event contradicts the stream.
+func checkFollowOn(t *testing.T, events []streamEvent) {
+	t.Helper()
+	last := map[string]string{}
+	for _, e := range events {
+		switch e.typ {
+		case detector.TypePresenceChanged, detector.TypeSessionsChanged, detector.TypeChannelsChanged:
+		default:
+			continue
+		}
+		var d struct {
+			Previous json.RawMessage `json:"previous"`
+			Current  json.RawMessage `json:"current"`
+		}
+		if err := json.Unmarshal(e.data, &d); err != nil {
+			t.Fatal(err)
+		}
+		key := e.agent + " " + e.typ
+		want, ok := last[key]
+		if !ok {
+			want = "null"
+		}
+		if string(d.Previous) != want {
+			t.Errorf("%s %s: previous %s, the stream's prior %s said %s", e.typ, e.id, d.Previous, e.typ, want)
+		}
+		last[key] = string(d.Current)
 	}
 }

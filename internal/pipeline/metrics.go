@@ -21,6 +21,10 @@ type Metrics struct {
 	PublishFailures prometheus.Counter
 	// StaleAgents is the number of agents currently stale.
 	StaleAgents prometheus.Gauge
+	// Reconciles counts reconciliations of an agent with the stream by
+	// result: in_step (nothing beyond the stored state), adopted (the
+	// stream was ahead and its events were adopted), error.
+	Reconciles *prometheus.CounterVec
 }
 
 // NewMetrics builds the metrics and registers them with reg (nil: not
@@ -45,11 +49,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		StaleAgents: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccaas_bridge_stale_agents", Help: "Agents without a successful poll for the stale period.",
 		}),
+		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccaas_bridge_reconciles_total", Help: "Reconciliations of an agent's state with its events on the stream, by result.",
+		}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.Observations, m.Events, m.StateCommits, m.Conflicts, m.PublishFailures, m.StaleAgents} {
+	for _, c := range []prometheus.Collector{m.Observations, m.Events, m.StateCommits, m.Conflicts, m.PublishFailures, m.StaleAgents, m.Reconciles} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

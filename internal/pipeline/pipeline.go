@@ -9,10 +9,18 @@
 // Backpressure: Observe blocks while the publisher's window is full, which
 // holds back the poller of that agent.
 //
+// The stream is the authority on what consumers saw. With a Journal, the
+// pipeline reconciles each agent with its events on the stream before the
+// agent's first observation in the process and after a commit conflict
+// (Detector.Reconcile): events a killed predecessor published without
+// committing, or another bridge published first under the same IDs, are
+// adopted, so the next events follow on from them.
+//
 // Wiring, in cmd/bridge (after the detector has loaded the bucket):
 //
-//	p, err := pipeline.New(pipeline.Options{Detector: det, Publisher: pub, Logger: log, Registerer: reg,
-//		SnapshotInterval: cfg.SnapshotInterval, OnPublished: printLine})
+//	p, err := pipeline.New(pipeline.Options{Detector: det, Publisher: pub, Logger: log, Metrics: m,
+//		SnapshotInterval: cfg.SnapshotInterval, OnPublished: printLine,
+//		Journal: pipeline.NewStreamJournal(js, cfg.Stream, cfg.SubjectPrefix)})
 //	go p.Run(ctx)                  // stale and snapshot loops, until ctx is done
 //	poller.Run(ctx, p)             // p is the source.Sink
 //	err = p.Close(shutdownCtx)     // after the source stopped, before pub.Close
@@ -68,6 +76,20 @@ type Options struct {
 	OnPublished func(detector.Event)
 	// Now is the clock of the stale and snapshot loops; nil means time.Now.
 	Now func() time.Time
+	// Journal reads agents' events back from the stream. When set, the
+	// pipeline reconciles an agent with the stream (Detector.Reconcile)
+	// before its first observation in this process and after a commit
+	// conflict, so that events a killed predecessor published without
+	// committing, or another bridge published first under the same IDs, are
+	// followed on from rather than contradicted. NewStreamJournal is the
+	// JetStream implementation; nil trusts the state bucket alone.
+	Journal Journal
+}
+
+// Journal reads an agent's events back from the stream: those with
+// sequences above after, in sequence order. *StreamJournal implements it.
+type Journal interface {
+	AgentEvents(ctx context.Context, agentID string, after uint64) ([]detector.Event, error)
 }
 
 // Pipeline is the source.Sink of the bridge. Build it with New, run its
@@ -77,8 +99,10 @@ type Pipeline struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	orderMu sync.Mutex
-	order   map[string]*sync.Mutex // per agent: detect and enqueue in sequence order
+	orderMu    sync.Mutex
+	order      map[string]*sync.Mutex // per agent: detect and enqueue in sequence order
+	reconciled map[string]bool        // agents reconciled with the stream; guarded by orderMu
+	pending    map[string]*pending    // changes enqueued and not yet handled, by agent; guarded by orderMu
 
 	closeMu  sync.RWMutex
 	closed   bool
@@ -91,6 +115,13 @@ type Pipeline struct {
 }
 
 var _ source.Sink = (*Pipeline)(nil)
+
+// pending counts an agent's changes between enqueue and commit; idle is
+// closed when the count drops to zero.
+type pending struct {
+	n    int
+	idle chan struct{}
+}
 
 type job struct {
 	change *detector.Change
@@ -145,7 +176,7 @@ func New(opts Options) (*Pipeline, error) {
 			return nil, err
 		}
 	}
-	p := &Pipeline{opts: opts, log: log, metrics: m, order: map[string]*sync.Mutex{}, stats: Stats{Events: map[string]uint64{}}}
+	p := &Pipeline{opts: opts, log: log, metrics: m, order: map[string]*sync.Mutex{}, reconciled: map[string]bool{}, pending: map[string]*pending{}, stats: Stats{Events: map[string]uint64{}}}
 	for range opts.CommitWorkers {
 		q := make(chan job, 256)
 		p.queues = append(p.queues, q)
@@ -180,12 +211,16 @@ func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *d
 	mu := p.orderLock(agentID)
 	mu.Lock()
 	defer mu.Unlock()
+	if err := p.reconcile(ctx, agentID); err != nil {
+		return err
+	}
 	c := produce()
 	if c == nil {
 		return nil
 	}
 	q := p.queue(agentID)
 	p.inflight.Add(1)
+	p.addPending(agentID)
 	err := p.opts.Publisher.Enqueue(ctx, c.Events, func(err error) { q <- job{change: c, err: err} })
 	if err != nil {
 		err = fmt.Errorf("enqueue events of agent %s: %w", agentID, err)
@@ -193,6 +228,89 @@ func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *d
 		return err
 	}
 	return nil
+}
+
+// reconcile reconciles the agent with the stream if it has not been since
+// this process started or since its last commit conflict; the agent's order
+// lock is held. On failure nothing is produced: the next observation tries
+// again rather than number events from a state the stream may contradict.
+func (p *Pipeline) reconcile(ctx context.Context, agentID string) error {
+	if p.opts.Journal == nil {
+		return nil
+	}
+	p.orderMu.Lock()
+	done := p.reconciled[agentID]
+	p.orderMu.Unlock()
+	if done {
+		return nil
+	}
+	// Changes of this agent still in flight would be numbered from the
+	// state Reconcile replaces: let them finish first.
+	if err := p.waitIdle(ctx, agentID); err != nil {
+		return err
+	}
+	ahead, err := p.opts.Detector.Reconcile(ctx, agentID, p.opts.Journal.AgentEvents)
+	if err != nil {
+		p.metrics.Reconciles.WithLabelValues("error").Inc()
+		return fmt.Errorf("reconcile agent %s with the stream: %w", agentID, err)
+	}
+	if ahead {
+		p.metrics.Reconciles.WithLabelValues("adopted").Inc()
+	} else {
+		p.metrics.Reconciles.WithLabelValues("in_step").Inc()
+	}
+	p.orderMu.Lock()
+	p.reconciled[agentID] = true
+	p.orderMu.Unlock()
+	return nil
+}
+
+func (p *Pipeline) addPending(agentID string) {
+	p.orderMu.Lock()
+	defer p.orderMu.Unlock()
+	pd := p.pending[agentID]
+	if pd == nil {
+		pd = &pending{idle: make(chan struct{})}
+		p.pending[agentID] = pd
+	}
+	pd.n++
+}
+
+func (p *Pipeline) donePending(agentID string) {
+	p.orderMu.Lock()
+	defer p.orderMu.Unlock()
+	pd := p.pending[agentID]
+	if pd == nil {
+		return
+	}
+	if pd.n--; pd.n == 0 {
+		close(pd.idle)
+		delete(p.pending, agentID)
+	}
+}
+
+// waitIdle waits until none of the agent's changes is between enqueue and
+// commit.
+func (p *Pipeline) waitIdle(ctx context.Context, agentID string) error {
+	p.orderMu.Lock()
+	pd := p.pending[agentID]
+	p.orderMu.Unlock()
+	if pd == nil {
+		return nil
+	}
+	select {
+	case <-pd.idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for agent %s's changes in flight: %w", agentID, ctx.Err())
+	}
+}
+
+// unreconcile makes the agent's next observation reconcile it first.
+func (p *Pipeline) unreconcile(agentID string) {
+	p.orderMu.Lock()
+	delete(p.reconciled, agentID)
+	p.orderMu.Unlock()
 }
 
 func (p *Pipeline) orderLock(agentID string) *sync.Mutex {
@@ -218,6 +336,7 @@ func (p *Pipeline) commitLoop(q chan job) {
 	defer p.workers.Done()
 	for j := range q {
 		p.handle(j)
+		p.donePending(j.change.AgentID)
 		p.inflight.Done()
 	}
 }
@@ -226,6 +345,10 @@ func (p *Pipeline) handle(j job) {
 	c := j.change
 	if j.err != nil {
 		p.opts.Detector.Abandon(c)
+		if errors.Is(j.err, detector.ErrConflict) {
+			// The stream holds another event under one of these IDs.
+			p.unreconcile(c.AgentID)
+		}
 		p.metrics.PublishFailures.Inc()
 		p.count(func(s *Stats) { s.Errors++ })
 		p.log.Warn("publishing failed; the events will be re-emitted from the agent's last state",
@@ -251,6 +374,9 @@ func (p *Pipeline) handle(j job) {
 		p.metrics.StateCommits.WithLabelValues("ok").Inc()
 		p.count(func(s *Stats) { s.Commits++ })
 	case errors.Is(err, detector.ErrConflict):
+		// Another writer: what it published under our IDs may differ from
+		// what we sent. The agent's next observation reads the stream first.
+		p.unreconcile(c.AgentID)
 		p.metrics.StateCommits.WithLabelValues("conflict").Inc()
 		p.metrics.Conflicts.Inc()
 		p.count(func(s *Stats) { s.Conflicts++ })

@@ -122,43 +122,68 @@ func TestAlertsStaleAndResumed(t *testing.T) {
 }
 
 // TestCrashBetweenPublishAndCommit: a bridge that published a change but
-// died before committing it leaves the bucket behind; its successor
-// republishes the same IDs, JetStream drops them, and the stream holds each
-// transition once.
+// died before committing it leaves the bucket behind the stream. Its
+// successor reconciles with the stream before the agent's first
+// observation: it adopts the orphan change rather than republishing its IDs
+// with whatever it observes now (JetStream would drop those as duplicates,
+// and the stream would contradict the bucket). Whether the agent stayed as
+// the orphan says or changed again, the stream holds each transition once,
+// each following on from the one before, and the bucket follows the stream.
 func TestCrashBetweenPublishAndCommit(t *testing.T) {
-	url := startServer(t)
-	now := time.Now()
-	first := startBridge(t, url, 0, nil)
-	observe(t, first.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok())
-	first.stop(t)
+	awaySnap := snap{agentA, "Ada", away, "Away", "Away", 1, 0, time.Time{}}
+	tests := []struct {
+		name     string
+		crashed  snap     // what the crashed bridge observed and published
+		now      snap     // what the successor observes
+		want     []string // the agent's event types on the stream
+		presence string   // the final presence
+	}{
+		{"agent as the orphan says", awaySnap, snap{agentA, "Ada", away, "Away", "Away", 1, 0, time.Time{}},
+			[]string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed"}, away},
+		{"agent changed again", awaySnap, snap{agentA, "Ada", busy, "Busy", "Busy", 1, 0, time.Time{}},
+			[]string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed", "presence.changed"}, busy},
+		{"agent logged out since", awaySnap, snap{agentA, "Ada", offline, "Offline", "Offline", 0, 0, time.Time{}},
+			[]string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed", "presence.changed", "sessions.changed", "agent.offline"}, offline},
+		{"orphans of a logout, agent back", snap{agentA, "Ada", offline, "Offline", "Offline", 0, 0, time.Time{}},
+			snap{agentA, "Ada", available, "Available", "Available", 1, 1700000900, time.Time{}},
+			[]string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed", "sessions.changed", "agent.offline",
+				"presence.changed", "sessions.changed", "agent.online"}, available},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := startServer(t)
+			now := time.Now()
+			first := startBridge(t, url, 0, nil)
+			observe(t, first.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok())
+			first.stop(t)
 
-	// The crashing bridge: publish without commit.
-	crashed := startBridge(t, url, 0, nil)
-	away := snap{agentA, "Ada", away, "Away", "Away", 1, 0, now.Add(time.Second)}
-	c := crashed.det.Observe(away.ok())
-	if c == nil {
-		t.Fatal("no change")
-	}
-	if err := newPublisher(t, connectConn(t, url)).Publish(t.Context(), c.Events); err != nil {
-		t.Fatal(err)
-	}
+			// The crashing bridge: publish without commit.
+			crashed := startBridge(t, url, 0, nil)
+			tt.crashed.at = now.Add(time.Second)
+			c := crashed.det.Observe(tt.crashed.ok())
+			if c == nil {
+				t.Fatal("no change")
+			}
+			if err := newPublisher(t, connectConn(t, url)).Publish(t.Context(), c.Events); err != nil {
+				t.Fatal(err)
+			}
 
-	next := startBridge(t, url, 0, nil)
-	away.at = now.Add(2 * time.Second)
-	observe(t, next.pipe, away.ok())
-	e := <-next.published
-	if e.ID != c.Events[0].ID {
-		t.Fatalf("republished %s, crashed bridge published %s", e.ID, c.Events[0].ID)
-	}
-	next.stop(t)
+			next := startBridge(t, url, 0, nil)
+			tt.now.at = now.Add(2 * time.Second)
+			observe(t, next.pipe, tt.now.ok())
+			next.stop(t)
 
-	by := checkSequences(t, readStream(t, url))
-	if got := typesOf(by[agentA]); !slices.Equal(got, []string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed"}) {
-		t.Fatalf("stream %v", got)
-	}
-	st, err := next.store.Get(t.Context(), agentA)
-	if err != nil || st.State.Sequence != 4 || st.State.Presence.ID != away.presence {
-		t.Fatalf("bucket %+v, %v", st.State, err)
+			events := readStream(t, url)
+			by := checkSequences(t, events)
+			checkFollowOn(t, events)
+			if got := typesOf(by[agentA]); !slices.Equal(got, tt.want) {
+				t.Fatalf("stream %v, want %v", got, tt.want)
+			}
+			st, err := next.store.Get(t.Context(), agentA)
+			if err != nil || st.State.Sequence != uint64(len(tt.want)) || st.State.Presence.ID != tt.presence {
+				t.Fatalf("bucket %+v, %v; want sequence %d, presence %s", st.State, err, len(tt.want), tt.presence)
+			}
+		})
 	}
 }
 
