@@ -32,10 +32,7 @@ func TestRestartAfterUncommittedPublishOfAnotherChange(t *testing.T) {
 	p := h.start(env, "run")
 	waitFor(t, 20*time.Second, "first sight of every agent", func() bool { return h.bucketMismatch(ctx) == "" })
 	if !strings.Contains(scrape(opsAddr(t, p), "/metrics"), "ccaas_bridge_reconciles_total") {
-		// The fix is in internal/pipeline (Options.Journal); until cmd/bridge
-		// wires it, the bridge republishes the orphan's IDs with other
-		// content and this test fails.
-		t.Skip("the bridge binary does not reconcile agents with the stream: pipeline.Options.Journal is not wired")
+		t.Fatal("the bridge does not reconcile agents with the stream (pipeline.Options.Journal not wired)")
 	}
 	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)

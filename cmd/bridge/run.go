@@ -199,6 +199,11 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	}
 	pipe, err := pipeline.New(pipeline.Options{
 		Detector: det, Publisher: pub, Logger: log, Metrics: pipeMetrics, SnapshotInterval: cfg.SnapshotInterval, OnPublished: h.onPublished,
+		// Before an agent's first change in this process (and after a
+		// conflict) its events beyond the stored state are read back from
+		// the stream, so a bridge killed between publish and commit is
+		// followed on from, never contradicted.
+		Journal: pipeline.NewStreamJournal(js, cfg.Stream, cfg.SubjectPrefix),
 	})
 	if err != nil {
 		return fmt.Errorf("build pipeline: %w", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -17,16 +16,6 @@ import (
 // version of a sequence won), and the bucket must end equal to the
 // simulator with the stream's last sequence.
 func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
-	if os.Getenv("BRIDGE_TEST_TWO_WRITERS") == "" {
-		// Known gap: when two writers publish batches of different lengths
-		// under the same IDs, JetStream acknowledges the loser's first
-		// events as duplicates and stores the rest, which follow on from
-		// a state the stream does not hold. The publisher must stop an
-		// agent's queue at a duplicate whose stored event is not its own
-		// (compare ce-time of the message at PubAck.Sequence). Run with
-		// BRIDGE_TEST_TWO_WRITERS=1 to see it.
-		t.Skip("known gap with two writers of one agent; set BRIDGE_TEST_TWO_WRITERS=1 to run")
-	}
 	const (
 		agents = 12
 		rounds = 60

@@ -102,36 +102,6 @@ func (j *StreamJournal) AgentEvents(ctx context.Context, agentID string, after u
 	return events, nil
 }
 
-// Holds reports whether the stream holds the events, all of one agent and
-// of distinct types, as they are: for each, the agent's last event of its
-// type has its ID and its time (one direct get per event).
-func (j *StreamJournal) Holds(ctx context.Context, events []detector.Event) (bool, error) {
-	s, err := j.handle(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, e := range events {
-		raw, err := s.GetLastMsgForSubject(ctx, j.prefix+"."+e.AgentID+"."+e.Type)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("last %s of agent %s: %w", e.Type, e.AgentID, err)
-		}
-		if raw.Header.Get(jetstream.MsgIDHeader) != e.ID {
-			return false, nil
-		}
-		at, err := time.Parse(time.RFC3339Nano, raw.Header.Get("ce-time"))
-		if err != nil {
-			return false, fmt.Errorf("event %s: parse ce-time: %w", e.ID, err)
-		}
-		if !at.Equal(e.Time) {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
 // read reads the events on subject from start (nil: the beginning) up to
 // the one with sequence upTo, keeping those above after.
 func (j *StreamJournal) read(ctx context.Context, subject string, start *time.Time, after, upTo uint64) ([]detector.Event, error) {

@@ -87,13 +87,13 @@ type Options struct {
 }
 
 // Journal reads agents' events back from the stream. AgentEvents returns an
-// agent's events with sequences above after, in sequence order; Holds
-// reports whether the stream holds these events of one agent, just
-// acknowledged, as they are (for each, the agent's last event of its type
-// has its ID and its time). *StreamJournal implements it.
+// agent's events with sequences above after, in sequence order.
+// *StreamJournal implements it. (That the stream holds a change's events as
+// published needs no read-back: the publisher checks every duplicate
+// acknowledgement against the stored event and fails the change with
+// detector.ErrConflict when another writer's event holds the ID.)
 type Journal interface {
 	AgentEvents(ctx context.Context, agentID string, after uint64) ([]detector.Event, error)
-	Holds(ctx context.Context, events []detector.Event) (bool, error)
 }
 
 // Pipeline is the source.Sink of the bridge. Build it with New, run its
@@ -317,37 +317,6 @@ func (p *Pipeline) waitIdle(ctx context.Context, agentID string) error {
 	}
 }
 
-// verify checks, with a Journal, that the stream holds the change's events
-// as this process published them: JetStream acknowledges an event whose ID
-// it already has as a duplicate, whatever the stored event says. When
-// another writer's events hold those IDs (or went beyond them), the change
-// is abandoned and the agent reconciled before its next observation.
-func (p *Pipeline) verify(c *detector.Change) bool {
-	if p.opts.Journal == nil {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CommitTimeout)
-	defer cancel()
-	ours, err := p.opts.Journal.Holds(ctx, c.Events)
-	if err == nil && ours {
-		return true
-	}
-	p.opts.Detector.Abandon(c)
-	p.unreconcile(c.AgentID)
-	if err != nil {
-		p.metrics.StateCommits.WithLabelValues("error").Inc()
-		p.count(func(s *Stats) { s.Errors++ })
-		p.log.Warn("could not check the published events against the stream; the agent is reconciled before its next change",
-			"agent", c.AgentID, "sequence", c.State.Sequence, "err", err)
-		return false
-	}
-	p.metrics.StateCommits.WithLabelValues("diverged").Inc()
-	p.count(func(s *Stats) { s.Conflicts++ })
-	p.log.Info("another writer's events hold these IDs on the stream; adopting the stream's version",
-		"agent", c.AgentID, "sequence", c.State.Sequence)
-	return false
-}
-
 // unreconcile makes the agent's next observation reconcile it first.
 func (p *Pipeline) unreconcile(agentID string) {
 	p.orderMu.Lock()
@@ -395,9 +364,6 @@ func (p *Pipeline) handle(j job) {
 		p.count(func(s *Stats) { s.Errors++ })
 		p.log.Warn("publishing failed; the events will be re-emitted from the agent's last state",
 			"agent", c.AgentID, "sequence", c.State.Sequence, "err", j.err)
-		return
-	}
-	if !p.verify(c) {
 		return
 	}
 	for _, e := range c.Events {

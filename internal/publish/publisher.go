@@ -85,6 +85,8 @@ type Publisher struct {
 	completions [completionWorkers]chan *batch
 	stop        chan struct{}
 	wg          sync.WaitGroup
+	checks      sync.WaitGroup // duplicate acknowledgements being checked
+	stream      jetstream.Stream
 }
 
 type batch struct {
@@ -295,8 +297,83 @@ func (p *Publisher) send(it *item) {
 	}
 }
 
-// onAck handles a JetStream acknowledgement (jetstream's ack goroutine).
+// onAck handles a JetStream acknowledgement (jetstream's ack goroutine). A
+// duplicate acknowledgement is checked against the stored event first, off
+// the ack goroutine.
 func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
+	if ack.Duplicate {
+		p.mu.Lock()
+		_, ok := p.inflight[msg]
+		p.mu.Unlock()
+		if ok {
+			p.checks.Add(1)
+			go p.checkDuplicate(msg, ack)
+		}
+		return
+	}
+	p.acked(msg, ack)
+}
+
+// checkDuplicate decides what a duplicate acknowledgement means. JetStream
+// acknowledges as a duplicate any event whose ID it stored within the
+// duplicate window, whatever that stored event says. If the stored event is
+// this one (an earlier attempt did reach the stream, or a restarted bridge
+// republished it), the publish succeeded. If another writer stored a
+// different event under the same ID, this event never reached consumers:
+// the agent's queued events fail with an error wrapping
+// detector.ErrConflict, so that the caller adopts the stream's version. When
+// the stored event cannot be read, the publish is retried (and checked
+// again).
+func (p *Publisher) checkDuplicate(msg *nats.Msg, ack *jetstream.PubAck) {
+	defer p.checks.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.PublishTimeout)
+	defer cancel()
+	stored, err := p.storedMsg(ctx, ack)
+	if err != nil {
+		p.onError(p.js, msg, fmt.Errorf("read the stored event behind a duplicate acknowledgement: %w", err))
+		return
+	}
+	id := msg.Header.Get(jetstream.MsgIDHeader)
+	if stored.Header.Get(jetstream.MsgIDHeader) == id && stored.Header.Get(headerTime) == msg.Header.Get(headerTime) {
+		p.acked(msg, ack)
+		return
+	}
+	p.mu.Lock()
+	it := p.inflight[msg]
+	if it == nil {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.inflight, msg)
+	aq := p.agents[it.b.agent]
+	err = fmt.Errorf("publish event %s: the stream holds another writer's event under this ID: %w", id, detector.ErrConflict)
+	for _, b := range p.failAgentLocked(aq, err) {
+		p.dispatchLocked(b)
+	}
+	p.mu.Unlock()
+	p.m.incError("conflict")
+	p.log.Info("another writer's event holds this event's ID; the agent's queued events are dropped", "agent", aq.id, "event", id)
+}
+
+// storedMsg reads the message JetStream stored at the acknowledged sequence.
+func (p *Publisher) storedMsg(ctx context.Context, ack *jetstream.PubAck) (*jetstream.RawStreamMsg, error) {
+	p.mu.Lock()
+	st := p.stream
+	p.mu.Unlock()
+	if st == nil {
+		var err error
+		if st, err = p.js.Stream(ctx, ack.Stream); err != nil {
+			return nil, fmt.Errorf("look up stream %s: %w", ack.Stream, err)
+		}
+		p.mu.Lock()
+		p.stream = st
+		p.mu.Unlock()
+	}
+	return st.GetMsg(ctx, ack.Sequence)
+}
+
+// acked completes an acknowledged event and sends the agent's next one.
+func (p *Publisher) acked(msg *nats.Msg, ack *jetstream.PubAck) {
 	p.mu.Lock()
 	it := p.inflight[msg]
 	if it == nil {
@@ -514,6 +591,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 	p.mu.Unlock()
 
 	flushErr := p.Flush(ctx)
+	p.checks.Wait() // bounded by PublishTimeout
 
 	p.mu.Lock()
 	p.stopped = true

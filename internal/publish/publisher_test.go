@@ -622,3 +622,40 @@ func joinComma(s []string) string {
 	}
 	return out
 }
+
+// TestPublisherDuplicateOfAnotherWritersEventIsAConflict: JetStream
+// acknowledges as a duplicate an event whose ID another writer already
+// stored with other content. That event never reached consumers, so its
+// batch and the agent's later events fail with detector.ErrConflict; an
+// event whose ID holds exactly this event is a success.
+func TestPublisherDuplicateOfAnotherWritersEventIsAConflict(t *testing.T) {
+	srv := startServer(t, nil)
+	p := newTestPublisher(t, srv.ClientURL(), Options{}, StreamOptions{Manage: true})
+	ctx := context.Background()
+	evs := newEventSource(3).batch(4, 3)
+
+	// Another writer stored the first event's ID with an earlier observation.
+	other := evs[0]
+	other.Time = other.Time.Add(-time.Minute)
+	msg, err := p.enc.Encode(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(other.ID)); err != nil {
+		t.Fatalf("other writer: %v", err)
+	}
+
+	err = p.Publish(ctx, evs)
+	if !errors.Is(err, detector.ErrConflict) {
+		t.Fatalf("Publish = %v, want an error wrapping detector.ErrConflict", err)
+	}
+	stored := streamContents(t, p.js, DefaultStream)
+	if n := len(stored[testAgentID(4)]); n != 1 {
+		t.Fatalf("stream holds %d events of the agent, want only the other writer's one (the later events must not follow it)", n)
+	}
+
+	// Republishing exactly what is stored is a plain duplicate: success.
+	if err := p.Publish(ctx, []detector.Event{other}); err != nil {
+		t.Fatalf("republishing the stored event: %v", err)
+	}
+}
