@@ -25,7 +25,9 @@
 // same Nats-Msg-Id before the agent's next event (other agents go on); while
 // NATS is down the agents are parked and the window fills, so Enqueue blocks
 // (the source pauses); a duplicate ack counts as success
-// (ccaas_bridge_publish_duplicates_total). Errors JetStream gives for good
+// (ccaas_bridge_publish_duplicates_total) once the stored message is read
+// back and found to be this very event; if another writer's event holds the
+// ID, the agent's queued events fail with detector.ErrConflict. Errors JetStream gives for good
 // (message too large, a failed expectation header) fail the agent's queued
 // batches with ErrRejected so no gap is published. Expected-last-subject-
 // sequence fencing is not offered: fence writers with the state bucket's

@@ -180,8 +180,10 @@ func NewPublisher(nc *nats.Conn, opts Options) (*Publisher, error) {
 // source; a batch larger than the whole window waits for an empty window).
 // done is called exactly once, on a publisher goroutine: with nil after every
 // event is acknowledged by JetStream (a duplicate acknowledgement counts as
-// success), with an error wrapping ErrRejected if JetStream refused one for
-// good, or with the Close context's error at shutdown. For one agent, done
+// success when the stored event is this one), with an error wrapping
+// detector.ErrConflict when another writer's event holds one of the IDs,
+// with an error wrapping ErrRejected if JetStream refused one for good, or
+// with the Close context's error at shutdown. For one agent, done
 // callbacks run in enqueue order; keep them short (they hold window space).
 // ctx bounds only the wait for window space; when Enqueue returns an error
 // nothing was queued and done is never called.
