@@ -96,6 +96,7 @@ type FieldError struct {
 	Problem string
 }
 
+// Error returns "<variable>: <problem>".
 func (e *FieldError) Error() string { return e.Var + ": " + e.Problem }
 
 // secretVars are never echoed in errors.

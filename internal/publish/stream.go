@@ -108,6 +108,7 @@ type StreamMismatchError struct {
 	UpdateErr error
 }
 
+// Error names the stream and each differing setting.
 func (e *StreamMismatchError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "stream %s differs from the configuration:", e.Stream)

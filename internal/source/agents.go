@@ -27,6 +27,7 @@ type AgentListProblem struct {
 	FirstLine int
 }
 
+// String returns the problem with its line number.
 func (p AgentListProblem) String() string {
 	if p.Duplicate {
 		return fmt.Sprintf("%d: %s duplicates entry %d", p.Line, p.Text, p.FirstLine)
