@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -307,9 +308,14 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if !cfg.LeaseEnabled {
 		assign.SetAgents(plan.agents)
 	} else {
+		instance := cfg.InstanceID
+		if instance == "" {
+			host, _ := os.Hostname()
+			instance = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
 		set, err := lease.New(lease.Options{
 			JetStream: js, Bucket: cfg.LeaseBucket, Replicas: cfg.StreamReplicas, TTL: cfg.LeaseTTL, Shards: cfg.ShardCount,
-			InstanceID: cfg.InstanceID, Metrics: lease.NewMetrics(reg), Logger: log,
+			InstanceID: instance, Metrics: lease.NewMetrics(reg), Logger: log,
 			Healthy: nc.IsConnected,
 			Leading: func(ctx context.Context, shard int) {
 				// Continue from what the previous holder stored, then poll.
