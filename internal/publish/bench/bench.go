@@ -236,6 +236,9 @@ func makeEvents(n, agents int) []detector.Event {
 	return evs
 }
 
+// keepStream is never deleted; see scenario.
+const keepStream = "CCAAS_BENCH_KEEP"
+
 // scenario sets up a fresh stream and connection for one scenario.
 // Each scenario gets a stream of its own name: the previous one is deleted
 // first (same events, so message IDs must not be remembered), and reusing its
@@ -259,7 +262,17 @@ func scenario(ctx context.Context, url, stream string, jsOpts ...jetstream.JetSt
 		nc.Close()
 		return nil, nil, fmt.Errorf("bench: list streams: %w", err)
 	}
+	// The server removes an account's store directory once its last stream
+	// is deleted, racing with a stream created right after: a small stream
+	// that is never deleted keeps the directory.
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: keepStream, Subjects: []string{keepStream}, Storage: jetstream.FileStorage}); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("bench: create stream %s: %w", keepStream, err)
+	}
 	for _, name := range old {
+		if name == keepStream {
+			continue
+		}
 		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			nc.Close()
 			return nil, nil, fmt.Errorf("bench: delete stream %s: %w", name, err)
