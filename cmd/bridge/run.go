@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -139,13 +141,24 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if err != nil {
 		return fmt.Errorf("register publish metrics: %w", err)
 	}
-	nc, err := publish.Connect(ctx, publish.ConnOptions{
+	connOpts := publish.ConnOptions{
 		URL: natsURL, CredsFile: cfg.NATSCreds, NKeySeedFile: cfg.NATSNKey, User: cfg.NATSUser, Password: cfg.NATSPassword,
 		Token: cfg.NATSToken, CAFile: cfg.NATSCA, CertFile: cfg.NATSCert, KeyFile: cfg.NATSKey, Logger: log, Metrics: pubMetrics,
-	})
-	if err != nil {
-		return fmt.Errorf("connect to nats: %w", err)
 	}
+	var conn atomic.Pointer[nats.Conn]
+	if opsSrv != nil {
+		opsSrv.AddCheck(ops.CheckFunc("nats", func() (bool, string) {
+			if c := conn.Load(); c != nil {
+				return ops.NATSCheck(c).Ready()
+			}
+			return false, "connecting"
+		}))
+	}
+	nc, err := connectWithRetry(ctx, connOpts, log)
+	if err != nil {
+		return err
+	}
+	conn.Store(nc)
 	defer func() {
 		if derr := drain(nc); derr != nil && err == nil {
 			err = derr
@@ -156,7 +169,6 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	if opsSrv != nil {
-		opsSrv.AddCheck(ops.NATSCheck(nc))
 		opsSrv.AddCheck(ops.StreamCheck(js, cfg.Stream))
 	}
 	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{
@@ -422,4 +434,28 @@ func drain(nc *nats.Conn) error {
 		return errors.New("drain nats: timed out")
 	}
 	return nil
+}
+
+// connectWithRetry connects to NATS, retrying with backoff while the servers
+// are unreachable (the bridge is not ready meanwhile); refused credentials or
+// a bad TLS setup end it at once with the error.
+func connectWithRetry(ctx context.Context, opts publish.ConnOptions, log *slog.Logger) (*nats.Conn, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
+	for attempt := 1; ; attempt++ {
+		nc, err := publish.Connect(ctx, opts)
+		if err == nil {
+			return nc, nil
+		}
+		if errors.Is(err, publish.ErrAuthorization) || ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to nats: %w", err)
+		}
+		wait := b.NextBackOff()
+		log.Warn("NATS unreachable; retrying", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to nats: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 }
