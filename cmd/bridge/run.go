@@ -47,6 +47,11 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string, _, stderr io.W
 		return exitConfig
 	}
 	if err := runBridge(ctx, cfg, plan, log, hooks{}); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// SIGTERM or SIGINT during start: a requested stop, not a failure.
+			log.Info("stopped during start")
+			return exitOK
+		}
 		log.Error("bridge stopped", "err", err)
 		return exitFail
 	}
