@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -122,10 +123,15 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		if err != nil {
 			return fmt.Errorf("build operator http: %w", err)
 		}
+		// Listen now: an address in use stops the bridge before it polls.
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("listen for operator http (BRIDGE_HTTP_ADDR): %w", err)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := opsSrv.Run(httpCtx); err != nil {
+			if err := opsSrv.Serve(httpCtx, ln); err != nil {
 				log.Error("operator http failed", "err", err)
 			}
 		}()
