@@ -81,7 +81,12 @@ func TestFailoverAfterLeaderIsKilled(t *testing.T) {
 	waitFor(t, 30*time.Second, "bridge-a to lead and publish every agent", func() bool {
 		return h.leaseHolder(ctx, 0) == "bridge-a" && h.caughtUp(c)
 	})
-	h.start(env("bridge-b"), "run")
+	b := h.start(env("bridge-b"), "run")
+	bOps := opsAddr(t, b)
+	waitFor(t, 20*time.Second, "bridge-b ready but idle", func() bool {
+		return strings.Contains(scrape(bOps, "/readyz"), `"status":"standby"`) &&
+			strings.Contains(scrape(bOps, "/metrics"), `ccaas_bridge_leader{shard="0"} 0`)
+	})
 	for i := 0; i < 3; i++ {
 		h.sim.Step()
 		waitFor(t, 20*time.Second, "a round on the stream", func() bool { return h.caughtUp(c) })
@@ -102,6 +107,12 @@ func TestFailoverAfterLeaderIsKilled(t *testing.T) {
 		t.Logf("standby took over %s after the leader died (TTL %s)", took.Round(time.Millisecond), ttl)
 	}
 	waitFor(t, 20*time.Second, "bridge-b to publish the change made during failover", func() bool { return h.caughtUp(c) })
+	if m := scrape(bOps, "/metrics"); !strings.Contains(m, `ccaas_bridge_leader{shard="0"} 1`) {
+		t.Errorf("bridge-b leads but its metric says otherwise:\n%s", m)
+	}
+	waitFor(t, 10*time.Second, "bridge-b ready and active", func() bool {
+		return strings.Contains(scrape(bOps, "/readyz"), `"status":"ready"`)
+	})
 	for i := 0; i < 3; i++ {
 		h.sim.Step()
 		waitFor(t, 20*time.Second, "a round after failover", func() bool { return h.caughtUp(c) })
