@@ -192,7 +192,9 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if cfg.StreamStorage == "memory" {
 		storage = jetstream.MemoryStorage
 	}
-	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: cfg.StateBucket, Replicas: cfg.StreamReplicas, Storage: storage})
+	store, err := statebucket.Open(ctx, js, statebucket.Options{
+		Bucket: cfg.StateBucket, Replicas: cfg.StreamReplicas, Storage: storage, VerifyOnly: !cfg.StreamManage,
+	})
 	if err != nil {
 		return err
 	}

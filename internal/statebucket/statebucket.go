@@ -35,7 +35,14 @@ type Options struct {
 	Storage jetstream.StorageType
 	// History is how many values per key a created bucket keeps; 0 means 1.
 	History uint8
+	// VerifyOnly refuses to create a missing bucket (BRIDGE_STREAM_MANAGE
+	// false: the team provisions the bucket itself).
+	VerifyOnly bool
 }
+
+// ErrBucketMissing is returned by Open with VerifyOnly when the bucket does
+// not exist.
+var ErrBucketMissing = errors.New("state bucket does not exist and managing is off (BRIDGE_STREAM_MANAGE=false)")
 
 // Store is the JetStream key-value implementation of detector.StateStore.
 type Store struct {
@@ -44,12 +51,16 @@ type Store struct {
 
 var _ detector.StateStore = (*Store)(nil)
 
-// Open binds to the bucket, creating it when it is missing.
+// Open binds to the bucket, creating it when it is missing (unless
+// VerifyOnly).
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
 	if opts.Bucket == "" {
 		opts.Bucket = DefaultBucket
 	}
 	kv, err := js.KeyValue(ctx, opts.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) && opts.VerifyOnly {
+		return nil, fmt.Errorf("open state bucket %s: %w", opts.Bucket, ErrBucketMissing)
+	}
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      opts.Bucket,

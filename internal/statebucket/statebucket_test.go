@@ -292,3 +292,22 @@ func TestReloadContinuesAnotherWritersSequence(t *testing.T) {
 		d.Abandon(c)
 	}
 }
+
+// TestOpenVerifyOnly: with managing off a missing bucket is an error, not
+// created; an existing one opens.
+func TestOpenVerifyOnly(t *testing.T) {
+	ctx := t.Context()
+	js := startJetStream(t)
+	if _, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "provisioned", VerifyOnly: true}); !errors.Is(err, statebucket.ErrBucketMissing) {
+		t.Fatalf("Open of a missing bucket with VerifyOnly = %v, want ErrBucketMissing", err)
+	}
+	if _, err := js.KeyValue(ctx, "provisioned"); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("the bucket was created anyway: %v", err)
+	}
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "provisioned"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "provisioned", VerifyOnly: true}); err != nil {
+		t.Fatalf("Open of a provisioned bucket: %v", err)
+	}
+}
