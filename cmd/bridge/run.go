@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -165,7 +164,7 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 			return false, "connecting"
 		}))
 	}
-	nc, err := connectWithRetry(ctx, connOpts, log)
+	nc, err := publish.ConnectRetry(ctx, connOpts)
 	if err != nil {
 		return err
 	}
@@ -447,28 +446,4 @@ func drain(nc *nats.Conn) error {
 		return errors.New("drain nats: timed out")
 	}
 	return nil
-}
-
-// connectWithRetry connects to NATS, retrying with backoff while the servers
-// are unreachable (the bridge is not ready meanwhile); refused credentials or
-// a bad TLS setup end it at once with the error.
-func connectWithRetry(ctx context.Context, opts publish.ConnOptions, log *slog.Logger) (*nats.Conn, error) {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
-	for attempt := 1; ; attempt++ {
-		nc, err := publish.Connect(ctx, opts)
-		if err == nil {
-			return nc, nil
-		}
-		if errors.Is(err, publish.ErrAuthorization) || ctx.Err() != nil {
-			return nil, fmt.Errorf("connect to nats: %w", err)
-		}
-		wait := b.NextBackOff()
-		log.Warn("NATS unreachable; retrying", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to nats: %w", ctx.Err())
-		case <-time.After(wait):
-		}
-	}
 }

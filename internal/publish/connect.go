@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/nats-io/nats.go"
 )
 
@@ -234,4 +236,35 @@ func isAuthError(err error) bool {
 		return true
 	}
 	return strings.Contains(strings.ToLower(err.Error()), "authorization violation")
+}
+
+// ConnectRetry is Connect, retrying with backoff (logged at warn) while no
+// server can be reached, until ctx ends. Any other failure (credentials the
+// servers refuse, a TLS or file problem) ends it at once with the error:
+// retrying would only hide it.
+func ConnectRetry(ctx context.Context, opts ConnOptions) (*nats.Conn, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
+	for attempt := 1; ; attempt++ {
+		nc, err := Connect(ctx, opts)
+		if err == nil {
+			return nc, nil
+		}
+		var netErr net.Error
+		unreachable := errors.Is(err, nats.ErrNoServers) || errors.As(err, &netErr)
+		if !unreachable || errors.Is(err, ErrAuthorization) || ctx.Err() != nil {
+			return nil, err
+		}
+		wait := b.NextBackOff()
+		log.Warn("NATS unreachable; retrying", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to NATS: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 }

@@ -9,16 +9,19 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
@@ -325,3 +328,61 @@ func TestRedactURLs(t *testing.T) {
 		t.Errorf("RedactURLs = %q", got)
 	}
 }
+
+// TestConnectRetryWaitsForTheServer: ConnectRetry keeps trying while nothing
+// listens and connects once a server comes up; a refused credential ends it
+// at once.
+func TestConnectRetryWaitsForTheServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var retries atomic.Int64
+	logged := make(chan struct{}, 1)
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		if strings.Contains(string(p), "NATS unreachable; retrying") && retries.Add(1) == 1 {
+			logged <- struct{}{}
+		}
+		return len(p), nil
+	}), nil))
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := ConnectRetry(ctx, ConnOptions{URL: "nats://" + addr, ConnectTimeout: time.Second, Logger: log})
+		done <- result{nc, err}
+	}()
+	select {
+	case <-logged:
+	case r := <-done:
+		t.Fatalf("ConnectRetry returned before any server listened: %v", r.err)
+	case <-ctx.Done():
+		t.Fatal("no retry logged")
+	}
+	srv, err := embeddednats.Start(ctx, embeddednats.Options{Listen: addr, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("ConnectRetry after the server came up: %v", r.err)
+	}
+	r.nc.Close()
+
+	authSrv := startServer(t, func(o *server.Options) error { o.Username, o.Password = "u", "right"; return nil })
+	_, err = ConnectRetry(ctx, ConnOptions{URL: authSrv.ClientURL(), User: "u", Password: "wrong"})
+	if !errors.Is(err, ErrAuthorization) {
+		t.Fatalf("ConnectRetry with a wrong password = %v, want ErrAuthorization at once", err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
