@@ -257,7 +257,7 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if err != nil {
 		return fmt.Errorf("build poller: %w", err)
 	}
-	assign := newAssignment(plan.agents, cfg.ShardCount, cfg.LeaseEnabled, poller.SetAgents)
+	assign := lease.NewAssignment(plan.agents, cfg.ShardCount, cfg.LeaseEnabled, poller.SetAgents)
 	if opsSrv != nil {
 		opsSrv.AddActiveCheck(ops.CheckFunc("token", func() (bool, string) {
 			if client.TokenObtained() {

@@ -1,17 +1,15 @@
-package main
+package lease
 
 import (
 	"sort"
 	"sync"
-
-	"github.com/ccaas/presence-bridge/internal/lease"
 )
 
-// assignment decides which configured agents this process polls: all of
+// Assignment decides which configured agents this process polls: all of
 // them without leases, or those of the shards whose lease it holds. Every
-// change of either the agent list or the held shards is applied to the
-// poller at once.
-type assignment struct {
+// change of either the agent list or the held shards is passed to apply
+// (normally the poller's SetAgents) at once. It is safe for concurrent use.
+type Assignment struct {
 	shards int
 	apply  func(ids []string)
 
@@ -21,12 +19,15 @@ type assignment struct {
 	leased bool // false: every agent, no lease
 }
 
-func newAssignment(all []string, shards int, leased bool, apply func([]string)) *assignment {
-	return &assignment{shards: shards, apply: apply, all: all, held: map[int]bool{}, leased: leased}
+// NewAssignment returns an Assignment of the agents all over shards. With
+// leased false every agent is assigned as soon as SetAgents is called;
+// otherwise only those of the shards passed to Hold.
+func NewAssignment(all []string, shards int, leased bool, apply func([]string)) *Assignment {
+	return &Assignment{shards: shards, apply: apply, all: all, held: map[int]bool{}, leased: leased}
 }
 
 // SetAgents replaces the configured agent list (the agent file changed).
-func (a *assignment) SetAgents(ids []string) {
+func (a *Assignment) SetAgents(ids []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.all = ids
@@ -34,14 +35,14 @@ func (a *assignment) SetAgents(ids []string) {
 }
 
 // Agents returns the configured agents of shard.
-func (a *assignment) Agents(shard int) []string {
+func (a *Assignment) Agents(shard int) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return lease.AgentsOf(a.all, shard, a.shards)
+	return AgentsOf(a.all, shard, a.shards)
 }
 
 // Hold starts or stops polling the agents of shard.
-func (a *assignment) Hold(shard int, held bool) {
+func (a *Assignment) Hold(shard int, held bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if held {
@@ -53,7 +54,7 @@ func (a *assignment) Hold(shard int, held bool) {
 }
 
 // Held returns the shards being polled, sorted.
-func (a *assignment) Held() []int {
+func (a *Assignment) Held() []int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]int, 0, len(a.held))
@@ -64,14 +65,14 @@ func (a *assignment) Held() []int {
 	return out
 }
 
-func (a *assignment) applyLocked() {
+func (a *Assignment) applyLocked() {
 	if !a.leased {
 		a.apply(a.all)
 		return
 	}
 	ids := make([]string, 0, len(a.all))
 	for _, id := range a.all {
-		if a.held[lease.ShardOf(id, a.shards)] {
+		if a.held[ShardOf(id, a.shards)] {
 			ids = append(ids, id)
 		}
 	}
