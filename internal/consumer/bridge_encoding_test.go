@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccaas/presence-bridge/examples/eventstest"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/publish"
 )
@@ -46,10 +47,10 @@ func TestReadsTheBridgesEncoding(t *testing.T) {
 		"2025-03-04T09:30:01Z  Alice Adams  channels.changed  channels [chat voice] → [chat] (-voice)\n"
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	out := newLineBuffer()
+	out := eventstest.NewLineBuffer()
 	done := make(chan error, 1)
 	go func() { done <- Tail(ctx, js, TailOptions{Since: at.Add(-24 * time.Hour), Agent: alice}, out) }()
-	out.waitLines(t, 2)
+	out.WaitLines(t, 2)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Tail: %v", err)

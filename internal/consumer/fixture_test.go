@@ -3,8 +3,6 @@ package consumer
 import (
 	"bytes"
 	"fmt"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,46 +95,6 @@ func publishFixture(t *testing.T, js jetstream.JetStream, offset time.Duration, 
 		msg := &nats.Msg{Subject: DefaultSubjectPrefix + "." + f.agent + "." + f.typ, Header: hdr, Data: body.Bytes()}
 		if _, err := js.PublishMsg(t.Context(), msg, jetstream.WithMsgID(e.ID())); err != nil {
 			t.Fatalf("publish event: %v", err)
-		}
-	}
-}
-
-// lineBuffer is an io.Writer safe for concurrent use that signals each
-// write.
-type lineBuffer struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	wrote chan struct{}
-}
-
-func newLineBuffer() *lineBuffer { return &lineBuffer{wrote: make(chan struct{}, 1)} }
-
-func (b *lineBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.buf.Write(p)
-	select {
-	case b.wrote <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (b *lineBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitLines waits until b holds n lines.
-func (b *lineBuffer) waitLines(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for strings.Count(b.String(), "\n") < n {
-		select {
-		case <-b.wrote:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %d lines; have:\n%s", n, b.String())
 		}
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ccaas/presence-bridge/examples/eventstest"
 )
 
 var allLines = []string{
@@ -25,27 +25,6 @@ func pick(lines []string, idx ...int) string {
 		out = append(out, lines[i])
 	}
 	return strings.Join(out, "\n") + "\n"
-}
-
-// waitConsumers waits until the stream has n consumers.
-func waitConsumers(t *testing.T, js jetstream.JetStream, n int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		s, err := js.Stream(t.Context(), DefaultStream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.CachedInfo().State.Consumers >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d consumers", n)
-		}
-		<-tick.C
-	}
 }
 
 func TestTail(t *testing.T) {
@@ -75,14 +54,14 @@ func TestTail(t *testing.T) {
 
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			out := newLineBuffer()
+			out := eventstest.NewLineBuffer()
 			done := make(chan error, 1)
 			go func() { done <- Tail(ctx, js, tt.opts, out) }()
 			if len(tt.later) > 0 {
-				waitConsumers(t, js, 1)
+				eventstest.WaitConsumers(t, js, 1)
 				publishFixture(t, js, time.Minute, tt.later...)
 			}
-			out.waitLines(t, strings.Count(tt.want, "\n"))
+			out.WaitLines(t, strings.Count(tt.want, "\n"))
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatalf("Tail: %v", err)
@@ -96,7 +75,7 @@ func TestTail(t *testing.T) {
 
 func TestTailUnknownStream(t *testing.T) {
 	js := startJetStream(t)
-	err := Tail(t.Context(), js, TailOptions{Stream: "NOPE"}, newLineBuffer())
+	err := Tail(t.Context(), js, TailOptions{Stream: "NOPE"}, eventstest.NewLineBuffer())
 	if err == nil || !strings.Contains(err.Error(), "create ordered consumer on stream NOPE") {
 		t.Fatalf("Tail = %v, want an error naming the stream", err)
 	}
