@@ -191,8 +191,13 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if cfg.StreamStorage == "memory" {
 		storage = jetstream.MemoryStorage
 	}
+	viewMetrics, err := statebucket.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
 	store, err := statebucket.Open(ctx, js, statebucket.Options{
 		Bucket: cfg.StateBucket, Replicas: cfg.StreamReplicas, Storage: storage, VerifyOnly: !cfg.StreamManage,
+		Logger: log, Metrics: viewMetrics,
 	})
 	if err != nil {
 		return err
@@ -209,26 +214,34 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		return fmt.Errorf("build publisher: %w", err)
 	}
 
-	det, err := detector.New(detector.Options{Store: store, StaleAfter: cfg.EffectiveStaleAfter(), Logger: log})
+	det, err := detector.New(detector.Options{StaleAfter: cfg.EffectiveStaleAfter(), Logger: log})
 	if err != nil {
 		return fmt.Errorf("build detector: %w", err)
 	}
-	n, err := det.Load(ctx)
+	states, err := store.LoadAll(ctx)
 	if err != nil {
 		return fmt.Errorf("load agent states: %w", err)
 	}
-	log.Info("agent states loaded", "bucket", cfg.StateBucket, "agents", n)
+	det.Restore(states...)
+	log.Info("agent states loaded", "bucket", cfg.StateBucket, "agents", len(states))
 	pipeMetrics, err := pipeline.NewMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("register pipeline metrics: %w", err)
 	}
+	var pipeBeat func()
+	if opsSrv != nil {
+		hb := opsSrv.Heartbeat("pipeline", 10*time.Second)
+		defer hb.Stop()
+		pipeBeat = hb.Beat
+	}
 	pipe, err := pipeline.New(pipeline.Options{
-		Detector: det, Publisher: pub, Logger: log, Metrics: pipeMetrics, SnapshotInterval: cfg.SnapshotInterval, OnPublished: h.onPublished,
-		// Before an agent's first change in this process (and after a
-		// conflict) its events beyond the stored state are read back from
-		// the stream, so a bridge killed between publish and commit is
-		// followed on from, never contradicted.
-		Journal: pipeline.NewStreamJournal(js, cfg.Stream, cfg.SubjectPrefix),
+		Detector: det, Publisher: pub, View: store, Logger: log, Metrics: pipeMetrics, SnapshotInterval: cfg.SnapshotInterval,
+		OnPublished: h.onPublished, Beat: pipeBeat,
+		// When the fence finds an agent's history on the stream moved on,
+		// the agent's state is read back from the stream and adopted.
+		Journal: pipeline.NewStreamJournal(pipeline.JournalOptions{
+			JetStream: js, Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Logger: log, Metrics: pipeMetrics,
+		}),
 	})
 	if err != nil {
 		return fmt.Errorf("build pipeline: %w", err)
@@ -257,7 +270,10 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if err != nil {
 		return fmt.Errorf("build poller: %w", err)
 	}
-	assign := lease.NewAssignment(plan.agents, cfg.ShardCount, cfg.LeaseEnabled, poller.SetAgents)
+	assign := lease.NewAssignment(plan.agents, cfg.ShardCount, cfg.LeaseEnabled, func(ids []string) {
+		pipe.SetAgents(ids) // first: agents leaving are forgotten before their last polls report
+		poller.SetAgents(ids)
+	})
 	if opsSrv != nil {
 		opsSrv.AddActiveCheck(ops.CheckFunc("token", func() (bool, string) {
 			if client.TokenObtained() {
@@ -309,26 +325,6 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		goLoop("agent-file", func(ctx context.Context) error { w.Run(ctx); return nil })
 	}
 	goLoop("poller", poller.Run)
-	if opsSrv != nil {
-		// Liveness: the beat takes the poller's and the detector's locks, so
-		// a deadlock there stops it and /healthz reports the process wedged.
-		hb := opsSrv.Heartbeat("bridge", 10*time.Second)
-		goLoop("heartbeat", func(ctx context.Context) error {
-			defer hb.Stop()
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				hb.Beat()
-				_ = poller.Status()
-				_ = det.StaleAgents()
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-				}
-			}
-		})
-	}
 	if !cfg.LeaseEnabled {
 		assign.SetAgents(plan.agents)
 	} else {
@@ -342,9 +338,14 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 			InstanceID: instance, Metrics: lease.NewMetrics(reg), Logger: log,
 			Healthy: nc.IsConnected,
 			Leading: func(ctx context.Context, shard int) {
-				// Continue from what the previous holder stored, then poll.
-				if err := det.Reload(ctx, assign.Agents(shard)); err != nil {
-					log.Error("reload shard state; polling it from the state loaded at start", "shard", shard, "err", err)
+				// Continue from what the previous holder recorded, then poll;
+				// the stream fence catches a recorded state that is behind.
+				for _, id := range assign.Agents(shard) {
+					if st, ok, err := store.Get(ctx, id); err != nil {
+						log.Warn("reload agent state; its history is taken from the stream", "shard", shard, "agent", id, "err", err)
+					} else if ok {
+						det.Restore(st)
+					}
 				}
 				assign.Hold(shard, true)
 				<-ctx.Done()

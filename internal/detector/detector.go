@@ -1,7 +1,6 @@
 package detector
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,50 +12,25 @@ import (
 	"github.com/ccaas/presence-bridge/internal/source"
 )
 
-// StoredState is an agent's state as the StateStore holds it, with the
-// store's revision of it (the fencing token of the next write).
-type StoredState struct {
-	State    AgentState
-	Revision uint64
-}
-
-// StateStore keeps every agent's last published state durably. Put is a
-// compare-and-set: it succeeds only when the agent's stored revision is
-// expectedRevision (0: the agent has no state) and returns the new revision;
-// otherwise it returns an error matching ErrConflict.
-type StateStore interface {
-	LoadAll(ctx context.Context) ([]StoredState, error)
-	Get(ctx context.Context, agentID string) (StoredState, error)
-	Put(ctx context.Context, state AgentState, expectedRevision uint64) (uint64, error)
-}
-
-// Errors of StateStore and Detector.Commit.
-var (
-	// ErrNotFound: the store has no state for the agent.
-	ErrNotFound = errors.New("agent state not found")
-	// ErrConflict: another writer changed the agent's state first.
-	ErrConflict = errors.New("agent state revision conflict")
-	// ErrDiscarded: the change was superseded (after a conflict or a failed
-	// publish) and was not committed.
-	ErrDiscarded = errors.New("change discarded")
-)
+// ErrConflict marks a publish that found the agent's history on the stream
+// moved on by another writer (or by a message that is not this process's):
+// the change was not stored, and the agent's state must be adopted from the
+// stream before its next change.
+var ErrConflict = errors.New("the agent's history on the stream moved on")
 
 // Options configures a Detector.
 type Options struct {
-	// Store keeps the state durably; required.
-	Store StateStore
 	// StaleAfter is how long an agent may go without a successful poll
 	// before presence.stale; 0 disables stale detection.
 	StaleAfter time.Duration
-	// Logger receives one line per conflict or reset; nil discards.
+	// Logger receives one line per adoption; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // Change is the outcome of one observation, stale check or snapshot of one
-// agent: the events to publish, in order, and the state to commit once they
-// are acknowledged.
+// agent: the events to publish, in order, and the agent's state after them.
 type Change struct {
 	// AgentID is the agent.
 	AgentID string
@@ -64,15 +38,19 @@ type Change struct {
 	Events []Event
 	// State is the agent's state after the events.
 	State AgentState
+	// AfterStream is the stream sequence of the last event the change was
+	// numbered after, as this process last confirmed it (0: none known). A
+	// publisher that has published the agent's events itself knows better.
+	AfterStream uint64
 
 	base  *AgentState // state before the events
 	epoch uint64
 }
 
-// Detector keeps the last state of every agent, turns observations into
-// Changes, and commits them to its StateStore with a revision check. It is
-// safe for concurrent use; changes of one agent must be committed (or
-// abandoned) in the order the Detector returned them.
+// Detector keeps the last state of every agent it is given and turns
+// observations into Changes. It holds memory only: no lock of it is ever
+// held across I/O. Changes of one agent must be confirmed (or abandoned) in
+// the order the Detector returned them.
 type Detector struct {
 	opts    Options
 	log     *slog.Logger
@@ -84,28 +62,25 @@ type Detector struct {
 
 type agent struct {
 	mu sync.Mutex
-	// state is the latest state, including changes not yet committed; nil
+	// state is the latest state, including changes not yet confirmed; nil
 	// before the agent's first event.
 	state *AgentState
-	// rev is the store revision of the last known stored state, storedSeq
-	// its sequence.
-	rev       uint64
-	storedSeq uint64
-	// stored is the last known stored state (committed or adopted).
-	stored *AgentState
-	// epoch increases when Abandon discards pending changes.
+	// base is the last state known to be on the stream (its StreamSequence
+	// set where known); nil when none is.
+	base *AgentState
+	// epoch increases when pending changes are discarded (Abandon, Adopt).
 	epoch uint64
+	// snap is the latest successful observation, diffed again when the
+	// agent's state is adopted from the stream.
+	snap *source.Snapshot
 	// polled is true once this process has had an observation of the agent.
 	polled      bool
 	lastSuccess time.Time
 	lastClass   source.ErrorClass
 }
 
-// New returns a Detector with no state; call Load to restore the store's.
+// New returns a Detector with no state; Restore gives it the stored states.
 func New(opts Options) (*Detector, error) {
-	if opts.Store == nil {
-		return nil, errors.New("detector: Options.Store is required")
-	}
 	if opts.StaleAfter < 0 {
 		return nil, fmt.Errorf("detector: Options.StaleAfter is negative (%s)", opts.StaleAfter)
 	}
@@ -119,61 +94,40 @@ func New(opts Options) (*Detector, error) {
 	return &Detector{opts: opts, log: log, started: opts.Now(), agents: map[string]*agent{}}, nil
 }
 
-// Load restores every agent's state from the store, so that the first
-// observation after a restart emits only what differs from it. It returns
-// the number of agents loaded.
-func (d *Detector) Load(ctx context.Context) (int, error) {
-	all, err := d.opts.Store.LoadAll(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("load agent states: %w", err)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, st := range all {
-		s := st.State.Clone()
-		a := d.agentLocked(s.AgentID)
+// Restore takes agents' states as the state bucket holds them (at start, or
+// when this process takes over a shard), so that the first observation
+// emits only what differs. A state replaces what the Detector holds only
+// when it goes further (a higher Sequence); the stream fence catches a
+// stored state that is behind the stream.
+func (d *Detector) Restore(states ...AgentState) {
+	for _, st := range states {
+		s := st.Clone()
+		a := d.agent(s.AgentID)
 		a.mu.Lock()
-		a.state, a.stored, a.rev, a.storedSeq = &s, &s, st.Revision, s.Sequence
-		a.mu.Unlock()
-	}
-	return len(all), nil
-}
-
-// Reload re-reads the stored state of the given agents and adopts it where
-// it is ahead of what the Detector holds. Call it before polling agents
-// that another bridge may have advanced meanwhile (a shard whose lease this
-// process just acquired), so that their next events continue the stored
-// sequence instead of repeating it.
-func (d *Detector) Reload(ctx context.Context, agentIDs []string) error {
-	for _, id := range agentIDs {
-		st, err := d.opts.Store.Get(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			continue
+		if a.base == nil || a.base.Sequence < s.Sequence {
+			a.base = &s
 		}
-		if err != nil {
-			return fmt.Errorf("reload agent %s: %w", id, err)
-		}
-		s := st.State.Clone()
-		a := d.agent(id)
-		a.mu.Lock()
-		if a.state == nil || a.state.Sequence <= s.Sequence {
+		if a.state == nil || a.state.Sequence < s.Sequence {
 			a.state = &s
 		}
-		if st.Revision >= a.rev {
-			a.stored, a.rev, a.storedSeq = &s, st.Revision, s.Sequence
-		}
 		a.mu.Unlock()
 	}
-	return nil
+}
+
+// Forget drops what the Detector holds of the given agents: this process
+// no longer polls them, so no stale, snapshot or other event is produced
+// for them. A change of theirs in flight may still be confirmed.
+func (d *Detector) Forget(agentIDs ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range agentIDs {
+		delete(d.agents, id)
+	}
 }
 
 func (d *Detector) agent(id string) *agent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.agentLocked(id)
-}
-
-func (d *Detector) agentLocked(id string) *agent {
 	a := d.agents[id]
 	if a == nil {
 		a = &agent{lastSuccess: d.started}
@@ -187,6 +141,17 @@ func (d *Detector) agentLocked(id string) *agent {
 // presence.resumed first when the agent was stale), or nil when nothing
 // changed. A failed one is recorded for the stale check and returns nil.
 func (d *Detector) Observe(o source.Observation) *Change {
+	return d.observe(o, true)
+}
+
+// Note records a poll result without producing a change: the agent's
+// history is being adopted from the stream, and Adopt diffs the latest
+// snapshot noted.
+func (d *Detector) Note(o source.Observation) {
+	d.observe(o, false)
+}
+
+func (d *Detector) observe(o source.Observation, produce bool) *Change {
 	a := d.agent(o.AgentID)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -203,16 +168,31 @@ func (d *Detector) Observe(o source.Observation) *Change {
 		snap.ObservedAt = o.At
 	}
 	a.lastSuccess, a.lastClass = snap.ObservedAt, ""
-	next, events := Diff(a.state, snap)
+	a.snap = &snap
+	if !produce {
+		return nil
+	}
+	return a.diffLocked(o.AgentID)
+}
+
+// diffLocked diffs the latest snapshot against the latest state.
+func (a *agent) diffLocked(id string) *Change {
+	if a.snap == nil {
+		return nil
+	}
+	next, events := Diff(a.state, *a.snap)
 	if len(events) == 0 {
 		return nil
 	}
-	return a.advance(o.AgentID, next, events)
+	return a.advance(id, next, events)
 }
 
 // advance makes next the agent's latest state; a.mu is held.
 func (a *agent) advance(id string, next AgentState, events []Event) *Change {
 	c := &Change{AgentID: id, Events: events, State: next.Clone(), base: a.state, epoch: a.epoch}
+	if a.base != nil {
+		c.AfterStream = a.base.StreamSequence
+	}
 	a.state = &next
 	return c
 }
@@ -241,7 +221,10 @@ func (d *Detector) MarkStale(agentID string, now time.Time) *Change {
 	if d.opts.StaleAfter <= 0 {
 		return nil
 	}
-	a := d.agent(agentID)
+	a := d.known(agentID)
+	if a == nil {
+		return nil
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.polled || a.state == nil || a.state.Stale || now.Sub(a.lastSuccess) < d.opts.StaleAfter {
@@ -267,9 +250,12 @@ func (d *Detector) SnapshotDue() []string {
 }
 
 // Snapshot returns the presence.snapshot Change of an agent, or nil when the
-// agent has no state.
+// agent has no state or is not held.
 func (d *Detector) Snapshot(agentID string, now time.Time) *Change {
-	a := d.agent(agentID)
+	a := d.known(agentID)
+	if a == nil {
+		return nil
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.state == nil {
@@ -277,6 +263,13 @@ func (d *Detector) Snapshot(agentID string, now time.Time) *Change {
 	}
 	next, e := Snapshot(*a.state, now)
 	return a.advance(agentID, next, []Event{e})
+}
+
+// known returns the agent if the Detector holds it, or nil.
+func (d *Detector) known(id string) *agent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.agents[id]
 }
 
 // StaleAgents returns how many agents are currently stale.
@@ -293,15 +286,33 @@ func (d *Detector) StaleAgents() int {
 }
 
 // State returns an agent's latest state, including changes not yet
-// committed, and whether it has one.
+// confirmed, and whether it has one.
 func (d *Detector) State(agentID string) (AgentState, bool) {
-	a := d.agent(agentID)
+	a := d.known(agentID)
+	if a == nil {
+		return AgentState{}, false
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.state == nil {
 		return AgentState{}, false
 	}
 	return a.state.Clone(), true
+}
+
+// Base returns the agent's last state known to be on the stream, or nil.
+func (d *Detector) Base(agentID string) *AgentState {
+	a := d.known(agentID)
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.base == nil {
+		return nil
+	}
+	s := a.base.Clone()
+	return &s
 }
 
 func (d *Detector) snapshotAgents() map[string]*agent {
@@ -314,77 +325,86 @@ func (d *Detector) snapshotAgents() map[string]*agent {
 	return m
 }
 
-// Commit writes a published Change's state to the store, fenced by the
-// revision of the agent's last known stored state, so that the stored
-// sequence only ever grows. When another writer (a second bridge polling
-// the same agent) changed the stored state first, Commit re-reads it: if the
-// stored sequence is at or beyond the change's, the Detector adopts the
-// stored state (unless its own pending changes go further), and returns
-// ErrConflict (wrapped); if the stored sequence is behind, the change's
-// events extend what the stream holds beyond it, and Commit writes again on
-// top of the stored revision. A change whose sequence the stored state
-// already covers, or one superseded by Abandon, is not written: Commit
-// returns ErrDiscarded (wrapped). Other errors leave the state uncommitted;
-// the agent's next commit catches up.
-func (d *Detector) Commit(ctx context.Context, c *Change) error {
-	a := d.agent(c.AgentID)
+// Confirm records that a Change's events are on the stream, the last at
+// stream sequence streamSeq, and returns the agent's state to record in the
+// state bucket (with StreamSequence set).
+func (d *Detector) Confirm(c *Change, streamSeq uint64) AgentState {
+	st := c.State.Clone()
+	st.StreamSequence = streamSeq
+	a := d.known(c.AgentID)
+	if a == nil {
+		return st // forgotten meanwhile: the view is still recorded
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if c.epoch != a.epoch || c.State.Sequence <= a.storedSeq {
-		return fmt.Errorf("commit agent %s sequence %d (stored %d): %w", c.AgentID, c.State.Sequence, a.storedSeq, ErrDiscarded)
+	if a.base == nil || a.base.Sequence < st.Sequence {
+		b := st.Clone()
+		a.base = &b
 	}
-	const attempts = 5
-	var err error
-	for range attempts {
-		var rev uint64
-		rev, err = d.opts.Store.Put(ctx, c.State, a.rev)
-		if err == nil {
-			st := c.State.Clone()
-			a.rev, a.storedSeq, a.stored = rev, st.Sequence, &st
-			return nil
-		}
-		if !errors.Is(err, ErrConflict) {
-			return fmt.Errorf("commit agent %s sequence %d: %w", c.AgentID, c.State.Sequence, err)
-		}
-		stored, gerr := d.opts.Store.Get(ctx, c.AgentID)
-		switch {
-		case errors.Is(gerr, ErrNotFound):
-			a.rev = 0 // deleted by someone: create it again
-			continue
-		case gerr != nil:
-			return fmt.Errorf("commit agent %s sequence %d: re-read after %w: %w", c.AgentID, c.State.Sequence, err, gerr)
-		}
-		st := stored.State.Clone()
-		a.rev, a.storedSeq, a.stored = stored.Revision, st.Sequence, &st
-		if stored.State.Sequence < c.State.Sequence {
-			continue // our events go further: write on top
-		}
-		if a.state == nil || a.state.Sequence <= stored.State.Sequence {
-			s := stored.State.Clone()
-			a.state = &s
-		}
-		d.log.Info("agent state advanced by another writer; adopted it and dropped the events it covers",
-			"agent", c.AgentID, "sequence", c.State.Sequence, "stored_sequence", stored.State.Sequence)
-		return fmt.Errorf("commit agent %s sequence %d: stored sequence %d: %w", c.AgentID, c.State.Sequence, stored.State.Sequence, err)
+	if a.state == nil || a.state.Sequence < st.Sequence {
+		s := st.Clone()
+		a.state = &s
 	}
-	return fmt.Errorf("commit agent %s sequence %d: %d attempts: %w", c.AgentID, c.State.Sequence, attempts, err)
+	return st
 }
 
 // Abandon undoes a Change whose events were not published: the agent's
 // latest state goes back to what it was before the change, and the changes
-// that followed it are discarded. The next observation re-emits what still
-// differs, with the same sequences (and so the same event IDs).
-func (d *Detector) Abandon(c *Change) {
-	a := d.agent(c.AgentID)
+// that followed it are discarded. It reports whether it did anything: a
+// change already discarded (by an earlier Abandon or Adopt) is ignored.
+func (d *Detector) Abandon(c *Change) bool {
+	a := d.known(c.AgentID)
+	if a == nil {
+		return false
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if c.epoch != a.epoch {
-		return
+		return false
 	}
 	a.epoch++
-	if c.base != nil && c.base.Sequence >= a.storedSeq {
+	if c.base != nil && (a.base == nil || c.base.Sequence >= a.base.Sequence) {
 		a.state = c.base
 	} else {
-		a.state = a.stored
+		a.state = a.base
 	}
+	return true
+}
+
+// Adopt makes st (nil: the agent has no event on the stream) the agent's
+// state as the stream holds it, discarding pending changes, and diffs the
+// latest snapshot against it: the returned Change, if any, follows on from
+// the stream's history. It returns nil for an agent the Detector does not
+// hold.
+func (d *Detector) Adopt(agentID string, st *AgentState) *Change {
+	a := d.known(agentID)
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.epoch++
+	if st == nil {
+		a.base, a.state = nil, nil
+	} else {
+		s := st.Clone()
+		b := st.Clone()
+		a.base, a.state = &b, &s
+	}
+	d.log.Debug("adopted the agent's history from the stream", "agent", agentID, "sequence", seqOf(st), "stream_sequence", streamSeqOf(st))
+	return a.diffLocked(agentID)
+}
+
+func seqOf(s *AgentState) uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.Sequence
+}
+
+func streamSeqOf(s *AgentState) uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.StreamSequence
 }

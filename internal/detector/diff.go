@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -30,6 +31,7 @@ func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
 	var next AgentState
 	if prev != nil {
 		next = prev.Clone()
+		next.StreamSequence = 0 // a new position, known once published
 	} else {
 		next = AgentState{AgentID: snap.AgentID}
 	}
@@ -129,6 +131,8 @@ func Stale(prev AgentState, at, lastSuccess time.Time, class string, staleAfter 
 	if class == "" {
 		class = ErrorClassNoResult
 	}
+	prev = prev.Clone()
+	prev.StreamSequence = 0 // a position on the stream, not part of the state events carry
 	b := builder{agentID: prev.AgentID, agentName: prev.AgentName, seq: prev.Sequence, at: at}
 	b.add(TypePresenceStale, PresenceStaleData{
 		LastKnown:         prev.Clone(),
@@ -147,6 +151,7 @@ func Stale(prev AgentState, at, lastSuccess time.Time, class string, staleAfter 
 func Snapshot(prev AgentState, at time.Time) (AgentState, Event) {
 	next := prev.Clone()
 	next.Sequence++
+	next.StreamSequence = 0
 	b := builder{agentID: prev.AgentID, agentName: prev.AgentName, seq: prev.Sequence, at: at.UTC()}
 	b.add(TypePresenceSnapshot, PresenceSnapshotData{State: next.Clone()})
 	return next, b.events[0]
@@ -169,6 +174,43 @@ func Apply(prev *AgentState, e Event) (AgentState, error) {
 	if e.Sequence != s.Sequence+1 {
 		return s, fmt.Errorf("apply event %s: sequence %d after %d", e.ID, e.Sequence, s.Sequence)
 	}
+	err := s.apply(e)
+	return s, err
+}
+
+// Rebuild returns an agent's state as the last event of each type on the
+// stream describes it (given in any order): they are folded in sequence
+// order, each setting what it reports. complete is false when the presence,
+// sessions or channels are not known from them (no presence.snapshot, or
+// one of the three change types missing, after it).
+func Rebuild(agentID string, last []Event) (s AgentState, complete bool, err error) {
+	last = slices.Clone(last)
+	slices.SortFunc(last, func(a, b Event) int { return cmp.Compare(a.Sequence, b.Sequence) })
+	s = AgentState{AgentID: agentID}
+	var presence, sessions, channels bool
+	for _, e := range last {
+		if e.AgentID != agentID {
+			return s, false, fmt.Errorf("rebuild agent %s: event %s of agent %s", agentID, e.ID, e.AgentID)
+		}
+		if err := s.apply(e); err != nil {
+			return s, false, fmt.Errorf("rebuild agent %s: %w", agentID, err)
+		}
+		switch e.Data.(type) {
+		case PresenceSnapshotData:
+			presence, sessions, channels = true, true, true
+		case PresenceChangedData:
+			presence = true
+		case SessionsChangedData:
+			sessions = true
+		case ChannelsChangedData:
+			channels = true
+		}
+	}
+	return s, presence && sessions && channels, nil
+}
+
+// apply sets what e reports on s, whatever s held before.
+func (s *AgentState) apply(e Event) error {
 	at := e.Time.UTC()
 	observed := true
 	switch d := e.Data.(type) {
@@ -194,12 +236,15 @@ func Apply(prev *AgentState, e Event) (AgentState, error) {
 	case PresenceResumedData:
 		s.Stale, s.StaleSince, s.StaleErrorClass = false, nil, ""
 	case PresenceSnapshotData:
-		s = d.State.Clone()
+		if d.State.AgentID != e.AgentID {
+			return fmt.Errorf("apply event %s: snapshot of agent %q in an event of agent %s", e.ID, d.State.AgentID, e.AgentID)
+		}
+		*s = d.State.Clone()
 		observed = false
 	default:
-		return s, fmt.Errorf("apply event %s: data of type %T", e.ID, e.Data)
+		return fmt.Errorf("apply event %s: data of type %T", e.ID, e.Data)
 	}
-	s.AgentName, s.Sequence = e.AgentName, e.Sequence
+	s.AgentName, s.Sequence, s.StreamSequence = e.AgentName, e.Sequence, 0
 	if observed {
 		s.ObservedAt = at
 	}
@@ -207,7 +252,7 @@ func Apply(prev *AgentState, e Event) (AgentState, error) {
 	if s.Offline {
 		s.OfflineReason = offlineReason(s.Presence, s.Sessions)
 	}
-	return s, nil
+	return nil
 }
 
 // setFlags sets the offline and unattended flags, starting or clearing their

@@ -1,27 +1,28 @@
 // Package detector keeps the last known state of every agent and turns each
 // new observation from the source into the events that describe what changed.
-// It holds no NATS code: durable state goes through the StateStore interface
-// (implemented by internal/statebucket).
+// It holds memory only: no NATS code, no I/O under its locks.
 //
 // The pure part is Diff (previous state + snapshot -> next state + events),
 // Stale and Snapshot; Apply folds an event over a state, so a consumer of the
 // stream can rebuild every agent's state, and Diff is tested by that
-// property. Detector is the stateful part used by the pipeline:
+// property; Rebuild does the same from the last event of each type.
+// Detector is the stateful part used by the pipeline:
 //
-//	det, err := detector.New(detector.Options{Store: store, StaleAfter: staleAfter, Logger: log})
-//	n, err := det.Load(ctx)               // restore every agent's state and sequence
+//	det, err := detector.New(detector.Options{StaleAfter: staleAfter, Logger: log})
+//	det.Restore(states...)                // the state bucket's values
 //	c := det.Observe(observation)         // nil, or a *Change: events to publish
-//	// publish c.Events (in order per agent); once acknowledged:
-//	err = det.Commit(ctx, c)              // compare-and-set; ErrConflict: another bridge won
-//	// or, when publishing failed:
-//	det.Abandon(c)                        // the next observation re-emits with the same IDs
+//	// publish c.Events fenced after c.AfterStream; once acknowledged:
+//	st := det.Confirm(c, lastStreamSeq)   // the view to record
+//	// or, when the fence found the stream moved on:
+//	det.Abandon(c)
+//	c = det.Adopt(agentID, streamState)  // the latest observation, diffed again
 //
 // Sequences are per agent, start at 1, have no gaps and continue across
-// restarts; an event's ID is "<agentId>-<sequence>" (EventID), so a change
-// republished after a crash between publish and commit carries the same IDs
-// and JetStream drops the duplicate within the stream's duplicate window
-// (BRIDGE_DUPLICATE_WINDOW): that window bounds how long such a crash may
-// last without a duplicate reaching consumers.
+// restarts; an event's ID is "<agentId>-<sequence>" (EventID). The stream
+// is the authority on each agent's history: the pipeline publishes every
+// event fenced on the stream sequence of the agent's previous one, and when
+// the fence finds the history moved on, Adopt takes the stream's version
+// and diffs the latest observation against it.
 package detector
 
 import (

@@ -55,6 +55,9 @@ type AgentState struct {
 	AgentName string `json:"agentName"`
 	// Sequence is the sequence of the last event published for the agent.
 	Sequence uint64 `json:"sequence"`
+	// StreamSequence is the JetStream stream sequence of that event: the
+	// position the agent's next event must follow (0 when not known).
+	StreamSequence uint64 `json:"streamSequence,omitempty"`
 	// ObservedAt is when the bridge made the observation that last changed
 	// this state.
 	ObservedAt time.Time `json:"observedAt"`

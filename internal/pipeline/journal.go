@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,155 +18,319 @@ import (
 	"github.com/ccaas/presence-bridge/internal/publish"
 )
 
-// DefaultLookback is how far before an agent's last event StreamJournal
-// starts looking for the events above a sequence; those are the events of
-// a bridge killed between publishing and committing, published moments
-// before it died.
-const DefaultLookback = 10 * time.Minute
+// JournalOptions configures a StreamJournal.
+type JournalOptions struct {
+	// JetStream reaches the stream; required.
+	JetStream jetstream.JetStream
+	// Stream is the stream's name; required.
+	Stream string
+	// SubjectPrefix is the events' subject prefix: <prefix>.<agentId>.<type>;
+	// required.
+	SubjectPrefix string
+	// Logger receives one warning per agent with foreign messages; nil
+	// discards.
+	Logger *slog.Logger
+	// Metrics counts foreign messages; nil counts nothing.
+	Metrics *Metrics
+}
 
-// StreamJournal reads agents' events back from the JetStream stream the
-// bridge publishes to, decoded as consumers decode them. It is the
-// pipeline's Journal:
-//
-//	journal := pipeline.NewStreamJournal(js, cfg.Stream, cfg.SubjectPrefix)
-//	p, err := pipeline.New(pipeline.Options{..., Journal: journal})
+// StreamJournal reads an agent's history back from the JetStream stream the
+// bridge publishes to. It is the pipeline's Journal. Messages on an agent's
+// subjects that are not this bridge's events for that agent (not a
+// CloudEvent, another agent's ID in ce-subject, data or snapshot, an ID that
+// is not <agentId>-<sequence>, a type this version does not know) are
+// skipped and counted; their stream sequences still count for the fence.
 type StreamJournal struct {
-	js       jetstream.JetStream
-	name     string
-	prefix   string
-	lookback time.Duration
+	opts JournalOptions
+	log  *slog.Logger
 
 	mu     sync.Mutex
-	stream jetstream.Stream // looked up once
+	stream jetstream.Stream    // looked up once
+	warned map[string]struct{} // agents with a foreign message logged
 }
 
 var _ Journal = (*StreamJournal)(nil)
 
-// NewStreamJournal returns a journal of the stream named stream, whose
-// subjects are <subjectPrefix>.<agentId>.<type>.
-func NewStreamJournal(js jetstream.JetStream, stream, subjectPrefix string) *StreamJournal {
-	return &StreamJournal{js: js, name: stream, prefix: subjectPrefix, lookback: DefaultLookback}
+// NewStreamJournal returns the journal of a stream.
+func NewStreamJournal(opts JournalOptions) *StreamJournal {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &StreamJournal{opts: opts, log: log, warned: map[string]struct{}{}}
 }
 
 func (j *StreamJournal) handle(ctx context.Context) (jetstream.Stream, error) {
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.stream != nil {
-		return j.stream, nil
+	s := j.stream
+	j.mu.Unlock()
+	if s != nil {
+		return s, nil
 	}
-	s, err := j.js.Stream(ctx, j.name)
+	s, err := j.opts.JetStream.Stream(ctx, j.opts.Stream)
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", j.name, err)
+		return nil, fmt.Errorf("look up stream %s: %w", j.opts.Stream, err)
 	}
+	j.mu.Lock()
 	j.stream = s
+	j.mu.Unlock()
 	return s, nil
 }
 
-// AgentEvents returns the agent's events on the stream with sequences above
-// after, in sequence order. One direct get answers the usual case (nothing
-// beyond after); otherwise an ordered consumer on the agent's subjects reads
-// them from shortly before the last one.
-func (j *StreamJournal) AgentEvents(ctx context.Context, agentID string, after uint64) ([]detector.Event, error) {
+func (j *StreamJournal) agentSubjects(agentID string) string {
+	return j.opts.SubjectPrefix + "." + agentID + ".>"
+}
+
+// Follow returns the agent's state as the stream holds it, with
+// StreamSequence the stream sequence of the agent's last message; nil when
+// the stream holds no message of the agent. base is the last state this
+// process knows to be on the stream (nil: none). When the stream went on
+// from base, its events are folded over base; when base is unknown, or the
+// events after it do not follow on from it, the state is rebuilt from the
+// last event of each type.
+func (j *StreamJournal) Follow(ctx context.Context, agentID string, base *detector.AgentState) (*detector.AgentState, error) {
 	s, err := j.handle(ctx)
 	if err != nil {
 		return nil, err
 	}
-	subject := j.prefix + "." + agentID + ".>"
-	raw, err := s.GetLastMsgForSubject(ctx, subject)
+	last, err := s.GetLastMsgForSubject(ctx, j.agentSubjects(agentID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
+		if base == nil {
+			return nil, nil
+		}
+		// Nothing on the stream (its retention removed it): the history
+		// continues from what the bucket recorded.
+		b := base.Clone()
+		b.StreamSequence = 0
+		return &b, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("last event of agent %s: %w", agentID, err)
-	}
-	last, err := decodeEvent(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("last message of agent %s: %w", agentID, err)
 	}
 	switch {
-	case last.Sequence <= after:
-		return nil, nil
-	case last.Sequence == after+1:
-		return []detector.Event{last}, nil
-	}
-	start := raw.Time.Add(-j.lookback)
-	events, err := j.read(ctx, subject, &start, after, last.Sequence)
-	if err == nil && (len(events) == 0 || events[0].Sequence != after+1) {
-		events, err = j.read(ctx, subject, nil, after, last.Sequence) // older than the lookback: from the start
-	}
-	if err != nil {
-		return nil, err
-	}
-	for i, e := range events {
-		if e.Sequence != after+1+uint64(i) {
-			return nil, fmt.Errorf("events of agent %s on the stream: sequence %d where %d was due", agentID, e.Sequence, after+1+uint64(i))
+	case base == nil:
+	case base.StreamSequence == last.Sequence:
+		b := base.Clone()
+		return &b, nil
+	case base.StreamSequence == 0:
+		// A value without its stream position: it is the stream's head if
+		// the last event is the one it records.
+		if ev, ok := j.event(agentID, last.Subject, last.Header, last.Data); ok && ev.Sequence == base.Sequence {
+			b := base.Clone()
+			b.StreamSequence = last.Sequence
+			return &b, nil
 		}
-	}
-	return events, nil
-}
-
-// read reads the events on subject from start (nil: the beginning) up to
-// the one with sequence upTo, keeping those above after.
-func (j *StreamJournal) read(ctx context.Context, subject string, start *time.Time, after, upTo uint64) ([]detector.Event, error) {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
-	if start != nil {
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, start
-	}
-	cons, err := j.js.OrderedConsumer(ctx, j.name, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", subject, err)
-	}
-	var out []detector.Event
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", subject, err)
-		}
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
-			return out, nil // nothing more: the caller checks what it got
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", subject, err)
-		}
-		e, err := decodeEvent(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+	case base.StreamSequence < last.Sequence:
+		st, ok, err := j.fold(ctx, agentID, *base, last.Sequence)
 		if err != nil {
 			return nil, err
 		}
-		if e.Sequence > after {
-			out = append(out, e)
+		if ok {
+			return &st, nil
 		}
-		if e.Sequence >= upTo {
-			return out, nil
+	}
+	st, err := j.rebuild(ctx, s, agentID)
+	if err != nil {
+		return nil, err
+	}
+	st.StreamSequence = last.Sequence
+	return &st, nil
+}
+
+// fold folds the agent's events after base, up to stream sequence upTo,
+// over base; ok is false when they do not follow on from it.
+func (j *StreamJournal) fold(ctx context.Context, agentID string, base detector.AgentState, upTo uint64) (detector.AgentState, bool, error) {
+	cur := base
+	ok := true
+	err := j.read(ctx, agentID, base.StreamSequence+1, upTo, func(ev detector.Event) bool {
+		if ev.Sequence <= cur.Sequence {
+			return true
+		}
+		next, err := detector.Apply(&cur, ev)
+		if err != nil {
+			ok = false
+			return false
+		}
+		cur = next
+		return true
+	})
+	if err != nil || !ok {
+		return base, false, err
+	}
+	cur.StreamSequence = upTo
+	return cur, true, nil
+}
+
+// rebuild returns the agent's state from the last event of each type: one
+// direct lookup each, or, when a lookup finds a foreign message, one read
+// of the agent's messages from the start.
+func (j *StreamJournal) rebuild(ctx context.Context, s jetstream.Stream, agentID string) (detector.AgentState, error) {
+	var last []detector.Event
+	found := true
+	for _, typ := range detector.Types() {
+		raw, err := s.GetLastMsgForSubject(ctx, j.opts.SubjectPrefix+"."+agentID+"."+typ)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return detector.AgentState{}, fmt.Errorf("last %s of agent %s: %w", typ, agentID, err)
+		}
+		ev, ok := j.event(agentID, raw.Subject, raw.Header, raw.Data)
+		if !ok {
+			found = false
+			break
+		}
+		last = append(last, ev)
+	}
+	if !found {
+		byType := map[string]detector.Event{}
+		if err := j.read(ctx, agentID, 0, 0, func(ev detector.Event) bool {
+			byType[ev.Type] = ev
+			return true
+		}); err != nil {
+			return detector.AgentState{}, err
+		}
+		last = last[:0]
+		for _, ev := range byType {
+			last = append(last, ev)
+		}
+	}
+	st, complete, err := detector.Rebuild(agentID, last)
+	if err != nil {
+		return detector.AgentState{}, err
+	}
+	if !complete {
+		j.log.Warn("the stream no longer holds every part of the agent's state; the parts it lacks start afresh", "agent", agentID, "sequence", st.Sequence)
+	}
+	j.log.Info("agent's state rebuilt from its events on the stream", "agent", agentID, "sequence", st.Sequence)
+	return st, nil
+}
+
+// read hands the agent's events from stream sequence from (0: the start)
+// up to upTo (0: the end) to f, in stream order, until f returns false.
+func (j *StreamJournal) read(ctx context.Context, agentID string, from, upTo uint64, f func(detector.Event) bool) error {
+	subject := j.agentSubjects(agentID)
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := j.opts.JetStream.OrderedConsumer(ctx, j.opts.Stream, cfg)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", subject, err)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("read %s: %w", subject, err)
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+			if upTo == 0 {
+				return nil // the end
+			}
+			return fmt.Errorf("read %s: stream sequence %d not reached", subject, upTo)
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", subject, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", subject, err)
+		}
+		if ev, ok := j.event(agentID, msg.Subject(), msg.Headers(), msg.Data()); ok && !f(ev) {
+			return nil
+		}
+		if upTo > 0 && meta.Sequence.Stream >= upTo {
+			return nil
+		}
+		if upTo == 0 && meta.NumPending == 0 {
+			return nil
 		}
 	}
 }
 
-// decodeEvent decodes a stream message into the event the bridge published,
-// its data of the type's Go type (as detector.Apply wants it).
-func decodeEvent(msg *nats.Msg) (detector.Event, error) {
+// event decodes a message on the agent's subjects as one of the bridge's
+// events for that agent; ok is false (and the message counted and, once
+// per agent, logged) when it is not one.
+func (j *StreamJournal) event(agentID, subject string, hdr nats.Header, data []byte) (detector.Event, bool) {
+	ev, reason, err := decodeEvent(j.opts.SubjectPrefix, agentID, &nats.Msg{Subject: subject, Header: hdr, Data: data})
+	if err == nil {
+		return ev, true
+	}
+	if m := j.opts.Metrics; m != nil {
+		m.Foreign.WithLabelValues(reason).Inc()
+	}
+	j.mu.Lock()
+	_, warned := j.warned[agentID]
+	j.warned[agentID] = struct{}{}
+	j.mu.Unlock()
+	if !warned {
+		j.log.Warn("a message on the agent's subjects is not one of this bridge's events for the agent; skipped",
+			"agent", agentID, "subject", subject, "reason", reason, "err", err)
+	}
+	return detector.Event{}, false
+}
+
+// Reasons a message on an agent's subjects is foreign: the values of the
+// reason label of ccaas_bridge_foreign_messages_total.
+const (
+	foreignUndecodable  = "undecodable"
+	foreignOtherAgent   = "other_agent"
+	foreignUnknownType  = "unknown_type"
+	foreignMalformedID  = "malformed_id"
+	foreignMalformedDat = "malformed_data"
+)
+
+var foreignReasons = []string{foreignUndecodable, foreignOtherAgent, foreignUnknownType, foreignMalformedID, foreignMalformedDat}
+
+// decodeEvent decodes a stream message into the event the bridge published
+// for agentID, its data of the type's Go type (as detector.Apply wants it);
+// on failure it says why, as a metric label.
+func decodeEvent(prefix, agentID string, msg *nats.Msg) (detector.Event, string, error) {
 	ce, err := publish.Decode(msg)
 	if err != nil {
-		return detector.Event{}, err
+		return detector.Event{}, foreignUndecodable, err
+	}
+	if ce.Subject() != agentID {
+		return detector.Event{}, foreignOtherAgent, fmt.Errorf("event %s names agent %q", ce.ID(), ce.Subject())
+	}
+	if want := prefix + "." + agentID + "."; !strings.HasPrefix(msg.Subject, want) || msg.Subject[len(want):] != ce.Type() {
+		return detector.Event{}, foreignUnknownType, fmt.Errorf("event %s of type %q on subject %s", ce.ID(), ce.Type(), msg.Subject)
 	}
 	seq, err := publish.ParseSequence(ce)
 	if err != nil {
-		return detector.Event{}, err
+		return detector.Event{}, foreignMalformedID, err
+	}
+	if ce.ID() != detector.EventID(agentID, seq) {
+		return detector.Event{}, foreignMalformedID, fmt.Errorf("event %s with sequence %d", ce.ID(), seq)
 	}
 	data, err := decodeData(ce.Type(), ce.Data())
 	if err != nil {
-		return detector.Event{}, fmt.Errorf("event %s: %w", ce.ID(), err)
+		reason := foreignMalformedDat
+		if errors.Is(err, errUnknownType) {
+			reason = foreignUnknownType
+		}
+		return detector.Event{}, reason, fmt.Errorf("event %s: %w", ce.ID(), err)
 	}
 	var named struct {
+		AgentID   string `json:"agentId"`
 		AgentName string `json:"agentName"`
+		State     *struct {
+			AgentID string `json:"agentId"`
+		} `json:"state"`
 	}
 	if err := json.Unmarshal(ce.Data(), &named); err != nil {
-		return detector.Event{}, fmt.Errorf("event %s: decode agent name: %w", ce.ID(), err)
+		return detector.Event{}, foreignMalformedDat, fmt.Errorf("event %s: decode agent: %w", ce.ID(), err)
+	}
+	if named.AgentID != agentID || (named.State != nil && named.State.AgentID != agentID) {
+		return detector.Event{}, foreignOtherAgent, fmt.Errorf("event %s: data of another agent", ce.ID())
 	}
 	return detector.Event{
-		ID: ce.ID(), Type: ce.Type(), AgentID: ce.Subject(), AgentName: named.AgentName,
+		ID: ce.ID(), Type: ce.Type(), AgentID: agentID, AgentName: named.AgentName,
 		Sequence: seq, Time: ce.Time(), Data: data,
-	}, nil
+	}, "", nil
 }
+
+var errUnknownType = errors.New("unknown event type")
 
 // decodeData decodes an event's data into the Go type of its type.
 func decodeData(typ string, raw []byte) (any, error) {
@@ -187,7 +354,7 @@ func decodeData(typ string, raw []byte) (any, error) {
 	case detector.TypePresenceSnapshot:
 		return decodeAs[detector.PresenceSnapshotData](raw)
 	}
-	return nil, fmt.Errorf("unknown event type %q", typ)
+	return nil, fmt.Errorf("%w %q", errUnknownType, typ)
 }
 
 func decodeAs[T any](raw []byte) (any, error) {

@@ -12,19 +12,19 @@ type Metrics struct {
 	Observations *prometheus.CounterVec
 	// Events counts acknowledged events by type.
 	Events *prometheus.CounterVec
-	// StateCommits counts state commits by result: ok, conflict (another
-	// writer won), discarded (superseded), error.
-	StateCommits *prometheus.CounterVec
-	// Conflicts counts commits lost to another writer.
+	// Conflicts counts changes dropped because the agent's history on the
+	// stream had moved on.
 	Conflicts prometheus.Counter
 	// PublishFailures counts changes whose events could not be published.
 	PublishFailures prometheus.Counter
 	// StaleAgents is the number of agents currently stale.
 	StaleAgents prometheus.Gauge
-	// Reconciles counts reconciliations of an agent with the stream by
-	// result: in_step (nothing beyond the stored state), adopted (the
-	// stream was ahead and its events were adopted), error.
-	Reconciles *prometheus.CounterVec
+	// Adoptions counts readings of an agent's history from the stream after
+	// a conflict, by result: adopted, error (retried).
+	Adoptions *prometheus.CounterVec
+	// Foreign counts messages on agents' subjects that are not this
+	// bridge's events for the agent, by reason; skipped when reading.
+	Foreign *prometheus.CounterVec
 }
 
 // NewMetrics builds the metrics and registers them with reg (nil: not
@@ -37,11 +37,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccaas_bridge_events_total", Help: "Events acknowledged by JetStream, by type.",
 		}, []string{"type"}),
-		StateCommits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ccaas_bridge_state_commits_total", Help: "Agent state commits to the state bucket, by result.",
-		}, []string{"result"}),
 		Conflicts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ccaas_bridge_state_conflicts_total", Help: "State commits lost to another writer of the same agent.",
+			Name: "ccaas_bridge_conflicts_total", Help: "Changes dropped because the agent's history on the stream had moved on (another writer); the agent is adopted from the stream.",
 		}),
 		PublishFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ccaas_bridge_publish_failures_total", Help: "Changes whose events could not be published.",
@@ -49,14 +46,23 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		StaleAgents: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccaas_bridge_stale_agents", Help: "Agents without a successful poll for the stale period.",
 		}),
-		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ccaas_bridge_reconciles_total", Help: "Reconciliations of an agent's state with its events on the stream, by result.",
+		Adoptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccaas_bridge_adoptions_total", Help: "Readings of an agent's history from the stream after a conflict, by result (adopted, error).",
 		}, []string{"result"}),
+		Foreign: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccaas_bridge_foreign_messages_total", Help: "Messages on agents' subjects that are not this bridge's events for the agent, skipped, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range foreignReasons {
+		m.Foreign.WithLabelValues(r)
+	}
+	for _, r := range []string{"adopted", "error"} {
+		m.Adoptions.WithLabelValues(r)
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.Observations, m.Events, m.StateCommits, m.Conflicts, m.PublishFailures, m.StaleAgents, m.Reconciles} {
+	for _, c := range []prometheus.Collector{m.Observations, m.Events, m.Conflicts, m.PublishFailures, m.StaleAgents, m.Adoptions, m.Foreign} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

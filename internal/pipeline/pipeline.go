@@ -1,27 +1,31 @@
-// Package pipeline glues the bridge's stages: it is the source.Sink that
-// takes every poll result, asks the detector what changed, hands the events
-// to the publisher and, once JetStream has acknowledged them, commits the
-// agent's state to the state bucket (publish first, then commit: a crash in
-// between republishes the same event IDs, which JetStream drops as
-// duplicates within the stream's duplicate window). It also runs the stale
+// Package pipeline owns the bridge's protocol for each agent's history: it
+// is the source.Sink that takes every poll result, asks the detector what
+// changed, publishes the events fenced on the agent's last event on the
+// stream and, once JetStream has stored them, records the agent's state in
+// the state bucket (the derived current-state view). It also runs the stale
 // check (presence.stale) and the optional snapshot loop (presence.snapshot).
 //
+// The stream is the single source of truth of each agent's history. Every
+// event is published with the stream sequence of the agent's previous event
+// as the expected last sequence of the agent's subjects, so JetStream stores
+// it only where it follows on from that event (the Publisher). When the
+// fence finds the history moved on (another bridge polling the same agent,
+// a predecessor killed between publishing and recording, a message that is
+// not this process's), the change is dropped, the agent's state is read
+// back from the stream (the Journal) and adopted, and the latest
+// observation is diffed again against it. Two writers therefore produce one
+// history per agent, however long a crash or a partition lasted; leases
+// only save paying the API twice.
+//
 // Backpressure: Observe blocks while the publisher's window is full, which
-// holds back the poller of that agent.
+// holds back the poller of that agent. No lock is held across NATS I/O.
 //
-// The stream is the authority on what consumers saw. With a Journal, the
-// pipeline reconciles each agent with its events on the stream before the
-// agent's first observation in the process and after a commit conflict
-// (Detector.Reconcile): events a killed predecessor published without
-// committing, or another bridge published first under the same IDs, are
-// adopted, so the next events follow on from them.
+// Wiring, in cmd/bridge (after the detector has restored the bucket):
 //
-// Wiring, in cmd/bridge (after the detector has loaded the bucket):
-//
-//	p, err := pipeline.New(pipeline.Options{Detector: det, Publisher: pub, Logger: log, Metrics: m,
-//		SnapshotInterval: cfg.SnapshotInterval, OnPublished: printLine,
-//		Journal: pipeline.NewStreamJournal(js, cfg.Stream, cfg.SubjectPrefix)})
+//	p, err := pipeline.New(pipeline.Options{Detector: det, Publisher: pub, View: store, Logger: log, Metrics: m,
+//		Journal: pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix})})
 //	go p.Run(ctx)                  // stale and snapshot loops, until ctx is done
+//	p.SetAgents(ids)               // the agents this process polls
 //	poller.Run(ctx, p)             // p is the source.Sink
 //	err = p.Close(shutdownCtx)     // after the source stopped, before pub.Close
 package pipeline
@@ -36,25 +40,52 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/source"
 )
 
-// Publisher puts events on the stream. Enqueue takes one agent's events in
-// sequence order, blocks while the publisher's window is full, and calls
-// done exactly once when all of them are acknowledged (a duplicate counts as
-// success) or failed; done callbacks of one agent come in Enqueue order.
-// *publish.Publisher implements it.
+// Publisher puts events on the stream, fenced. Enqueue takes one agent's
+// events in sequence order, following on from the event at stream sequence
+// afterStream (or from what the publisher itself stored later), blocks
+// while the publisher's window is full, and calls done exactly once with
+// the stream sequence of the last event when all of them are stored, or
+// with an error (wrapping detector.ErrConflict when the agent's history on
+// the stream moved on); done callbacks of one agent come in Enqueue order.
+// Forget drops what it knows of agents this process no longer publishes
+// for. *publish.Publisher implements it.
 type Publisher interface {
-	Enqueue(ctx context.Context, events []detector.Event, done func(error)) error
+	Enqueue(ctx context.Context, afterStream uint64, events []detector.Event, done func(streamSeq uint64, err error)) error
+	Forget(agentIDs ...string)
+}
+
+// View records agents' states once their events are stored: the public
+// current-state view. *statebucket.Store implements it.
+type View interface {
+	Record(ctx context.Context, state detector.AgentState) error
+	Forget(agentIDs ...string)
+}
+
+// Journal reads an agent's history back from the stream. Follow returns
+// the agent's state as the stream holds it (nil: no event of the agent),
+// starting from base, the last state known to be there (nil: none).
+// *StreamJournal implements it.
+type Journal interface {
+	Follow(ctx context.Context, agentID string, base *detector.AgentState) (*detector.AgentState, error)
 }
 
 // Options configures a Pipeline.
 type Options struct {
-	// Detector turns observations into changes and commits them; required.
+	// Detector turns observations into changes; required.
 	Detector *detector.Detector
-	// Publisher publishes the events; required.
+	// Publisher publishes the events, fenced; required.
 	Publisher Publisher
+	// View records states once their events are stored; required.
+	View View
+	// Journal reads an agent's history back when the fence finds it moved
+	// on; required.
+	Journal Journal
 	// Logger receives one line per failure; nil discards.
 	Logger *slog.Logger
 	// Metrics counts what the pipeline does; nil builds unregistered ones.
@@ -65,35 +96,20 @@ type Options struct {
 	// SnapshotInterval is how often every agent gets a presence.snapshot;
 	// 0 disables snapshots.
 	SnapshotInterval time.Duration
-	// CommitWorkers is how many goroutines commit states (each agent always
+	// CommitWorkers is how many goroutines record states (each agent always
 	// on the same one, so in order); 0 means 4.
 	CommitWorkers int
-	// CommitTimeout bounds one state commit; 0 means 10 s.
+	// CommitTimeout bounds one state write; 0 means 10 s.
 	CommitTimeout time.Duration
 	// OnPublished, when set, is called with every event once JetStream has
-	// acknowledged it, in sequence order per agent, from a commit worker:
-	// it must not block for long. `bridge demo` prints each as a line.
+	// stored it, in sequence order per agent, from a commit worker: it must
+	// not block for long. `bridge demo` prints each as a line.
 	OnPublished func(detector.Event)
+	// Beat, when set, is called on every stale check: the liveness
+	// heartbeat of the pipeline's loops.
+	Beat func()
 	// Now is the clock of the stale and snapshot loops; nil means time.Now.
 	Now func() time.Time
-	// Journal reads agents' events back from the stream. When set, the
-	// pipeline reconciles an agent with the stream (Detector.Reconcile)
-	// before its first observation in this process and after a commit
-	// conflict, so that events a killed predecessor published without
-	// committing, or another bridge published first under the same IDs, are
-	// followed on from rather than contradicted. NewStreamJournal is the
-	// JetStream implementation; nil trusts the state bucket alone.
-	Journal Journal
-}
-
-// Journal reads agents' events back from the stream. AgentEvents returns an
-// agent's events with sequences above after, in sequence order.
-// *StreamJournal implements it. (That the stream holds a change's events as
-// published needs no read-back: the publisher checks every duplicate
-// acknowledgement against the stored event and fails the change with
-// detector.ErrConflict when another writer's event holds the ID.)
-type Journal interface {
-	AgentEvents(ctx context.Context, agentID string, after uint64) ([]detector.Event, error)
 }
 
 // Pipeline is the source.Sink of the bridge. Build it with New, run its
@@ -103,16 +119,18 @@ type Pipeline struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	orderMu    sync.Mutex
-	order      map[string]*sync.Mutex // per agent: detect and enqueue in sequence order
-	reconciled map[string]bool        // agents reconciled with the stream; guarded by orderMu
-	pending    map[string]*pending    // changes enqueued and not yet handled, by agent; guarded by orderMu
+	mu     sync.Mutex
+	order  map[string]*sync.Mutex // per agent: produce and enqueue in sequence order
+	flows  map[string]*flow       // agents with changes in flight or being adopted
+	active map[string]struct{}    // agents this process polls; nil: every agent
 
 	closeMu  sync.RWMutex
 	closed   bool
 	inflight sync.WaitGroup
 	queues   []chan job
 	workers  sync.WaitGroup
+	stop     chan struct{} // closed by Close: adoptions give up
+	adopts   sync.WaitGroup
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -120,16 +138,18 @@ type Pipeline struct {
 
 var _ source.Sink = (*Pipeline)(nil)
 
-// pending counts an agent's changes between enqueue and commit; idle is
-// closed when the count drops to zero.
-type pending struct {
-	n    int
-	idle chan struct{}
+// flow is an agent's changes between enqueue and record, and whether its
+// history is being adopted from the stream.
+type flow struct {
+	pending  int
+	idle     chan struct{} // closed when pending drops to zero
+	adopting bool
 }
 
 type job struct {
-	change *detector.Change
-	err    error // the publish outcome
+	change    *detector.Change
+	streamSeq uint64
+	err       error // the publish outcome
 }
 
 // Stats are counters for a human summary (bridge demo).
@@ -137,13 +157,14 @@ type Stats struct {
 	// Observations is the number of poll results taken.
 	Observations uint64
 	// Errors is the number of failed polls, failed publishes and failed
-	// commits.
+	// state writes.
 	Errors uint64
-	// Events counts published (acknowledged) events by type.
+	// Events counts published (stored) events by type.
 	Events map[string]uint64
-	// Commits is the number of state commits.
+	// Commits is the number of states recorded.
 	Commits uint64
-	// Conflicts is the number of commits lost to another writer.
+	// Conflicts is the number of changes dropped because the agent's
+	// history on the stream had moved on.
 	Conflicts uint64
 	// StaleAgents is the number of agents currently stale.
 	StaleAgents int
@@ -151,8 +172,8 @@ type Stats struct {
 
 // New validates opts and starts the commit workers; Close stops them.
 func New(opts Options) (*Pipeline, error) {
-	if opts.Detector == nil || opts.Publisher == nil {
-		return nil, errors.New("new pipeline: Detector and Publisher are required")
+	if opts.Detector == nil || opts.Publisher == nil || opts.View == nil || opts.Journal == nil {
+		return nil, errors.New("new pipeline: Detector, Publisher, View and Journal are required")
 	}
 	if opts.StaleCheckInterval < 0 || opts.SnapshotInterval < 0 || opts.CommitWorkers < 0 || opts.CommitTimeout < 0 {
 		return nil, errors.New("new pipeline: intervals, timeouts and worker counts must not be negative")
@@ -180,7 +201,11 @@ func New(opts Options) (*Pipeline, error) {
 			return nil, err
 		}
 	}
-	p := &Pipeline{opts: opts, log: log, metrics: m, order: map[string]*sync.Mutex{}, reconciled: map[string]bool{}, pending: map[string]*pending{}, stats: Stats{Events: map[string]uint64{}}}
+	p := &Pipeline{
+		opts: opts, log: log, metrics: m,
+		order: map[string]*sync.Mutex{}, flows: map[string]*flow{},
+		stop: make(chan struct{}), stats: Stats{Events: map[string]uint64{}},
+	}
 	for range opts.CommitWorkers {
 		q := make(chan job, 256)
 		p.queues = append(p.queues, q)
@@ -190,8 +215,50 @@ func New(opts Options) (*Pipeline, error) {
 	return p, nil
 }
 
+// SetAgents sets the agents this process polls. An agent leaving the set is
+// forgotten by the detector, the publisher and the view: no stale, snapshot
+// or other event is ever produced for it here (a change of it in flight
+// still completes). Before SetAgents is first called every agent is taken.
+func (p *Pipeline) SetAgents(ids []string) {
+	want := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		if n, ok := source.NormalizeGUID(id); ok {
+			want[n] = struct{}{}
+		}
+	}
+	p.mu.Lock()
+	var gone []string
+	for id := range p.active {
+		if _, ok := want[id]; !ok {
+			gone = append(gone, id)
+			if f := p.flows[id]; f == nil {
+				delete(p.order, id)
+			}
+		}
+	}
+	p.active = want
+	p.mu.Unlock()
+	if len(gone) > 0 {
+		p.opts.Detector.Forget(gone...)
+		p.opts.Publisher.Forget(gone...)
+		p.opts.View.Forget(gone...)
+	}
+}
+
+// takes reports whether this process polls the agent.
+func (p *Pipeline) takes(agentID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active == nil {
+		return true
+	}
+	_, ok := p.active[agentID]
+	return ok
+}
+
 // Observe takes one poll result: the detector's change, if any, is enqueued
-// for publishing. It blocks while the publisher's window is full.
+// for publishing. It blocks while the publisher's window is full. A result
+// for an agent this process no longer polls is dropped.
 func (p *Pipeline) Observe(ctx context.Context, o source.Observation) error {
 	p.metrics.Observations.WithLabelValues(string(o.Class)).Inc()
 	p.count(func(s *Stats) {
@@ -200,13 +267,20 @@ func (p *Pipeline) Observe(ctx context.Context, o source.Observation) error {
 			s.Errors++
 		}
 	})
-	return p.submit(ctx, o.AgentID, func() *detector.Change { return p.opts.Detector.Observe(o) })
+	if !p.takes(o.AgentID) {
+		return nil
+	}
+	return p.submit(ctx, o.AgentID,
+		func() *detector.Change { return p.opts.Detector.Observe(o) },
+		func() { p.opts.Detector.Note(o) })
 }
 
 // submit produces an agent's change under the agent's order lock and
 // enqueues it, so that changes of one agent reach the publisher in sequence
-// order whichever goroutine produced them.
-func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *detector.Change) error {
+// order whichever goroutine produced them. While the agent's history is
+// being adopted from the stream nothing is produced: note records the
+// observation for the adoption to diff.
+func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *detector.Change, note func()) error {
 	p.closeMu.RLock()
 	defer p.closeMu.RUnlock()
 	if p.closed {
@@ -215,118 +289,98 @@ func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *d
 	mu := p.orderLock(agentID)
 	mu.Lock()
 	defer mu.Unlock()
-	if err := p.reconcile(ctx, agentID); err != nil {
-		return err
-	}
-	if p.opts.Journal != nil {
-		// One change of an agent at a time: the next is numbered from a
-		// state the stream is known to hold.
-		if err := p.waitIdle(ctx, agentID); err != nil {
-			return err
+	if p.adopting(agentID) {
+		if note != nil {
+			note()
 		}
+		return nil
 	}
 	c := produce()
 	if c == nil {
 		return nil
 	}
-	q := p.queue(agentID)
+	return p.enqueue(ctx, c)
+}
+
+// enqueue hands a change to the publisher; the agent's order lock is held.
+func (p *Pipeline) enqueue(ctx context.Context, c *detector.Change) error {
+	q := p.queue(c.AgentID)
 	p.inflight.Add(1)
-	p.addPending(agentID)
-	err := p.opts.Publisher.Enqueue(ctx, c.Events, func(err error) { q <- job{change: c, err: err} })
+	p.addPending(c.AgentID)
+	err := p.opts.Publisher.Enqueue(ctx, c.AfterStream, c.Events, func(seq uint64, err error) { q <- job{change: c, streamSeq: seq, err: err} })
 	if err != nil {
-		err = fmt.Errorf("enqueue events of agent %s: %w", agentID, err)
+		err = fmt.Errorf("enqueue events of agent %s: %w", c.AgentID, err)
 		q <- job{change: c, err: err}
 		return err
 	}
 	return nil
 }
 
-// reconcile reconciles the agent with the stream if it has not been since
-// this process started or since its last commit conflict; the agent's order
-// lock is held. On failure nothing is produced: the next observation tries
-// again rather than number events from a state the stream may contradict.
-func (p *Pipeline) reconcile(ctx context.Context, agentID string) error {
-	if p.opts.Journal == nil {
-		return nil
-	}
-	p.orderMu.Lock()
-	done := p.reconciled[agentID]
-	p.orderMu.Unlock()
-	if done {
-		return nil
-	}
-	// Changes of this agent still in flight would be numbered from the
-	// state Reconcile replaces: let them finish first.
-	if err := p.waitIdle(ctx, agentID); err != nil {
-		return err
-	}
-	ahead, err := p.opts.Detector.Reconcile(ctx, agentID, p.opts.Journal.AgentEvents)
-	if err != nil {
-		p.metrics.Reconciles.WithLabelValues("error").Inc()
-		return fmt.Errorf("reconcile agent %s with the stream: %w", agentID, err)
-	}
-	if ahead {
-		p.metrics.Reconciles.WithLabelValues("adopted").Inc()
-	} else {
-		p.metrics.Reconciles.WithLabelValues("in_step").Inc()
-	}
-	p.orderMu.Lock()
-	p.reconciled[agentID] = true
-	p.orderMu.Unlock()
-	return nil
+func (p *Pipeline) adopting(agentID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.flows[agentID]
+	return f != nil && f.adopting
 }
 
 func (p *Pipeline) addPending(agentID string) {
-	p.orderMu.Lock()
-	defer p.orderMu.Unlock()
-	pd := p.pending[agentID]
-	if pd == nil {
-		pd = &pending{idle: make(chan struct{})}
-		p.pending[agentID] = pd
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.flowLocked(agentID)
+	if f.pending == 0 {
+		f.idle = make(chan struct{})
 	}
-	pd.n++
+	f.pending++
+}
+
+func (p *Pipeline) flowLocked(agentID string) *flow {
+	f := p.flows[agentID]
+	if f == nil {
+		f = &flow{}
+		p.flows[agentID] = f
+	}
+	return f
 }
 
 func (p *Pipeline) donePending(agentID string) {
-	p.orderMu.Lock()
-	defer p.orderMu.Unlock()
-	pd := p.pending[agentID]
-	if pd == nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.flows[agentID]
+	if f == nil || f.pending == 0 {
 		return
 	}
-	if pd.n--; pd.n == 0 {
-		close(pd.idle)
-		delete(p.pending, agentID)
+	if f.pending--; f.pending == 0 {
+		close(f.idle)
+		if !f.adopting {
+			delete(p.flows, agentID)
+		}
 	}
 }
 
 // waitIdle waits until none of the agent's changes is between enqueue and
-// commit.
-func (p *Pipeline) waitIdle(ctx context.Context, agentID string) error {
-	p.orderMu.Lock()
-	pd := p.pending[agentID]
-	p.orderMu.Unlock()
-	if pd == nil {
-		return nil
+// record, or Close gives up.
+func (p *Pipeline) waitIdle(agentID string) bool {
+	p.mu.Lock()
+	f := p.flows[agentID]
+	var idle chan struct{}
+	if f != nil && f.pending > 0 {
+		idle = f.idle
+	}
+	p.mu.Unlock()
+	if idle == nil {
+		return true
 	}
 	select {
-	case <-pd.idle:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("wait for agent %s's changes in flight: %w", agentID, ctx.Err())
+	case <-idle:
+		return true
+	case <-p.stop:
+		return false
 	}
-}
-
-// unreconcile makes the agent's next observation reconcile it first.
-func (p *Pipeline) unreconcile(agentID string) {
-	p.orderMu.Lock()
-	delete(p.reconciled, agentID)
-	p.orderMu.Unlock()
 }
 
 func (p *Pipeline) orderLock(agentID string) *sync.Mutex {
-	p.orderMu.Lock()
-	defer p.orderMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	mu := p.order[agentID]
 	if mu == nil {
 		mu = &sync.Mutex{}
@@ -341,8 +395,9 @@ func (p *Pipeline) queue(agentID string) chan job {
 	return p.queues[int(h.Sum32()%uint32(len(p.queues)))]
 }
 
-// commitLoop handles the publish outcomes of its agents in order: commit on
-// success, abandon on failure.
+// commitLoop handles the publish outcomes of its agents in order: record on
+// success, abandon (and adopt the stream's history on a conflict) on
+// failure.
 func (p *Pipeline) commitLoop(q chan job) {
 	defer p.workers.Done()
 	for j := range q {
@@ -355,10 +410,14 @@ func (p *Pipeline) commitLoop(q chan job) {
 func (p *Pipeline) handle(j job) {
 	c := j.change
 	if j.err != nil {
-		p.opts.Detector.Abandon(c)
+		current := p.opts.Detector.Abandon(c)
 		if errors.Is(j.err, detector.ErrConflict) {
-			// The stream holds another event under one of these IDs.
-			p.unreconcile(c.AgentID)
+			p.metrics.Conflicts.Inc()
+			p.count(func(s *Stats) { s.Conflicts++ })
+			if current {
+				p.startAdoption(c.AgentID)
+			}
+			return
 		}
 		p.metrics.PublishFailures.Inc()
 		p.count(func(s *Stats) { s.Errors++ })
@@ -377,26 +436,102 @@ func (p *Pipeline) handle(j job) {
 			s.Events[e.Type]++
 		}
 	})
+	st := p.opts.Detector.Confirm(c, j.streamSeq)
 	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CommitTimeout)
 	defer cancel()
-	err := p.opts.Detector.Commit(ctx, c)
-	switch {
-	case err == nil:
-		p.metrics.StateCommits.WithLabelValues("ok").Inc()
-		p.count(func(s *Stats) { s.Commits++ })
-	case errors.Is(err, detector.ErrConflict):
-		// Another writer: what it published under our IDs may differ from
-		// what we sent. The agent's next observation reads the stream first.
-		p.unreconcile(c.AgentID)
-		p.metrics.StateCommits.WithLabelValues("conflict").Inc()
-		p.metrics.Conflicts.Inc()
-		p.count(func(s *Stats) { s.Conflicts++ })
-	case errors.Is(err, detector.ErrDiscarded):
-		p.metrics.StateCommits.WithLabelValues("discarded").Inc()
-	default:
-		p.metrics.StateCommits.WithLabelValues("error").Inc()
+	if err := p.opts.View.Record(ctx, st); err != nil {
 		p.count(func(s *Stats) { s.Errors++ })
-		p.log.Error("committing agent state failed; the next change of the agent retries", "agent", c.AgentID, "err", err)
+		p.log.Error("recording the agent's state failed; its next change records it again", "agent", c.AgentID, "err", err)
+		return
+	}
+	p.count(func(s *Stats) { s.Commits++ })
+}
+
+// startAdoption adopts the agent's history from the stream in the
+// background, unless that is already under way.
+func (p *Pipeline) startAdoption(agentID string) {
+	p.mu.Lock()
+	f := p.flowLocked(agentID)
+	if f.adopting {
+		p.mu.Unlock()
+		return
+	}
+	f.adopting = true
+	p.mu.Unlock()
+	p.adopts.Add(1)
+	go func() {
+		defer p.adopts.Done()
+		p.adopt(agentID)
+	}()
+}
+
+// adopt waits until the agent's changes in flight are done, reads its
+// history from the stream (retrying with backoff while the stream cannot
+// be read), adopts it and publishes what the latest observation adds.
+func (p *Pipeline) adopt(agentID string) {
+	defer func() {
+		p.mu.Lock()
+		if f := p.flows[agentID]; f != nil {
+			f.adopting = false
+			if f.pending == 0 {
+				delete(p.flows, agentID)
+			}
+		}
+		p.mu.Unlock()
+	}()
+	if !p.waitIdle(agentID) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0))
+	var st *detector.AgentState
+	for {
+		if !p.takes(agentID) {
+			return
+		}
+		rctx, rcancel := context.WithTimeout(ctx, p.opts.CommitTimeout)
+		var err error
+		st, err = p.opts.Journal.Follow(rctx, agentID, p.opts.Detector.Base(agentID))
+		rcancel()
+		if err == nil {
+			break
+		}
+		p.metrics.Adoptions.WithLabelValues("error").Inc()
+		p.log.Warn("reading the agent's history from the stream failed; retrying", "agent", agentID, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+	p.metrics.Adoptions.WithLabelValues("adopted").Inc()
+
+	p.closeMu.RLock()
+	defer p.closeMu.RUnlock()
+	if p.closed || !p.takes(agentID) {
+		return
+	}
+	mu := p.orderLock(agentID)
+	mu.Lock()
+	defer mu.Unlock()
+	c := p.opts.Detector.Adopt(agentID, st)
+	p.mu.Lock()
+	if f := p.flows[agentID]; f != nil {
+		f.adopting = false
+	}
+	p.mu.Unlock()
+	if c != nil {
+		if err := p.enqueue(ctx, c); err != nil {
+			p.log.Warn("publishing the agent's change after adopting its history failed", "agent", agentID, "err", err)
+		}
 	}
 }
 
@@ -425,12 +560,18 @@ func (p *Pipeline) every(ctx context.Context, d time.Duration, f func(context.Co
 	}
 }
 
-// CheckStale publishes presence.stale for every agent due at the clock's
+// checkStale publishes presence.stale for every agent due at the clock's
 // now; Run calls it every StaleCheckInterval.
 func (p *Pipeline) checkStale(ctx context.Context) {
+	if p.opts.Beat != nil {
+		p.opts.Beat()
+	}
 	now := p.opts.Now()
 	for _, id := range p.opts.Detector.StaleDue(now) {
-		if err := p.submit(ctx, id, func() *detector.Change { return p.opts.Detector.MarkStale(id, now) }); err != nil {
+		if !p.takes(id) {
+			continue
+		}
+		if err := p.submit(ctx, id, func() *detector.Change { return p.opts.Detector.MarkStale(id, now) }, nil); err != nil {
 			p.log.Warn("publishing presence.stale failed", "agent", id, "err", err)
 		}
 	}
@@ -440,7 +581,10 @@ func (p *Pipeline) checkStale(ctx context.Context) {
 func (p *Pipeline) snapshot(ctx context.Context) {
 	now := p.opts.Now()
 	for _, id := range p.opts.Detector.SnapshotDue() {
-		if err := p.submit(ctx, id, func() *detector.Change { return p.opts.Detector.Snapshot(id, now) }); err != nil {
+		if !p.takes(id) {
+			continue
+		}
+		if err := p.submit(ctx, id, func() *detector.Change { return p.opts.Detector.Snapshot(id, now) }, nil); err != nil {
 			p.log.Warn("publishing presence.snapshot failed", "agent", id, "err", err)
 		}
 	}
@@ -466,10 +610,10 @@ func (p *Pipeline) count(f func(*Stats)) {
 }
 
 // Close refuses further observations, waits until every enqueued change has
-// been acknowledged and committed (or failed), then stops the commit
-// workers. Call it after the source has stopped and before the publisher is
-// closed. When ctx ends first it returns ctx's error; the uncommitted
-// changes are then republished with the same IDs after a restart.
+// been stored and recorded (or failed), stops adoptions under way, then
+// stops the commit workers. Call it after the source has stopped and before
+// the publisher is closed. When ctx ends first it returns ctx's error; the
+// changes not stored are produced again from the stream after a restart.
 func (p *Pipeline) Close(ctx context.Context) error {
 	p.closeMu.Lock()
 	if p.closed {
@@ -484,10 +628,16 @@ func (p *Pipeline) Close(ctx context.Context) error {
 		p.inflight.Wait()
 		close(drained)
 	}()
+	var err error
 	select {
 	case <-drained:
 	case <-ctx.Done():
-		return fmt.Errorf("close pipeline: waiting for in-flight commits: %w", ctx.Err())
+		err = fmt.Errorf("close pipeline: waiting for changes in flight: %w", ctx.Err())
+	}
+	close(p.stop)
+	p.adopts.Wait()
+	if err != nil {
+		return err
 	}
 	for _, q := range p.queues {
 		close(q)

@@ -30,6 +30,8 @@ const (
 	reasonDisconnected = "disconnected"
 	reasonNoStream     = "no_stream"
 	reasonRejected     = "rejected"
+	reasonFenced       = "fenced"   // never counted: decided by reading the stored message
+	reasonConflict     = "conflict" // the agent's history on the stream moved on
 	reasonOther        = "other"
 )
 
@@ -67,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccaas_bridge_publish_errors_total",
-			Help: "Failed publish attempts, by reason (timeout, disconnected, no_stream, rejected, other).",
+			Help: "Failed publish attempts, by reason (timeout, disconnected, no_stream, rejected, conflict, other).",
 		}, []string{"reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ccaas_bridge_publish_retries_total",
@@ -84,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, fmt.Errorf("register publish metrics: %w", err)
 		}
 	}
-	for _, r := range []string{reasonTimeout, reasonDisconnected, reasonNoStream, reasonRejected, reasonOther} {
+	for _, r := range []string{reasonTimeout, reasonDisconnected, reasonNoStream, reasonRejected, reasonConflict, reasonOther} {
 		m.errors.WithLabelValues(r)
 	}
 	return m, nil

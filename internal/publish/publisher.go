@@ -1,11 +1,13 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -52,16 +54,27 @@ type Options struct {
 var ErrClosed = errors.New("publisher closed")
 
 // ErrRejected wraps a publish JetStream refused for good (the message is too
-// large, or an expectation header failed); the events after it in the same
-// agent's queue fail with it too, so no gap is ever published.
+// large); the events after it in the same agent's queue fail with it too, so
+// no gap is ever published.
 var ErrRejected = errors.New("JetStream rejected the event")
 
 // Publisher publishes events to JetStream asynchronously within a bounded
 // window, one event in flight per agent so that each agent's events are
 // stored in sequence order; a failed or unacknowledged publish is retried
 // (same message ID) before the agent's next event is sent, while other
-// agents proceed. Create it with [NewPublisher] and stop it with
-// [Publisher.Close].
+// agents proceed.
+//
+// Every event is fenced: it is published with
+// Nats-Expected-Last-Subject-Sequence set to the stream sequence of the
+// agent's previous event (on the agent's subjects <prefix>.<agentId>.>), so
+// the stream stores it only where it follows on from that event. When the
+// fence fails, the agent's last message is read: if it is this very event
+// (an earlier attempt landed) the publish succeeded; otherwise the agent's
+// history moved on (another writer, or a message that is not this
+// process's) and the agent's queued events fail with an error wrapping
+// detector.ErrConflict. No second version of an event ID can be stored,
+// however long a crash or partition lasted. Create it with [NewPublisher]
+// and stop it with [Publisher.Close].
 type Publisher struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
@@ -77,6 +90,7 @@ type Publisher struct {
 	agents   map[string]*agentQueue // agents with events held
 	inflight map[*nats.Msg]*item    // sent, awaiting ack or error
 	parked   []*agentQueue          // waiting for the connection to return
+	known    map[string]position    // per agent: its last event this process saw stored
 	closing  bool
 	stopped  bool
 	waiters  int  // Enqueue calls waiting for space
@@ -89,27 +103,38 @@ type Publisher struct {
 	stream      jetstream.Stream
 }
 
+// position is where an agent's history ends: the stream sequence and the
+// agent's event sequence of its last event.
+type position struct {
+	stream, seq uint64
+}
+
 type batch struct {
-	done     func(error)
+	done     func(uint64, error)
 	agent    string
 	size     int
 	left     int // events not yet acknowledged
 	enqueued time.Time
-	finished bool // done dispatched
+	finished bool   // done dispatched
+	last     uint64 // stream sequence of the last event acknowledged
 	err      error
 }
 
 type item struct {
 	msg      *nats.Msg
 	typ      string
+	seq      uint64 // the event's sequence
 	b        *batch
 	attempts int
 }
 
 type agentQueue struct {
 	id       string
-	items    []*item // FIFO; items[0] is in flight, retrying or parked when busy
-	busy     bool    // items[0] is being handled (in flight, timer or parked)
+	subjects string   // <prefix>.<agentId>.>: the fence's subject filter
+	last     position // what items[0] must follow on the stream
+	next     uint64   // the sequence the next enqueued event must have
+	items    []*item  // FIFO; items[0] is in flight, retrying or parked when busy
+	busy     bool     // items[0] is being handled (in flight, timer or parked)
 	retry    *time.Timer
 	failures int
 }
@@ -148,6 +173,7 @@ func NewPublisher(nc *nats.Conn, opts Options) (*Publisher, error) {
 		idle:     make(chan struct{}),
 		agents:   make(map[string]*agentQueue),
 		inflight: make(map[*nats.Msg]*item),
+		known:    make(map[string]position),
 		stop:     make(chan struct{}),
 	}
 	close(p.idle)
@@ -178,21 +204,25 @@ func NewPublisher(nc *nats.Conn, opts Options) (*Publisher, error) {
 // Enqueue queues events, all of one agent in sequence order, and returns once
 // they are queued, blocking while the window is full (the backpressure on the
 // source; a batch larger than the whole window waits for an empty window).
-// done is called exactly once, on a publisher goroutine: with nil after every
-// event is acknowledged by JetStream (a duplicate acknowledgement counts as
-// success when the stored event is this one), with an error wrapping
-// detector.ErrConflict when another writer's event holds one of the IDs,
-// with an error wrapping ErrRejected if JetStream refused one for good, or
-// with the Close context's error at shutdown. For one agent, done
-// callbacks run in enqueue order; keep them short (they hold window space).
-// ctx bounds only the wait for window space; when Enqueue returns an error
-// nothing was queued and done is never called.
-func (p *Publisher) Enqueue(ctx context.Context, events []detector.Event, done func(error)) error {
+// afterStream is the stream sequence of the event the first one follows (0:
+// the agent has none), as the caller last confirmed it; the publisher uses
+// what it saw stored itself when that is newer. The events must continue
+// the agent's sequence from what is queued or stored before them; a batch
+// that does not is refused with an error wrapping detector.ErrConflict.
+//
+// done is called exactly once, on a publisher goroutine: with the stream
+// sequence of the last event and nil once every event is stored (an
+// earlier attempt of this very event that landed counts), with an error
+// wrapping detector.ErrConflict when the agent's history on the stream moved
+// on (the events were not stored), with an error wrapping ErrRejected if
+// JetStream refused one for good, or with the Close context's error at
+// shutdown. For one agent, done callbacks run in enqueue order; keep them
+// short (they hold window space). ctx bounds only the wait for window
+// space; when Enqueue returns an error nothing was queued and done is never
+// called.
+func (p *Publisher) Enqueue(ctx context.Context, afterStream uint64, events []detector.Event, done func(uint64, error)) error {
 	if len(events) == 0 {
-		if done != nil {
-			done(nil)
-		}
-		return nil
+		return errors.New("enqueue events: no event")
 	}
 	agent := events[0].AgentID
 	items := make([]item, len(events))
@@ -209,7 +239,7 @@ func (p *Publisher) Enqueue(ctx context.Context, events []detector.Event, done f
 		if err != nil {
 			return fmt.Errorf("enqueue events of agent %s: %w", agent, err)
 		}
-		items[i] = item{msg: msg, typ: ev.Type, b: b}
+		items[i] = item{msg: msg, typ: ev.Type, seq: ev.Sequence, b: b}
 		ptrs[i] = &items[i]
 	}
 
@@ -236,17 +266,27 @@ func (p *Publisher) Enqueue(ctx context.Context, events []detector.Event, done f
 		p.mu.Lock()
 		p.waiters--
 	}
+	aq := p.agents[agent]
+	if aq == nil {
+		last, ok := p.known[agent]
+		if !ok || last.stream < afterStream {
+			// The caller read a newer position from the stream.
+			last = position{stream: afterStream, seq: events[0].Sequence - 1}
+		}
+		aq = &agentQueue{id: agent, subjects: p.enc.AgentSubjects(agent), last: last, next: last.seq + 1}
+	}
+	if events[0].Sequence != aq.next {
+		p.mu.Unlock()
+		return fmt.Errorf("enqueue events of agent %s: sequence %d where %d follows on: %w", agent, events[0].Sequence, aq.next, detector.ErrConflict)
+	}
+	p.agents[agent] = aq
+	aq.next = events[len(events)-1].Sequence + 1
 	if p.inUse == 0 {
 		p.idle = make(chan struct{})
 	}
 	p.inUse += len(events)
 	p.m.setWindow(p.inUse)
 	b.enqueued = time.Now()
-	aq := p.agents[agent]
-	if aq == nil {
-		aq = &agentQueue{id: agent}
-		p.agents[agent] = aq
-	}
 	aq.items = append(aq.items, ptrs...)
 	send := p.takeHeadLocked(aq)
 	p.mu.Unlock()
@@ -254,20 +294,6 @@ func (p *Publisher) Enqueue(ctx context.Context, events []detector.Event, done f
 		p.send(send)
 	}
 	return nil
-}
-
-// Publish enqueues events and waits until they are acknowledged.
-func (p *Publisher) Publish(ctx context.Context, events []detector.Event) error {
-	res := make(chan error, 1)
-	if err := p.Enqueue(ctx, events, func(err error) { res <- err }); err != nil {
-		return err
-	}
-	select {
-	case err := <-res:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("publish events: wait for acknowledgement: %w", ctx.Err())
-	}
 }
 
 // takeHeadLocked marks the agent's first event as being handled and returns
@@ -283,6 +309,8 @@ func (p *Publisher) takeHeadLocked(aq *agentQueue) *item {
 		return nil
 	}
 	it := aq.items[0]
+	it.msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(aq.last.stream, 10))
+	it.msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, aq.subjects)
 	p.inflight[it.msg] = it
 	return it
 }
@@ -304,42 +332,65 @@ func (p *Publisher) send(it *item) {
 // the ack goroutine.
 func (p *Publisher) onAck(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
 	if ack.Duplicate {
-		p.mu.Lock()
-		_, ok := p.inflight[msg]
-		p.mu.Unlock()
-		if ok {
-			p.checks.Add(1)
-			go p.checkDuplicate(msg, ack)
-		}
+		p.check(msg, func(ctx context.Context, st jetstream.Stream) (*jetstream.RawStreamMsg, error) {
+			return st.GetMsg(ctx, ack.Sequence)
+		})
 		return
 	}
-	p.acked(msg, ack)
+	p.acked(msg, ack.Sequence, false)
 }
 
-// checkDuplicate decides what a duplicate acknowledgement means. JetStream
-// acknowledges as a duplicate any event whose ID it stored within the
-// duplicate window, whatever that stored event says. If the stored event is
-// this one (an earlier attempt did reach the stream, or a restarted bridge
-// republished it), the publish succeeded. If another writer stored a
-// different event under the same ID, this event never reached consumers:
-// the agent's queued events fail with an error wrapping
-// detector.ErrConflict, so that the caller adopts the stream's version. When
-// the stored event cannot be read, the publish is retried (and checked
-// again).
-func (p *Publisher) checkDuplicate(msg *nats.Msg, ack *jetstream.PubAck) {
-	defer p.checks.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.PublishTimeout)
-	defer cancel()
-	stored, err := p.storedMsg(ctx, ack)
-	if err != nil {
-		p.onError(p.js, msg, fmt.Errorf("read the stored event behind a duplicate acknowledgement: %w", err))
+// check reads, off the callback goroutine, the stored message that decides
+// an ambiguous answer: the message at a duplicate acknowledgement's
+// sequence, or the agent's last message after the fence failed. If it is
+// this very event (an earlier attempt landed, or a restarted bridge
+// republished it) the publish succeeded. Otherwise the agent's history
+// moved on without it: the agent's queued events fail with an error
+// wrapping detector.ErrConflict, so that the caller adopts the stream's
+// history. When the stored message cannot be read, the publish is retried
+// (and checked again).
+func (p *Publisher) check(msg *nats.Msg, read func(context.Context, jetstream.Stream) (*jetstream.RawStreamMsg, error)) {
+	p.mu.Lock()
+	_, ok := p.inflight[msg]
+	if ok {
+		p.checks.Add(1)
+	}
+	p.mu.Unlock()
+	if !ok {
 		return
 	}
-	id := msg.Header.Get(jetstream.MsgIDHeader)
-	if stored.Header.Get(jetstream.MsgIDHeader) == id && stored.Header.Get(headerTime) == msg.Header.Get(headerTime) {
-		p.acked(msg, ack)
-		return
-	}
+	go func() {
+		defer p.checks.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), p.opts.PublishTimeout)
+		defer cancel()
+		st, err := p.streamHandle(ctx)
+		var stored *jetstream.RawStreamMsg
+		if err == nil {
+			stored, err = read(ctx, st)
+		}
+		if err != nil {
+			p.onError(p.js, msg, fmt.Errorf("read the stored event that decides the publish: %w", err))
+			return
+		}
+		if storedIs(stored, msg) {
+			p.acked(msg, stored.Sequence, true)
+			return
+		}
+		p.conflict(msg, stored)
+	}()
+}
+
+// storedIs reports whether the stored message is the event msg carries.
+func storedIs(stored *jetstream.RawStreamMsg, msg *nats.Msg) bool {
+	return stored.Subject == msg.Subject &&
+		stored.Header.Get(jetstream.MsgIDHeader) == msg.Header.Get(jetstream.MsgIDHeader) &&
+		stored.Header.Get(headerTime) == msg.Header.Get(headerTime) &&
+		bytes.Equal(stored.Data, msg.Data)
+}
+
+// conflict fails the agent's queued events: its history on the stream moved
+// on to the stored message, which is not the event msg carries.
+func (p *Publisher) conflict(msg *nats.Msg, stored *jetstream.RawStreamMsg) {
 	p.mu.Lock()
 	it := p.inflight[msg]
 	if it == nil {
@@ -348,34 +399,40 @@ func (p *Publisher) checkDuplicate(msg *nats.Msg, ack *jetstream.PubAck) {
 	}
 	delete(p.inflight, msg)
 	aq := p.agents[it.b.agent]
-	err = fmt.Errorf("publish event %s: the stream holds another writer's event under this ID: %w", id, detector.ErrConflict)
+	delete(p.known, aq.id)
+	id := msg.Header.Get(jetstream.MsgIDHeader)
+	err := fmt.Errorf("publish event %s: the agent's history on the stream moved on (its last message, stream sequence %d, is %q): %w",
+		id, stored.Sequence, stored.Header.Get(jetstream.MsgIDHeader), detector.ErrConflict)
 	for _, b := range p.failAgentLocked(aq, err) {
 		p.dispatchLocked(b)
 	}
 	p.mu.Unlock()
-	p.m.incError("conflict")
-	p.log.Info("another writer's event holds this event's ID; the agent's queued events are dropped", "agent", aq.id, "event", id)
+	p.m.incError(reasonConflict)
+	p.log.Info("the agent's history on the stream moved on; its queued events are dropped and it is adopted from the stream",
+		"agent", aq.id, "event", id, "stream_sequence", stored.Sequence)
 }
 
-// storedMsg reads the message JetStream stored at the acknowledged sequence.
-func (p *Publisher) storedMsg(ctx context.Context, ack *jetstream.PubAck) (*jetstream.RawStreamMsg, error) {
+// streamHandle returns the stream, looked up once.
+func (p *Publisher) streamHandle(ctx context.Context) (jetstream.Stream, error) {
 	p.mu.Lock()
 	st := p.stream
 	p.mu.Unlock()
-	if st == nil {
-		var err error
-		if st, err = p.js.Stream(ctx, ack.Stream); err != nil {
-			return nil, fmt.Errorf("look up stream %s: %w", ack.Stream, err)
-		}
-		p.mu.Lock()
-		p.stream = st
-		p.mu.Unlock()
+	if st != nil {
+		return st, nil
 	}
-	return st.GetMsg(ctx, ack.Sequence)
+	st, err := p.js.Stream(ctx, p.opts.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", p.opts.Stream, err)
+	}
+	p.mu.Lock()
+	p.stream = st
+	p.mu.Unlock()
+	return st, nil
 }
 
-// acked completes an acknowledged event and sends the agent's next one.
-func (p *Publisher) acked(msg *nats.Msg, ack *jetstream.PubAck) {
+// acked completes an event stored at stream sequence seq and sends the
+// agent's next one; duplicate says it was found stored by an earlier attempt.
+func (p *Publisher) acked(msg *nats.Msg, seq uint64, duplicate bool) {
 	p.mu.Lock()
 	it := p.inflight[msg]
 	if it == nil {
@@ -388,8 +445,11 @@ func (p *Publisher) acked(msg *nats.Msg, ack *jetstream.PubAck) {
 	aq.items = aq.items[1:]
 	aq.busy = false
 	aq.failures = 0
+	aq.last = position{stream: seq, seq: it.seq}
+	p.known[aq.id] = aq.last
 	b := it.b
 	b.left--
+	b.last = seq
 	var complete *batch
 	if b.left == 0 && !b.finished {
 		b.finished = true
@@ -404,7 +464,7 @@ func (p *Publisher) acked(msg *nats.Msg, ack *jetstream.PubAck) {
 	}
 	p.mu.Unlock()
 
-	if ack.Duplicate {
+	if duplicate {
 		p.m.incDuplicate()
 	}
 	p.m.incPublished(it.typ)
@@ -426,6 +486,16 @@ func (p *Publisher) onError(_ jetstream.JetStream, msg *nats.Msg, err error) {
 	delete(p.inflight, msg)
 	aq := p.agents[it.b.agent]
 	reason, permanent := classify(err)
+	if reason == reasonFenced {
+		// The agent's last message is not the one this event follows:
+		// read it to tell an earlier attempt that landed from history that
+		// moved on.
+		p.mu.Unlock()
+		p.check(msg, func(ctx context.Context, st jetstream.Stream) (*jetstream.RawStreamMsg, error) {
+			return st.GetLastMsgForSubject(ctx, aq.subjects)
+		})
+		return
+	}
 	p.m.incError(reason)
 	if permanent {
 		for _, b := range p.failAgentLocked(aq, fmt.Errorf("publish event %s: %w: %w", msg.Header.Get(jetstream.MsgIDHeader), ErrRejected, err)) {
@@ -547,7 +617,7 @@ func (p *Publisher) runCompletions(ch chan *batch) {
 	defer p.wg.Done()
 	for b := range ch {
 		if b.done != nil {
-			b.done(b.err)
+			b.done(b.last, b.err)
 		}
 		p.mu.Lock()
 		p.inUse -= b.size
@@ -560,6 +630,19 @@ func (p *Publisher) runCompletions(ch chan *batch) {
 			close(p.idle)
 		}
 		p.mu.Unlock()
+	}
+}
+
+// Forget drops what the publisher knows of the agents' positions on the
+// stream (this process no longer publishes for them); agents with events
+// queued keep theirs until the queue empties.
+func (p *Publisher) Forget(agentIDs ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range agentIDs {
+		if _, busy := p.agents[id]; !busy {
+			delete(p.known, id)
+		}
 	}
 }
 
@@ -696,7 +779,9 @@ func classify(err error) (reason string, permanent bool) {
 		return reasonRejected, true
 	case errors.As(err, &apiErr):
 		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant, 10054:
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return reasonFenced, false
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum:
 			return reasonRejected, true
 		case jetstream.JSErrCodeStreamNotFound:
 			return reasonNoStream, false

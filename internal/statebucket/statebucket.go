@@ -1,14 +1,21 @@
-// Package statebucket implements detector.StateStore on a JetStream
-// key-value bucket: key = agent ID, value = the agent's current state as
-// JSON (schemas/agent-state.schema.json). The bucket is the bridge's public
-// current-state view: a routing engine reads one agent with Get(agentId) or
+// Package statebucket keeps the bridge's public current-state view in a
+// JetStream key-value bucket: key = agent ID, value = the agent's current
+// state as JSON (schemas/agent-state.schema.json), with the stream sequence
+// of its last event. A routing engine reads one agent with Get(agentId) or
 // watches the whole bucket.
 //
-// Writes are compare-and-set on the key's revision, which fences two bridges
-// writing the same agent: the second writer gets detector.ErrConflict.
+// The view is derived from the stream, which is the authority on every
+// agent's history: it is written after the agent's events are stored, only
+// ever forward (a value is never replaced by one with a lower sequence, so
+// two writers cannot move it back), and read at start as the fast path to
+// every agent's state. A value that cannot be decoded, or that names another
+// agent than its key, is skipped (counted, one warning) and that agent's
+// state is taken from the stream instead; it never stops the bridge.
 //
-//	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: cfg.StateBucket})
-//	det, err := detector.New(detector.Options{Store: store, ...})
+//	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: cfg.StateBucket, Logger: log, Metrics: m})
+//	states, err := store.LoadAll(ctx)   // skips what it cannot use
+//	det.Restore(states...)
+//	err = store.Record(ctx, state)      // after the agent's events are acknowledged
 package statebucket
 
 import (
@@ -16,6 +23,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -38,18 +50,88 @@ type Options struct {
 	// VerifyOnly refuses to create a missing bucket (BRIDGE_STREAM_MANAGE
 	// false: the team provisions the bucket itself).
 	VerifyOnly bool
+	// Logger receives one warning per skipped value; nil discards.
+	Logger *slog.Logger
+	// Metrics counts skipped values and writes; nil counts nothing.
+	Metrics *Metrics
 }
 
 // ErrBucketMissing is returned by Open with VerifyOnly when the bucket does
 // not exist.
 var ErrBucketMissing = errors.New("state bucket does not exist and managing is off (BRIDGE_STREAM_MANAGE=false)")
 
-// Store is the JetStream key-value implementation of detector.StateStore.
-type Store struct {
-	kv jetstream.KeyValue
+// Metrics counts what the view does.
+type Metrics struct {
+	skipped *prometheus.CounterVec
+	writes  *prometheus.CounterVec
 }
 
-var _ detector.StateStore = (*Store)(nil)
+// NewMetrics registers the view's metrics with reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccaas_bridge_state_values_skipped_total",
+			Help: "State bucket values skipped at load because they cannot be used (undecodable, or naming another agent than their key); those agents' states are taken from the stream.",
+		}, []string{"reason"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccaas_bridge_state_commits_total",
+			Help: "State bucket writes after an agent's events are stored, by result (ok, behind: another writer had recorded a later state, error).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{reasonUndecodable, reasonOtherAgent} {
+		m.skipped.WithLabelValues(r)
+	}
+	for _, r := range []string{resultOK, resultBehind, resultError} {
+		m.writes.WithLabelValues(r)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.skipped, m.writes} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register state bucket metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// Label values of the metrics.
+const (
+	reasonUndecodable = "undecodable"
+	reasonOtherAgent  = "other_agent"
+	resultOK          = "ok"
+	resultBehind      = "behind"
+	resultError       = "error"
+)
+
+func (m *Metrics) skip(reason string) {
+	if m != nil {
+		m.skipped.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) write(result string) {
+	if m != nil {
+		m.writes.WithLabelValues(result).Inc()
+	}
+}
+
+// Store is the bucket: the bridge's current-state view.
+type Store struct {
+	kv      jetstream.KeyValue
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu   sync.Mutex
+	revs map[string]uint64 // last revision seen per key: Record's first guess
+}
+
+func newStore(kv jetstream.KeyValue, opts Options) *Store {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Store{kv: kv, log: log, metrics: opts.Metrics, revs: map[string]uint64{}}
+}
 
 // Open binds to the bucket, creating it when it is missing (unless
 // VerifyOnly).
@@ -76,20 +158,22 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("open state bucket %s: %w", opts.Bucket, err)
 	}
-	return &Store{kv: kv}, nil
+	return newStore(kv, opts), nil
 }
 
 // KeyValue returns the underlying bucket.
 func (s *Store) KeyValue() jetstream.KeyValue { return s.kv }
 
-// LoadAll returns every agent's state with its revision.
-func (s *Store) LoadAll(ctx context.Context) ([]detector.StoredState, error) {
+// LoadAll returns every agent's state the bucket holds in a usable form. A
+// value that cannot be decoded, or whose agentId is not its key, is
+// skipped: counted, logged once, and left for the stream to answer for.
+func (s *Store) LoadAll(ctx context.Context) ([]detector.AgentState, error) {
 	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("watch state bucket %s: %w", s.kv.Bucket(), err)
 	}
 	defer func() { _ = w.Stop() }()
-	var out []detector.StoredState
+	var out []detector.AgentState
 	for {
 		select {
 		case <-ctx.Done():
@@ -101,57 +185,113 @@ func (s *Store) LoadAll(ctx context.Context) ([]detector.StoredState, error) {
 			if e == nil { // initial values delivered
 				return out, nil
 			}
-			st, err := decode(e)
+			s.seen(e.Key(), e.Revision())
+			st, reason, err := decode(e)
 			if err != nil {
-				return nil, err
+				s.metrics.skip(reason)
+				s.log.Warn("state bucket value skipped; the agent's state is taken from the stream", "key", e.Key(), "revision", e.Revision(), "err", err)
+				continue
 			}
 			out = append(out, st)
 		}
 	}
 }
 
-// Get returns one agent's state, or an error matching detector.ErrNotFound.
-func (s *Store) Get(ctx context.Context, agentID string) (detector.StoredState, error) {
+// Get returns one agent's state; ok is false when the bucket has none, or
+// none usable.
+func (s *Store) Get(ctx context.Context, agentID string) (st detector.AgentState, ok bool, err error) {
 	e, err := s.kv.Get(ctx, agentID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return detector.StoredState{}, fmt.Errorf("get state of agent %s: %w", agentID, detector.ErrNotFound)
+		return st, false, nil
 	}
 	if err != nil {
-		return detector.StoredState{}, fmt.Errorf("get state of agent %s: %w", agentID, err)
+		return st, false, fmt.Errorf("get state of agent %s: %w", agentID, err)
 	}
-	return decode(e)
+	s.seen(agentID, e.Revision())
+	st, reason, err := decode(e)
+	if err != nil {
+		s.metrics.skip(reason)
+		s.log.Warn("state bucket value skipped; the agent's state is taken from the stream", "key", agentID, "revision", e.Revision(), "err", err)
+		return st, false, nil
+	}
+	return st, true, nil
 }
 
-// Put writes an agent's state if its revision is still expectedRevision (0:
-// the agent has no state) and returns the new revision; otherwise it returns
-// an error matching detector.ErrConflict.
-func (s *Store) Put(ctx context.Context, state detector.AgentState, expectedRevision uint64) (uint64, error) {
+func (s *Store) seen(key string, rev uint64) {
+	s.mu.Lock()
+	if rev > s.revs[key] {
+		s.revs[key] = rev
+	}
+	s.mu.Unlock()
+}
+
+// Forget drops what the store remembers of the agents' keys.
+func (s *Store) Forget(agentIDs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range agentIDs {
+		delete(s.revs, id)
+	}
+}
+
+// Record writes an agent's state unless the bucket already holds a later
+// one (a higher sequence: another writer recorded further), with the key's
+// revision as the fence of each attempt; an unusable value is overwritten.
+func (s *Store) Record(ctx context.Context, state detector.AgentState) error {
 	b, err := json.Marshal(state)
 	if err != nil {
-		return 0, fmt.Errorf("encode state of agent %s: %w", state.AgentID, err)
+		s.metrics.write(resultError)
+		return fmt.Errorf("encode state of agent %s: %w", state.AgentID, err)
 	}
-	var rev uint64
-	if expectedRevision == 0 {
-		rev, err = s.kv.Create(ctx, state.AgentID, b)
-	} else {
-		rev, err = s.kv.Update(ctx, state.AgentID, b, expectedRevision)
+	s.mu.Lock()
+	rev, known := s.revs[state.AgentID]
+	s.mu.Unlock()
+	const attempts = 5
+	for range attempts {
+		var err error
+		if known && rev > 0 {
+			rev, err = s.kv.Update(ctx, state.AgentID, b, rev)
+		} else {
+			rev, err = s.kv.Create(ctx, state.AgentID, b)
+		}
+		if err == nil {
+			s.seen(state.AgentID, rev)
+			s.metrics.write(resultOK)
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			s.metrics.write(resultError)
+			return fmt.Errorf("record state of agent %s: %w", state.AgentID, err)
+		}
+		// Another revision: read it and write on top unless it is ahead.
+		e, gerr := s.kv.Get(ctx, state.AgentID)
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted):
+			known, rev = false, 0
+			continue
+		case gerr != nil:
+			s.metrics.write(resultError)
+			return fmt.Errorf("record state of agent %s: re-read after %w: %w", state.AgentID, err, gerr)
+		}
+		known, rev = true, e.Revision()
+		s.seen(state.AgentID, rev)
+		if cur, _, derr := decode(e); derr == nil && cur.Sequence >= state.Sequence {
+			s.metrics.write(resultBehind)
+			return nil
+		}
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return 0, fmt.Errorf("put state of agent %s at revision %d: %w: %w", state.AgentID, expectedRevision, detector.ErrConflict, err)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("put state of agent %s: %w", state.AgentID, err)
-	}
-	return rev, nil
+	s.metrics.write(resultError)
+	return fmt.Errorf("record state of agent %s: %d attempts lost to other writers", state.AgentID, attempts)
 }
 
-func decode(e jetstream.KeyValueEntry) (detector.StoredState, error) {
+// decode decodes a bucket value; on failure it says why, as a metric label.
+func decode(e jetstream.KeyValueEntry) (detector.AgentState, string, error) {
 	var st detector.AgentState
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return detector.StoredState{}, fmt.Errorf("decode state of agent %s at revision %d: %w", e.Key(), e.Revision(), err)
+		return st, reasonUndecodable, fmt.Errorf("decode state of agent %s at revision %d: %w", e.Key(), e.Revision(), err)
 	}
-	if st.AgentID == "" {
-		st.AgentID = e.Key()
+	if st.AgentID != e.Key() {
+		return st, reasonOtherAgent, fmt.Errorf("state under key %s at revision %d names agent %q", e.Key(), e.Revision(), st.AgentID)
 	}
-	return detector.StoredState{State: st, Revision: e.Revision()}, nil
+	return st, "", nil
 }

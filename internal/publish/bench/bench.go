@@ -3,10 +3,13 @@
 // one JetStream server with file storage reached over TCP loopback. The
 // `bridge bench` command calls [RunBench].
 //
-// The three scenarios publish the same real-sized events spread over
+// The scenarios publish the same real-sized events spread over
 // Options.Agents agents' subjects:
 //   - raw: jetstream PublishMsgAsync of pre-encoded messages, each with its
-//     own Nats-Msg-Id, window Options.MaxPending: the limit;
+//     own Nats-Msg-Id, window Options.MaxPending, no fence;
+//   - raw fenced: the same with the bridge's fence headers
+//     (Nats-Expected-Last-Subject-Sequence of the agent's previous event), so
+//     one event per agent in flight: the limit the bridge is held to;
 //   - bridge: detector.Event -> CloudEvent encoding -> publish.Publisher,
 //     acknowledged (what the bridge does);
 //   - sdk: the CloudEvents SDK's nats_jetstream Sender, Send per event (what a
@@ -28,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -89,13 +93,21 @@ type ScenarioResult struct {
 
 // BenchResult is the outcome of [RunBench].
 type BenchResult struct {
-	Raw    ScenarioResult `json:"raw"`
-	Bridge ScenarioResult `json:"bridge"`
-	SDK    ScenarioResult `json:"sdk"`
+	// Raw publishes without the fence headers: the price of the fence is
+	// RawFenced against it.
+	Raw ScenarioResult `json:"raw"`
+	// RawFenced publishes with the fence headers, one event in flight per
+	// agent: the limit the bridge is measured against.
+	RawFenced ScenarioResult `json:"rawFenced"`
+	Bridge    ScenarioResult `json:"bridge"`
+	SDK       ScenarioResult `json:"sdk"`
 	// SDKReused is the SDK's best case: one sender, its subject set per event.
 	SDKReused ScenarioResult `json:"sdkReused"`
-	// BridgeVsRaw is bridge events/s over raw events/s (goal >= 0.8).
+	// BridgeVsRaw is bridge events/s over fenced raw events/s (goal >= 0.8).
 	BridgeVsRaw float64 `json:"bridgeVsRaw"`
+	// FenceCost is fenced raw events/s over unfenced raw events/s: the
+	// price of the fence in one number.
+	FenceCost float64 `json:"fenceCost"`
 	// BridgeVsSDK is bridge events/s over SDK sender events/s (goal >= 10).
 	BridgeVsSDK float64 `json:"bridgeVsSdk"`
 	// BridgeVsSDKReused compares with the SDK's best case.
@@ -170,6 +182,10 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 	if res.Raw, err = runRaw(ctx, srv.ClientURL(), benchStream+"_RAW", enc, events[:opts.Events], opts.MaxPending); err != nil {
 		return res, err
 	}
+	log.Info("bench: raw JetStream PublishAsync with the bridge's fence headers", "events", opts.Events)
+	if res.RawFenced, err = runRawFenced(ctx, srv.ClientURL(), benchStream+"_FENCED", enc, events[:opts.Events], opts.MaxPending); err != nil {
+		return res, err
+	}
 	log.Info("bench: bridge publish path", "events", opts.Events)
 	if res.Bridge, err = runBridge(ctx, srv.ClientURL(), enc, events[:opts.Events], opts.MaxPending); err != nil {
 		return res, err
@@ -182,7 +198,10 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 		return res, err
 	}
 	if res.Raw.EventsPerSecond > 0 {
-		res.BridgeVsRaw = res.Bridge.EventsPerSecond / res.Raw.EventsPerSecond
+		res.FenceCost = res.RawFenced.EventsPerSecond / res.Raw.EventsPerSecond
+	}
+	if res.RawFenced.EventsPerSecond > 0 {
+		res.BridgeVsRaw = res.Bridge.EventsPerSecond / res.RawFenced.EventsPerSecond
 	}
 	if res.SDK.EventsPerSecond > 0 {
 		res.BridgeVsSDK = res.Bridge.EventsPerSecond / res.SDK.EventsPerSecond
@@ -204,15 +223,15 @@ func writeResult(out io.Writer, res BenchResult, asJSON bool) error {
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "scenario\tevents\tevents/s\tp50 ms\tp90 ms\tp99 ms\tCPU µs/event\t\n")
-	for _, s := range []ScenarioResult{res.Raw, res.Bridge, res.SDK, res.SDKReused} {
+	for _, s := range []ScenarioResult{res.Raw, res.RawFenced, res.Bridge, res.SDK, res.SDKReused} {
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t\n", s.Name, s.Events, s.EventsPerSecond,
 			s.LatencyP50Ms, s.LatencyP90Ms, s.LatencyP99Ms, s.CPUMicrosPerEvent)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(out, "bridge/raw = %.2f (goal >= 0.80)   bridge/sdk = %.1fx (goal >= 10x)   bridge/sdk-reused = %.1fx   window %d, %d agents\n",
-		res.BridgeVsRaw, res.BridgeVsSDK, res.BridgeVsSDKReused, res.MaxPending, res.Agents)
+	_, err := fmt.Fprintf(out, "bridge/raw fenced = %.2f (goal >= 0.80)   raw fenced/raw = %.2f (the fence's price)   bridge/sdk = %.1fx (goal >= 10x)   bridge/sdk-reused = %.1fx   window %d, %d agents\n",
+		res.BridgeVsRaw, res.FenceCost, res.BridgeVsSDK, res.BridgeVsSDKReused, res.MaxPending, res.Agents)
 	return err
 }
 
@@ -376,6 +395,94 @@ func runRaw(ctx context.Context, url, stream string, enc *publish.Encoder, event
 	return m.result(), nil
 }
 
+// runRawFenced publishes pre-encoded messages with PublishMsgAsync, each
+// fenced as the bridge fences them: Nats-Expected-Last-Subject-Sequence set
+// to the stream sequence of the agent's previous event, so each agent has
+// one event in flight and its next is sent from the acknowledgement of the
+// previous; at most window agents are in flight at once.
+func runRawFenced(ctx context.Context, url, stream string, enc *publish.Encoder, events []detector.Event, window int) (ScenarioResult, error) {
+	type chain struct {
+		subjects string
+		idx      []int // indexes into events, in sequence order
+		next     int
+	}
+	chains := map[string]*chain{}
+	var order []*chain
+	msgs := make([]*nats.Msg, len(events))
+	owner := make(map[*nats.Msg]*chain, len(events))
+	index := make(map[*nats.Msg]int, len(events))
+	for i, ev := range events {
+		m, err := enc.Encode(ev)
+		if err != nil {
+			return ScenarioResult{}, fmt.Errorf("bench raw fenced: %w", err)
+		}
+		c := chains[ev.AgentID]
+		if c == nil {
+			c = &chain{subjects: enc.AgentSubjects(ev.AgentID)}
+			chains[ev.AgentID] = c
+			order = append(order, c)
+		}
+		c.idx = append(c.idx, i)
+		msgs[i], owner[m], index[m] = m, c, i
+	}
+	sent := make([]time.Time, len(events))
+	tokens := make(chan struct{}, window)
+	var m *meter
+	var js jetstream.JetStream
+	var acked, failed atomic.Int64
+	allDone := make(chan struct{})
+	publishNext := func(c *chain, last uint64) {
+		i := c.idx[c.next]
+		c.next++
+		msg := msgs[i]
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(last, 10))
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, c.subjects)
+		sent[i] = time.Now()
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			failed.Add(1)
+		}
+	}
+	onAck := func(_ jetstream.JetStream, msg *nats.Msg, ack *jetstream.PubAck) {
+		i := index[msg]
+		m.latencies[i] = time.Since(sent[i])
+		c := owner[msg]
+		if c.next < len(c.idx) {
+			publishNext(c, ack.Sequence)
+		} else {
+			<-tokens
+		}
+		if acked.Add(1) == int64(len(events)) {
+			close(allDone)
+		}
+	}
+	onErr := func(_ jetstream.JetStream, _ *nats.Msg, _ error) { failed.Add(1) }
+	nc, js, err := scenario(ctx, url, stream, jetstream.WithPublishAsyncMaxPending(window+16),
+		jetstream.WithPublishAsyncAckHandler(onAck), jetstream.WithPublishAsyncErrHandler(onErr),
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
+	if err != nil {
+		return ScenarioResult{}, err
+	}
+	defer nc.Close()
+	m = startMeter("raw PublishAsync, fenced", len(events))
+	for _, c := range order {
+		select {
+		case tokens <- struct{}{}:
+		case <-ctx.Done():
+			return ScenarioResult{}, fmt.Errorf("bench raw fenced: %w", ctx.Err())
+		}
+		publishNext(c, 0)
+	}
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		return ScenarioResult{}, fmt.Errorf("bench raw fenced: %w", ctx.Err())
+	}
+	if n := failed.Load(); n > 0 {
+		return ScenarioResult{}, fmt.Errorf("bench raw fenced: %d publishes failed", n)
+	}
+	return m.result(), nil
+}
+
 // runBridge publishes through publish.Publisher, one Enqueue per event as
 // the pipeline does for an agent's change.
 func runBridge(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, window int) (ScenarioResult, error) {
@@ -395,7 +502,7 @@ func runBridge(ctx context.Context, url string, enc *publish.Encoder, events []d
 	for i := range events {
 		wg.Add(1)
 		start := time.Now()
-		err := p.Enqueue(ctx, events[i:i+1], func(err error) {
+		err := p.Enqueue(ctx, 0, events[i:i+1], func(_ uint64, err error) {
 			m.latencies[i] = time.Since(start)
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err)
