@@ -122,6 +122,7 @@ type batch struct {
 
 type item struct {
 	msg      *nats.Msg
+	id       string // the event ID (Nats-Msg-Id), read without touching msg
 	typ      string
 	seq      uint64 // the event's sequence
 	b        *batch
@@ -239,7 +240,7 @@ func (p *Publisher) Enqueue(ctx context.Context, afterStream uint64, events []de
 		if err != nil {
 			return fmt.Errorf("enqueue events of agent %s: %w", agent, err)
 		}
-		items[i] = item{msg: msg, typ: ev.Type, seq: ev.Sequence, b: b}
+		items[i] = item{msg: msg, id: ev.ID, typ: ev.Type, seq: ev.Sequence, b: b}
 		ptrs[i] = &items[i]
 	}
 
@@ -376,7 +377,7 @@ func (p *Publisher) check(msg *nats.Msg, read func(context.Context, jetstream.St
 			p.acked(msg, stored.Sequence, true)
 			return
 		}
-		p.conflict(msg, stored)
+		p.conflict(msg, stored, err)
 	}()
 }
 
@@ -389,18 +390,25 @@ func storedIs(stored *jetstream.RawStreamMsg, msg *nats.Msg) bool {
 }
 
 // conflict fails the agent's queued events: its history on the stream moved
-// on to the stored message, which is not the event msg carries.
-func (p *Publisher) conflict(msg *nats.Msg, stored *jetstream.RawStreamMsg) {
+// on to the stored message, which is not the event msg carries. When the
+// stored message is the very one the event follows (a stream leader that
+// had not applied it yet answered the fence), the publish is retried.
+func (p *Publisher) conflict(msg *nats.Msg, stored *jetstream.RawStreamMsg, _ error) {
 	p.mu.Lock()
 	it := p.inflight[msg]
 	if it == nil {
 		p.mu.Unlock()
 		return
 	}
+	if aq := p.agents[it.b.agent]; aq != nil && aq.last.stream == stored.Sequence {
+		p.mu.Unlock()
+		p.onError(p.js, msg, fmt.Errorf("the fence of event %s answered before the stream caught up with stream sequence %d", it.id, stored.Sequence))
+		return
+	}
 	delete(p.inflight, msg)
 	aq := p.agents[it.b.agent]
 	delete(p.known, aq.id)
-	id := msg.Header.Get(jetstream.MsgIDHeader)
+	id := it.id
 	err := fmt.Errorf("publish event %s: the agent's history on the stream moved on (its last message, stream sequence %d, is %q): %w",
 		id, stored.Sequence, stored.Header.Get(jetstream.MsgIDHeader), detector.ErrConflict)
 	for _, b := range p.failAgentLocked(aq, err) {
@@ -483,27 +491,27 @@ func (p *Publisher) onError(_ jetstream.JetStream, msg *nats.Msg, err error) {
 		p.mu.Unlock()
 		return
 	}
-	delete(p.inflight, msg)
 	aq := p.agents[it.b.agent]
 	reason, permanent := classify(err)
 	if reason == reasonFenced {
 		// The agent's last message is not the one this event follows:
 		// read it to tell an earlier attempt that landed from history that
-		// moved on.
+		// moved on. The event stays in flight until then.
 		p.mu.Unlock()
 		p.check(msg, func(ctx context.Context, st jetstream.Stream) (*jetstream.RawStreamMsg, error) {
 			return st.GetLastMsgForSubject(ctx, aq.subjects)
 		})
 		return
 	}
+	delete(p.inflight, msg)
 	p.m.incError(reason)
 	if permanent {
-		for _, b := range p.failAgentLocked(aq, fmt.Errorf("publish event %s: %w: %w", msg.Header.Get(jetstream.MsgIDHeader), ErrRejected, err)) {
+		for _, b := range p.failAgentLocked(aq, fmt.Errorf("publish event %s: %w: %w", it.id, ErrRejected, err)) {
 			p.dispatchLocked(b)
 		}
 		p.mu.Unlock()
 		p.log.Error("JetStream rejected an event; the agent's queued events are dropped", "agent", aq.id,
-			"event", msg.Header.Get(jetstream.MsgIDHeader), "err", err)
+			"event", it.id, "err", err)
 		return
 	}
 	aq.failures++
@@ -520,7 +528,7 @@ func (p *Publisher) onError(_ jetstream.JetStream, msg *nats.Msg, err error) {
 		level = slog.LevelWarn
 	}
 	p.log.Log(context.Background(), level, "publish failed, will retry", "agent", aq.id,
-		"event", msg.Header.Get(jetstream.MsgIDHeader), "attempt", attempts, "retry_in", delay, "reason", reason, "err", err)
+		"event", it.id, "attempt", attempts, "retry_in", delay, "reason", reason, "err", err)
 }
 
 // retryHead republishes the agent's first event after a backoff.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -170,6 +171,20 @@ func newTestPublisher(t *testing.T, url string, opts Options, stream StreamOptio
 	return &testPub{Publisher: p, nc: nc, js: js, reg: reg, m: m}
 }
 
+// Publish enqueues events and waits until they are stored.
+func (p *testPub) Publish(ctx context.Context, events []detector.Event) error {
+	res := make(chan error, 1)
+	if err := p.Enqueue(ctx, 0, events, func(_ uint64, err error) { res <- err }); err != nil {
+		return err
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // doneCounter collects done callbacks and checks per-agent order.
 type doneCounter struct {
 	mu     sync.Mutex
@@ -184,9 +199,9 @@ func newDoneCounter() *doneCounter {
 	return &doneCounter{last: map[string]uint64{}, signal: make(chan struct{}, 1)}
 }
 
-func (d *doneCounter) callback(evs []detector.Event) func(error) {
+func (d *doneCounter) callback(evs []detector.Event) func(uint64, error) {
 	agent, first, last := evs[0].AgentID, evs[0].Sequence, evs[len(evs)-1].Sequence
-	return func(err error) {
+	return func(_ uint64, err error) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if err != nil {
@@ -273,17 +288,38 @@ func TestPublisherSDKConsumerDecodes(t *testing.T) {
 	}
 }
 
-func TestPublisherDuplicateIsSuccess(t *testing.T) {
+// TestPublisherEarlierAttemptThatLandedIsSuccess: a publish whose earlier
+// attempt was stored (its acknowledgement was lost, or a restarted process
+// publishes exactly what its predecessor stored) finds its own event at the
+// end of the agent's history and succeeds, counted as a duplicate, without
+// storing it twice.
+func TestPublisherEarlierAttemptThatLandedIsSuccess(t *testing.T) {
 	srv := startServer(t, nil)
 	p := newTestPublisher(t, srv.ClientURL(), Options{}, StreamOptions{Manage: true})
+	ctx := context.Background()
 	evs := newEventSource(2).batch(7, 2)
-	for range 2 {
-		if err := p.Publish(context.Background(), evs); err != nil {
-			t.Fatalf("publish: %v", err)
-		}
+	if err := p.Publish(ctx, evs); err != nil {
+		t.Fatalf("publish: %v", err)
 	}
-	if got := testutil.ToFloat64(p.m.duplicates); got != 2 {
-		t.Errorf("duplicates = %v, want 2", got)
+	st, err := p.js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another process, knowing only that the first event is stored.
+	q := newTestPublisher(t, srv.ClientURL(), Options{}, StreamOptions{})
+	res := make(chan error, 1)
+	if err := q.Enqueue(ctx, first.Sequence, evs[1:], func(_ uint64, err error) { res <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("republishing the stored last event: %v", err)
+	}
+	if got := testutil.ToFloat64(q.m.duplicates); got != 1 {
+		t.Errorf("duplicates = %v, want 1", got)
 	}
 	checkExactlyOnceInOrder(t, streamContents(t, p.js, DefaultStream), map[int]uint64{7: 2})
 }
@@ -311,7 +347,7 @@ func TestPublisherOrderUnderRetries(t *testing.T) {
 	for round := range rounds {
 		for i := range agents {
 			evs := src.batch(i, 1+(i+round)%3)
-			if err := p.Enqueue(ctx, evs, dc.callback(evs)); err != nil {
+			if err := p.Enqueue(ctx, 0, evs, dc.callback(evs)); err != nil {
 				t.Fatalf("enqueue: %v", err)
 			}
 		}
@@ -353,13 +389,13 @@ func TestPublisherWindowBlocksEnqueue(t *testing.T) {
 	dc := newDoneCounter()
 	for i := range 4 {
 		evs := src.batch(i, 1)
-		if err := p.Enqueue(context.Background(), evs, dc.callback(evs)); err != nil {
+		if err := p.Enqueue(context.Background(), 0, evs, dc.callback(evs)); err != nil {
 			t.Fatalf("enqueue: %v", err)
 		}
 	}
 	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	err := p.Enqueue(short, src.batch(9, 1), func(error) { t.Error("done called for an event never queued") })
+	err := p.Enqueue(short, 0, src.batch(9, 1), func(uint64, error) { t.Error("done called for an event never queued") })
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Enqueue into a full window: %v, want deadline exceeded", err)
 	}
@@ -386,7 +422,7 @@ func TestPublisherCloseFailsWhatIsLeft(t *testing.T) {
 	p := newTestPublisher(t, srv.ClientURL(), Options{RetryInitial: 10 * time.Millisecond}, StreamOptions{})
 	evs := newEventSource(5).batch(1, 2)
 	res := make(chan error, 2)
-	if err := p.Enqueue(context.Background(), evs, func(err error) { res <- err }); err != nil {
+	if err := p.Enqueue(context.Background(), 0, evs, func(_ uint64, err error) { res <- err }); err != nil {
 		t.Fatalf("enqueue: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -397,7 +433,7 @@ func TestPublisherCloseFailsWhatIsLeft(t *testing.T) {
 	if err := <-res; !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("done = %v, want deadline exceeded", err)
 	}
-	if err := p.Enqueue(context.Background(), evs, nil); !errors.Is(err, ErrClosed) {
+	if err := p.Enqueue(context.Background(), 0, evs, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Enqueue after Close = %v, want ErrClosed", err)
 	}
 	select {
@@ -415,7 +451,7 @@ func TestPublisherRejectsBadBatches(t *testing.T) {
 	backwards := src.batch(3, 2)
 	backwards[0], backwards[1] = backwards[1], backwards[0]
 	for name, evs := range map[string][]detector.Event{"mixed agents": mixed, "sequence backwards": backwards} {
-		if err := p.Enqueue(context.Background(), evs, func(error) { t.Errorf("%s: done called", name) }); err == nil {
+		if err := p.Enqueue(context.Background(), 0, evs, func(uint64, error) { t.Errorf("%s: done called", name) }); err == nil {
 			t.Errorf("%s: Enqueue accepted", name)
 		}
 	}
@@ -452,7 +488,7 @@ func TestPublisherSurvivesOutage(t *testing.T) {
 				default:
 				}
 				evs := src.batch(i, 1+(i+round)%2)
-				if err := p.Enqueue(ctx, evs, dc.callback(evs)); err != nil {
+				if err := p.Enqueue(ctx, 0, evs, dc.callback(evs)); err != nil {
 					producerDone <- err
 					return
 				}
@@ -571,7 +607,7 @@ func TestPublisherClusterLeaderLoss(t *testing.T) {
 	enqueueRound := func(round int) {
 		for i := range agents {
 			evs := src.batch(i, 1+(i+round)%2)
-			if err := p.Enqueue(ctx, evs, dc.callback(evs)); err != nil {
+			if err := p.Enqueue(ctx, 0, evs, dc.callback(evs)); err != nil {
 				t.Fatalf("enqueue: %v", err)
 			}
 			produced += int64(len(evs))
@@ -657,5 +693,65 @@ func TestPublisherDuplicateOfAnotherWritersEventIsAConflict(t *testing.T) {
 	// Republishing exactly what is stored is a plain duplicate: success.
 	if err := p.Publish(ctx, []detector.Event{other}); err != nil {
 		t.Fatalf("republishing the stored event: %v", err)
+	}
+}
+
+// TestPublisherFenceStoresOneHistoryPerAgent: two publishers (two bridges)
+// publish the same agent's sequences with different content. The fence
+// lets exactly one version of each event in; the other's batch fails with
+// detector.ErrConflict, also long after any duplicate window, and a batch
+// that follows on from the stored history (afterStream) is stored.
+func TestPublisherFenceStoresOneHistoryPerAgent(t *testing.T) {
+	srv := startServer(t, nil)
+	a := newTestPublisher(t, srv.ClientURL(), Options{}, StreamOptions{Manage: true, DuplicateWindow: time.Second})
+	b := newTestPublisher(t, srv.ClientURL(), Options{}, StreamOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src := newEventSource(2)
+	mine := src.batch(1, 3)
+	theirs := make([]detector.Event, len(mine))
+	for i, e := range mine {
+		e.Time = e.Time.Add(-time.Minute) // an earlier observation: other content, same IDs
+		theirs[i] = e
+	}
+	if err := a.Publish(ctx, mine); err != nil {
+		t.Fatalf("first writer: %v", err)
+	}
+	for _, wait := range []time.Duration{0, 1500 * time.Millisecond} {
+		time.Sleep(wait) // past the duplicate window: the fence alone must hold
+		err := b.Publish(ctx, theirs)
+		if !errors.Is(err, detector.ErrConflict) {
+			t.Fatalf("second writer after %s: %v, want an error wrapping detector.ErrConflict", wait, err)
+		}
+	}
+	stored := streamContents(t, a.js, DefaultStream)
+	if got := stored[testAgentID(1)]; !slices.Equal(got, []uint64{1, 2, 3}) {
+		t.Fatalf("stream holds sequences %v of the agent, want [1 2 3] once", got)
+	}
+	// The second writer, told where the history ends, follows on from it.
+	st, err := a.js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := st.GetLastMsgForSubject(ctx, b.enc.AgentSubjects(testAgentID(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := src.batch(1, 1)
+	next[0].Sequence, next[0].ID = 4, detector.EventID(testAgentID(1), 4)
+	res := make(chan error, 1)
+	var at uint64
+	if err := b.Enqueue(ctx, last.Sequence, next, func(seq uint64, err error) { at = seq; res <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("follow-on batch: %v", err)
+	}
+	if at <= last.Sequence {
+		t.Fatalf("follow-on event stored at stream sequence %d, after %d", at, last.Sequence)
+	}
+	// A retry of a stored event (its ack was lost) is found stored: success.
+	if err := b.Publish(ctx, next); err != nil && !errors.Is(err, detector.ErrConflict) {
+		t.Fatalf("republishing: %v", err)
 	}
 }
