@@ -130,7 +130,7 @@ func (d *Detector) agent(id string) *agent {
 	defer d.mu.Unlock()
 	a := d.agents[id]
 	if a == nil {
-		a = &agent{lastSuccess: d.started}
+		a = &agent{lastSuccess: d.opts.Now()} // since this process holds the agent
 		d.agents[id] = a
 	}
 	return a
@@ -175,9 +175,12 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 	return a.diffLocked(o.AgentID)
 }
 
-// diffLocked diffs the latest snapshot against the latest state.
+// diffLocked diffs the latest snapshot against the latest state. A
+// snapshot observed before the state's last observation (another writer's
+// newer one, adopted from the stream) says nothing new: publishing it would
+// take the agent back in time.
 func (a *agent) diffLocked(id string) *Change {
-	if a.snap == nil {
+	if a.snap == nil || (a.state != nil && a.snap.ObservedAt.Before(a.state.ObservedAt)) {
 		return nil
 	}
 	next, events := Diff(a.state, *a.snap)

@@ -103,6 +103,10 @@ const (
 	resultError       = "error"
 )
 
+// Skipped is the counter of values skipped for reason ("undecodable",
+// "other_agent").
+func (m *Metrics) Skipped(reason string) prometheus.Counter { return m.skipped.WithLabelValues(reason) }
+
 func (m *Metrics) skip(reason string) {
 	if m != nil {
 		m.skipped.WithLabelValues(reason).Inc()
@@ -122,7 +126,14 @@ type Store struct {
 	metrics *Metrics
 
 	mu   sync.Mutex
-	revs map[string]uint64 // last revision seen per key: Record's first guess
+	revs map[string]seen // per key: the last revision seen and its value's sequence
+}
+
+// seen is a key's revision and the sequence of the state stored at it (0
+// when the value is unusable): a write on that revision replaces that
+// state, so Record only makes it when its own state goes further.
+type seen struct {
+	rev, seq uint64
 }
 
 func newStore(kv jetstream.KeyValue, opts Options) *Store {
@@ -130,7 +141,7 @@ func newStore(kv jetstream.KeyValue, opts Options) *Store {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Store{kv: kv, log: log, metrics: opts.Metrics, revs: map[string]uint64{}}
+	return &Store{kv: kv, log: log, metrics: opts.Metrics, revs: map[string]seen{}}
 }
 
 // Open binds to the bucket, creating it when it is missing (unless
@@ -185,8 +196,8 @@ func (s *Store) LoadAll(ctx context.Context) ([]detector.AgentState, error) {
 			if e == nil { // initial values delivered
 				return out, nil
 			}
-			s.seen(e.Key(), e.Revision())
 			st, reason, err := decode(e)
+			s.saw(e.Key(), e.Revision(), st.Sequence, err == nil)
 			if err != nil {
 				s.metrics.skip(reason)
 				s.log.Warn("state bucket value skipped; the agent's state is taken from the stream", "key", e.Key(), "revision", e.Revision(), "err", err)
@@ -207,8 +218,8 @@ func (s *Store) Get(ctx context.Context, agentID string) (st detector.AgentState
 	if err != nil {
 		return st, false, fmt.Errorf("get state of agent %s: %w", agentID, err)
 	}
-	s.seen(agentID, e.Revision())
 	st, reason, err := decode(e)
+	s.saw(agentID, e.Revision(), st.Sequence, err == nil)
 	if err != nil {
 		s.metrics.skip(reason)
 		s.log.Warn("state bucket value skipped; the agent's state is taken from the stream", "key", agentID, "revision", e.Revision(), "err", err)
@@ -217,10 +228,14 @@ func (s *Store) Get(ctx context.Context, agentID string) (st detector.AgentState
 	return st, true, nil
 }
 
-func (s *Store) seen(key string, rev uint64) {
+// saw remembers the newest revision seen of a key and its state's sequence.
+func (s *Store) saw(key string, rev, seq uint64, usable bool) {
+	if !usable {
+		seq = 0
+	}
 	s.mu.Lock()
-	if rev > s.revs[key] {
-		s.revs[key] = rev
+	if rev > s.revs[key].rev {
+		s.revs[key] = seen{rev: rev, seq: seq}
 	}
 	s.mu.Unlock()
 }
@@ -244,18 +259,23 @@ func (s *Store) Record(ctx context.Context, state detector.AgentState) error {
 		return fmt.Errorf("encode state of agent %s: %w", state.AgentID, err)
 	}
 	s.mu.Lock()
-	rev, known := s.revs[state.AgentID]
+	cur, known := s.revs[state.AgentID]
 	s.mu.Unlock()
 	const attempts = 5
 	for range attempts {
+		if known && cur.seq >= state.Sequence {
+			s.metrics.write(resultBehind)
+			return nil
+		}
+		var rev uint64
 		var err error
-		if known && rev > 0 {
-			rev, err = s.kv.Update(ctx, state.AgentID, b, rev)
+		if known {
+			rev, err = s.kv.Update(ctx, state.AgentID, b, cur.rev)
 		} else {
 			rev, err = s.kv.Create(ctx, state.AgentID, b)
 		}
 		if err == nil {
-			s.seen(state.AgentID, rev)
+			s.saw(state.AgentID, rev, state.Sequence, true)
 			s.metrics.write(resultOK)
 			return nil
 		}
@@ -263,22 +283,22 @@ func (s *Store) Record(ctx context.Context, state detector.AgentState) error {
 			s.metrics.write(resultError)
 			return fmt.Errorf("record state of agent %s: %w", state.AgentID, err)
 		}
-		// Another revision: read it and write on top unless it is ahead.
+		// Another revision: read it, and write on top unless it is ahead.
 		e, gerr := s.kv.Get(ctx, state.AgentID)
 		switch {
 		case errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted):
-			known, rev = false, 0
+			known = false
 			continue
 		case gerr != nil:
 			s.metrics.write(resultError)
 			return fmt.Errorf("record state of agent %s: re-read after %w: %w", state.AgentID, err, gerr)
 		}
-		known, rev = true, e.Revision()
-		s.seen(state.AgentID, rev)
-		if cur, _, derr := decode(e); derr == nil && cur.Sequence >= state.Sequence {
-			s.metrics.write(resultBehind)
-			return nil
+		st, _, derr := decode(e)
+		if derr != nil {
+			st.Sequence = 0
 		}
+		s.saw(state.AgentID, e.Revision(), st.Sequence, derr == nil)
+		known, cur = true, seen{rev: e.Revision(), seq: st.Sequence}
 	}
 	s.metrics.write(resultError)
 	return fmt.Errorf("record state of agent %s: %d attempts lost to other writers", state.AgentID, attempts)

@@ -2,8 +2,11 @@ package statebucket_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -11,7 +14,6 @@ import (
 	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/source"
 	"github.com/ccaas/presence-bridge/internal/statebucket"
-	"github.com/ccaas/presence-bridge/schemas"
 )
 
 const (
@@ -37,97 +39,140 @@ func ok(s source.Snapshot) source.Observation {
 	return source.Observation{AgentID: s.AgentID, At: s.ObservedAt, Snapshot: &s, Class: source.ClassOK}
 }
 
-func TestPutGetConflict(t *testing.T) {
+// TestRecordOnlyForward: Record writes a state unless the bucket holds a
+// later one, whoever wrote it, and a value it cannot use is overwritten.
+func TestRecordOnlyForward(t *testing.T) {
 	ctx := t.Context()
 	js := startJetStream(t)
-	store, err := statebucket.Open(ctx, js, statebucket.Options{})
-	if err != nil {
-		t.Fatal(err)
+	open := func() *statebucket.Store {
+		store, err := statebucket.Open(ctx, js, statebucket.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store
 	}
-	if store.KeyValue().Bucket() != statebucket.DefaultBucket {
-		t.Fatalf("bucket %q", store.KeyValue().Bucket())
+	a, b := open(), open()
+	state := func(seq uint64) detector.AgentState {
+		return detector.AgentState{AgentID: agentA, AgentName: "Ada", Sequence: seq, StreamSequence: seq * 10}
 	}
-	if _, err := store.Get(ctx, agentA); !errors.Is(err, detector.ErrNotFound) {
-		t.Fatalf("get of a missing agent: %v, want ErrNotFound", err)
-	}
-	st1, _ := detector.Diff(nil, snap(available, "Available", "Available", 1, time.Unix(100, 0)))
-	rev1, err := store.Put(ctx, st1, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st2, _ := detector.Diff(&st1, snap(busy, "Busy", "Busy", 1, time.Unix(200, 0)))
-
 	tests := []struct {
-		name     string
-		expected uint64
-		conflict bool
+		name   string
+		writer *statebucket.Store
+		seq    uint64
+		want   uint64
 	}{
-		{"create over an existing key", 0, true},
-		{"stale revision", rev1 + 100, true},
-		{"current revision", rev1, false},
-		{"the same revision again", rev1, true},
+		{"first write creates", a, 3, 3},
+		{"another writer goes further", b, 5, 5},
+		{"a writer behind does not move it back", a, 4, 5},
+		{"the first writer goes further again", a, 6, 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := store.Put(ctx, st2, tt.expected)
-			if got := errors.Is(err, detector.ErrConflict); got != tt.conflict {
-				t.Fatalf("put at revision %d: %v, conflict %v want %v", tt.expected, err, got, tt.conflict)
+			if err := tt.writer.Record(ctx, state(tt.seq)); err != nil {
+				t.Fatalf("Record: %v", err)
 			}
-			if !tt.conflict && err != nil {
-				t.Fatal(err)
+			got, ok, err := a.Get(ctx, agentA)
+			if err != nil || !ok {
+				t.Fatalf("Get = %v, %v", ok, err)
+			}
+			if got.Sequence != tt.want || got.StreamSequence != tt.want*10 {
+				t.Fatalf("stored sequence %d (stream %d), want %d", got.Sequence, got.StreamSequence, tt.want)
 			}
 		})
 	}
-	got, err := store.Get(ctx, agentA)
+	kv, err := js.KeyValue(ctx, statebucket.DefaultBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.State.Sequence != st2.Sequence || got.State.Presence != st2.Presence || got.Revision <= rev1 {
-		t.Fatalf("stored %+v at revision %d, want sequence %d presence %+v", got.State, got.Revision, st2.Sequence, st2.Presence)
-	}
-
-	// The stored value is the documented public JSON.
-	e, err := store.KeyValue().Get(ctx, agentA)
-	if err != nil {
+	if _, err := kv.Put(ctx, agentA, []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
-	v, err := schemas.NewValidator()
-	if err != nil {
-		t.Fatal(err)
+	if err := a.Record(ctx, state(7)); err != nil {
+		t.Fatalf("Record over an unusable value: %v", err)
 	}
-	if err := v.Validate(schemas.AgentState, e.Value()); err != nil {
-		t.Fatalf("stored value %s: %v", e.Value(), err)
+	if got, ok, err := b.Get(ctx, agentA); err != nil || !ok || got.Sequence != 7 {
+		t.Fatalf("after overwriting the unusable value: %+v, %v, %v", got, ok, err)
 	}
 }
 
-// TestRestartEmitsOnlyDifferences: a detector built on a bucket written by a
-// previous one resumes its sequences and emits only what changed.
+// TestLoadAllSkipsWhatItCannotUse: undecodable values and values naming
+// another agent than their key are skipped and counted, never an error;
+// the good ones load.
+func TestLoadAllSkipsWhatItCannotUse(t *testing.T) {
+	ctx := t.Context()
+	js := startJetStream(t)
+	m, err := statebucket.NewMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := statebucket.Open(ctx, js, statebucket.Options{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const agentB = "0c3f7f1c-3e1b-4a5e-9d7a-2b0b1d1e2f30"
+	if err := store.Record(ctx, detector.AgentState{AgentID: agentA, Sequence: 4, StreamSequence: 40}); err != nil {
+		t.Fatal(err)
+	}
+	kv := store.KeyValue()
+	for key, value := range map[string]string{
+		agentB:                                 `{"agentId":"` + agentA + `","sequence":9}`, // names another agent
+		"6a0d3a52-77a9-4b59-8d29-5fd3b0a0f7b1": `{"agentId": 12`,                            // undecodable
+	} {
+		if _, err := kv.Put(ctx, key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states, err := store.LoadAll(ctx)
+	if err != nil {
+		t.Fatalf("LoadAll: %v", err)
+	}
+	if len(states) != 1 || states[0].AgentID != agentA || states[0].Sequence != 4 || states[0].StreamSequence != 40 {
+		t.Fatalf("LoadAll = %+v, want only agent A at sequence 4", states)
+	}
+	if _, ok, err := store.Get(ctx, agentB); ok || err != nil {
+		t.Fatalf("Get of a value naming another agent = %v, %v; want skipped", ok, err)
+	}
+	if got := testutil.ToFloat64(m.Skipped("other_agent")); got != 2 {
+		t.Errorf("skipped other_agent = %v, want 2 (LoadAll and Get)", got)
+	}
+	if got := testutil.ToFloat64(m.Skipped("undecodable")); got != 1 {
+		t.Errorf("skipped undecodable = %v, want 1", got)
+	}
+}
+
+// TestRestartEmitsOnlyDifferences: a detector restored from a bucket
+// written by a previous process resumes its sequences and emits only what
+// changed.
 func TestRestartEmitsOnlyDifferences(t *testing.T) {
 	ctx := t.Context()
 	js := startJetStream(t)
+	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "restart_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	newDetector := func() *detector.Detector {
-		store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "restart_test"})
+		d, err := detector.New(detector.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		d, err := detector.New(detector.Options{Store: store})
+		states, err := store.LoadAll(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
+		d.Restore(states...)
 		return d
 	}
 	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
 
 	d1 := newDetector()
+	var stream uint64
 	for _, s := range []source.Snapshot{
 		snap(available, "Available", "Available", 1, t0),
 		snap(busy, "Busy", "Busy", 1, t0.Add(time.Minute)),
 	} {
 		if c := d1.Observe(ok(s)); c != nil {
-			if err := d1.Commit(ctx, c); err != nil {
+			stream += uint64(len(c.Events))
+			if err := store.Record(ctx, d1.Confirm(c, stream)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -149,6 +194,9 @@ func TestRestartEmitsOnlyDifferences(t *testing.T) {
 			c := d2.Observe(ok(tt.snap))
 			var types []string
 			if c != nil {
+				if c.AfterStream != stream {
+					t.Errorf("change follows stream sequence %d, want %d (the last recorded)", c.AfterStream, stream)
+				}
 				for i, e := range c.Events {
 					types = append(types, e.Type)
 					if e.Sequence != before.Sequence+uint64(i)+1 {
@@ -156,13 +204,8 @@ func TestRestartEmitsOnlyDifferences(t *testing.T) {
 					}
 				}
 			}
-			if len(types) != len(tt.types) {
+			if !slices.Equal(types, tt.types) {
 				t.Fatalf("events %v, want %v", types, tt.types)
-			}
-			for i := range types {
-				if types[i] != tt.types[i] {
-					t.Fatalf("events %v, want %v", types, tt.types)
-				}
 			}
 			if c != nil {
 				d := c.Events[0].Data.(detector.PresenceChangedData)
@@ -171,125 +214,6 @@ func TestRestartEmitsOnlyDifferences(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestTwoWritersFenced: two detectors on one bucket observe the same agent.
-// The stored sequence only grows: a writer whose commit is covered by the
-// stored state adopts it; one whose published events go further writes on
-// top of it.
-func TestTwoWritersFenced(t *testing.T) {
-	ctx := t.Context()
-	js := startJetStream(t)
-	var ds []*detector.Detector
-	for range 2 {
-		store, err := statebucket.Open(ctx, js, statebucket.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := detector.New(detector.Options{Store: store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds = append(ds, d)
-	}
-	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
-	first := snap(available, "Available", "Available", 1, t0)
-	c0, c1 := ds[0].Observe(ok(first)), ds[1].Observe(ok(first))
-	if c0.Events[0].ID != c1.Events[0].ID {
-		t.Fatalf("the same transition got IDs %s and %s", c0.Events[0].ID, c1.Events[0].ID)
-	}
-	if err := ds[0].Commit(ctx, c0); err != nil {
-		t.Fatal(err)
-	}
-	// The second writer produced its next change before it lost.
-	pending := ds[1].Observe(ok(snap(busy, "Busy", "Busy", 1, t0.Add(time.Second))))
-	if err := ds[1].Commit(ctx, c1); !errors.Is(err, detector.ErrConflict) {
-		t.Fatalf("second writer's commit of a covered sequence: %v, want ErrConflict", err)
-	}
-	if err := ds[1].Commit(ctx, pending); err != nil {
-		t.Fatalf("a change beyond the stored sequence: %v, want it written on top", err)
-	}
-	// The first writer now sees the same transition; the bucket has it.
-	n0 := ds[0].Observe(ok(snap(busy, "Busy", "Busy", 1, t0.Add(2*time.Second))))
-	if n0.Events[0].ID != pending.Events[0].ID {
-		t.Fatalf("the same transition got IDs %s and %s", n0.Events[0].ID, pending.Events[0].ID)
-	}
-	if err := ds[0].Commit(ctx, n0); !errors.Is(err, detector.ErrConflict) {
-		t.Fatalf("first writer's commit of a covered sequence: %v, want ErrConflict", err)
-	}
-	if err := ds[0].Commit(ctx, n0); !errors.Is(err, detector.ErrDiscarded) {
-		t.Fatalf("committing a covered change again: %v, want ErrDiscarded", err)
-	}
-	s0, _ := ds[0].State(agentA)
-	s1, _ := ds[1].State(agentA)
-	if s0.Sequence != pending.State.Sequence || s1.Sequence != s0.Sequence || s0.Presence.ID != busy {
-		t.Fatalf("writers at %d and %d, want both at %d", s0.Sequence, s1.Sequence, pending.State.Sequence)
-	}
-	if c := ds[0].Observe(ok(snap(busy, "Busy", "Busy", 1, t0.Add(3*time.Second)))); c != nil {
-		t.Fatalf("after adopting, the first writer re-emits %v", c.Events)
-	}
-}
-
-// TestReloadContinuesAnotherWritersSequence: a standby that loaded the
-// bucket long ago takes over an agent another bridge kept advancing; after
-// Reload its next event continues the stored sequence and describes the
-// change from the stored presence.
-func TestReloadContinuesAnotherWritersSequence(t *testing.T) {
-	ctx := t.Context()
-	js := startJetStream(t)
-	open := func() *detector.Detector {
-		store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "reload_test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := detector.New(detector.Options{Store: store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := d.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	t0 := time.Date(2025, 1, 1, 9, 0, 0, 0, time.UTC)
-	leader := open()
-	commit := func(d *detector.Detector, s source.Snapshot) {
-		t.Helper()
-		if c := d.Observe(ok(s)); c != nil {
-			if err := d.Commit(ctx, c); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	commit(leader, snap(available, "Available", "Available", 1, t0))
-	standby := open() // loads sequence 3 (first sight)
-	commit(leader, snap(busy, "Busy", "Busy", 1, t0.Add(time.Minute)))
-	stored, _ := leader.State(agentA)
-
-	for _, reload := range []bool{false, true} {
-		d := standby
-		if reload {
-			if err := d.Reload(ctx, []string{agentA}); err != nil {
-				t.Fatalf("Reload: %v", err)
-			}
-		}
-		c := d.Observe(ok(snap(offline, "Offline", "Offline", 0, t0.Add(time.Hour))))
-		if c == nil {
-			t.Fatal("no change observed")
-		}
-		first := c.Events[0]
-		continues := first.Sequence == stored.Sequence+1
-		if continues != reload {
-			t.Fatalf("reload=%v: first sequence %d, stored %d", reload, first.Sequence, stored.Sequence)
-		}
-		if reload {
-			if p := first.Data.(detector.PresenceChangedData).Previous; p == nil || p.ID != busy {
-				t.Fatalf("previous presence %+v, want the stored Busy", p)
-			}
-			continue
-		}
-		d.Abandon(c)
 	}
 }
 
