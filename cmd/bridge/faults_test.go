@@ -319,9 +319,10 @@ type answer struct {
 type answerLog struct {
 	delay func() time.Duration
 
-	mu       sync.Mutex
-	answers  []answer
-	inFlight int
+	mu        sync.Mutex
+	answers   []answer
+	inFlight  int
+	abandoned []time.Time // arrival times of requests the client gave up on
 }
 
 func (l *answerLog) wrap(next http.Handler) http.Handler {
@@ -330,6 +331,7 @@ func (l *answerLog) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		arrived := time.Now()
 		l.mu.Lock()
 		l.inFlight++
 		l.mu.Unlock()
@@ -343,6 +345,9 @@ func (l *answerLog) wrap(next http.Handler) http.Handler {
 		select {
 		case <-timer.C:
 		case <-r.Context().Done():
+			l.mu.Lock()
+			l.abandoned = append(l.abandoned, arrived)
+			l.mu.Unlock()
 			return // the client gave up: nothing is sent
 		}
 		rec := httptest.NewRecorder()
@@ -370,6 +375,20 @@ func (l *answerLog) snapshot() ([]answer, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]answer(nil), l.answers...), l.inFlight
+}
+
+// abandonedBefore counts the requests that arrived before t and that the
+// client gave up on before they were answered.
+func (l *answerLog) abandonedBefore(t time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, at := range l.abandoned {
+		if at.Before(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // lastAnswers returns each agent's last answer sent before cutoff (all of
@@ -557,11 +576,15 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 }
 
 // caughtUpBucket waits until the bucket equals the simulator's state and
-// reports the last difference when it does not within the deadline.
-func (h *harness) caughtUpBucket(ctx context.Context, t *testing.T, within time.Duration, what string) bool {
+// reports the last difference when it does not within the deadline; it
+// stops the test at once when one of the running bridges exits.
+func (h *harness) caughtUpBucket(ctx context.Context, t *testing.T, within time.Duration, what string, running ...*proc) bool {
 	t.Helper()
 	var last string
 	ok := eventually(t, within, what, func() bool {
+		for _, p := range running {
+			failIfExited(t, p, what)
+		}
 		last = h.bucketMismatch(ctx)
 		return last == ""
 	})

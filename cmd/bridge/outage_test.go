@@ -75,7 +75,7 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 	waitFor(t, 30*time.Second, "a few rounds of changes after the outage", func() bool { return time.Since(up) >= 4*stepEvery })
 	stopChanges()
 	failIfExited(t, p, "catching up after the outage")
-	h.caughtUpBucket(ctx, t, 60*time.Second, "the bucket to equal the simulator's state after the outage")
+	h.caughtUpBucket(ctx, t, 60*time.Second, "the bucket to equal the simulator's state after the outage", p)
 	if got := leaderMetric(ops, 0); got != "1" {
 		t.Errorf("after the outage the only replica reports ccaas_bridge_leader{shard=\"0\"} %q, want 1", got)
 	}
@@ -189,7 +189,7 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	// A few changes after the rejoin, published by the new leader.
 	for i := range 3 {
 		h.sim.Step()
-		if !h.caughtUpBucket(ctx, t, 30*time.Second, fmt.Sprintf("round %d after the rejoin on the stream and in the bucket", i+1)) {
+		if !h.caughtUpBucket(ctx, t, 30*time.Second, fmt.Sprintf("round %d after the rejoin on the stream and in the bucket", i+1), a, b) {
 			break
 		}
 	}
