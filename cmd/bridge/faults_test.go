@@ -593,3 +593,16 @@ func (h *harness) caughtUpBucket(ctx context.Context, t *testing.T, within time.
 	}
 	return ok
 }
+
+// describe lists up to n events, one a line, for failure messages.
+func describe(events []event, n int) string {
+	var lines []string
+	for i, ev := range events {
+		if i == n {
+			lines = append(lines, fmt.Sprintf("and %d more", len(events)-n))
+			break
+		}
+		lines = append(lines, fmt.Sprintf("%s %s observed %s", ev.ID, ev.Type, ev.Time.Format("15:04:05.000")))
+	}
+	return strings.Join(lines, "\n")
+}

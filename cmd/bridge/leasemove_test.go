@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,21 +98,21 @@ func TestLeaseMoveLeavesNoEventsFromTheReplicaThatGaveUp(t *testing.T) {
 		}
 	}
 	written := h.bridgeEvents(ctx, nil)
-	var fromGiver, stale []string
+	var fromGiver, stale []event
 	for _, ev := range written {
 		if ev.Type == detector.TypePresenceStale {
-			stale = append(stale, ev.ID+" by "+ev.writer)
+			stale = append(stale, ev.event)
 		}
 		if ev.writer == versionA && movedAgents[ev.Agent] && ev.Time.After(movedAt) && ev.Time.Before(until) {
-			fromGiver = append(fromGiver, ev.ID+" ("+ev.Type+" at "+ev.Time.Format("15:04:05.000")+")")
+			fromGiver = append(fromGiver, ev.event)
 		}
 	}
 	if len(fromGiver) > 0 {
-		t.Errorf("after giving shard %d up at %s, bridge-a published %d events for its agents:\n%s",
-			moved, movedAt.Format("15:04:05.000"), len(fromGiver), strings.Join(fromGiver, "\n"))
+		t.Errorf("after giving shard %d up at %s, bridge-a published %d events %v for its agents, e.g.\n%s",
+			moved, movedAt.Format("15:04:05.000"), len(fromGiver), countTypes(fromGiver), describe(fromGiver, 5))
 	}
 	if len(stale) > 0 {
-		t.Errorf("%d presence.stale events though every agent was polled throughout: %s", len(stale), strings.Join(stale, ", "))
+		t.Errorf("%d presence.stale events though every agent was polled throughout, e.g.\n%s", len(stale), describe(stale, 5))
 	}
 	if !stable {
 		t.Errorf("the shards moved again during the watch; the assignment is not stable")
