@@ -52,6 +52,10 @@ func TestMissingTransitions(t *testing.T) {
 			if required != tt.required {
 				t.Errorf("required %d, want %d", required, tt.required)
 			}
+			order := presenceOrderErrors(spans, map[string][]event{"a": tt.events})
+			if wantOrder := tt.required == 0; (len(order) > 0) != wantOrder {
+				t.Errorf("order reports %q, want some: %v", order, wantOrder)
+			}
 		})
 	}
 }

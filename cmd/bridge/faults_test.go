@@ -306,6 +306,15 @@ func missingTransitions(spans map[string][]presenceSpan, by map[string][]event, 
 	return missing, required
 }
 
+// presenceOrderErrors lists the agents whose presences on the stream are
+// not in the ground truth's order: a presence published after a later one,
+// an agent sent back to where it no longer is.
+func presenceOrderErrors(spans map[string][]presenceSpan, by map[string][]event) []string {
+	const never = time.Duration(1<<63 - 1) // no span is long enough to be required
+	out, _ := missingTransitions(spans, by, never, 0, time.Time{})
+	return out
+}
+
 // answer is one CCaaS_GetPresence answer the organisation sent.
 type answer struct {
 	agent, presence string

@@ -116,8 +116,9 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 // takes the lease over and publishes. When the connection comes back, the
 // ex-leader's held observations must not store anything contradictory (no
 // second version of an ID, every change following on from the stream's
-// previous one) and it must step down (ccaas_bridge_leader 0, /readyz
-// standby), while the stream ends equal to the organisation.
+// previous one, no agent sent back to a presence it had left) and it must
+// step down (ccaas_bridge_leader 0, /readyz standby), while the stream ends
+// equal to the organisation.
 func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	const (
 		agents    = 6
@@ -199,6 +200,9 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 		}
 	}
 	events := h.streamEvents(ctx)
-	h.checkWholeStream(ctx, events)
+	by := h.checkWholeStream(ctx, events)
+	for _, e := range presenceOrderErrors(h.presenceSpans(), by) {
+		t.Error(e)
+	}
 	t.Logf("%d events %v", len(events), countTypes(events))
 }
