@@ -285,7 +285,7 @@ func missingTransitions(spans map[string][]presenceSpan, by map[string][]event, 
 	for agent, agentSpans := range spans {
 		got := presenceEvents(by[agent])
 		if !isSubsequence(got, agentSpans) {
-			missing = append(missing, fmt.Sprintf("agent %s: stream presences %v are not in the ground truth's order %v", agent, got, agentSpans))
+			missing = append(missing, fmt.Sprintf("agent %s: stream presences are not in the ground truth's order: %s", agent, divergence(got, agentSpans)))
 			continue
 		}
 		for _, s := range agentSpans {
@@ -304,6 +304,40 @@ func missingTransitions(spans map[string][]presenceSpan, by map[string][]event, 
 		}
 	}
 	return missing, required
+}
+
+// divergence describes the first presence on the stream that does not
+// follow in the ground truth, with the ground truth around it.
+func divergence(got []streamPresence, spans []presenceSpan) string {
+	short := func(id string) string { return id[:min(8, len(id))] }
+	clock := func(t time.Time) string { return t.Format("15:04:05.000") }
+	i, j := 0, 0
+	for ; i < len(got); i++ {
+		for j < len(spans) && spans[j].presence != got[i].presence {
+			j++
+		}
+		if j == len(spans) {
+			break
+		}
+		j++
+	}
+	if i == len(got) {
+		return "none"
+	}
+	from, to := got[i].at.Add(-2*time.Second), got[i].at.Add(2*time.Second)
+	var truth []string
+	for _, s := range spans {
+		if s.start.After(to) || (!s.end.IsZero() && s.end.Before(from)) {
+			continue
+		}
+		truth = append(truth, short(s.presence)+"@"+clock(s.start))
+	}
+	prev := "none"
+	if i > 0 {
+		prev = fmt.Sprintf("%s observed %s", short(got[i-1].presence), clock(got[i-1].at))
+	}
+	return fmt.Sprintf("presence.changed #%d to %s observed %s after %s; the organisation around then: %s",
+		i+1, short(got[i].presence), clock(got[i].at), prev, strings.Join(truth, " "))
 }
 
 // presenceOrderErrors lists the agents whose presences on the stream are

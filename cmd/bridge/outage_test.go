@@ -100,7 +100,7 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 		t.Fatalf("only %d presences began during the outage: the test would prove little", during)
 	}
 	if len(missing) > 0 {
-		t.Errorf("%d of %d presences that lasted %s or more are missing from the stream:\n%s", len(missing), required, minSpan, strings.Join(missing, "\n"))
+		t.Errorf("presence history against the organisation's (%d presences lasted %s or more): %d problems:\n%s", required, minSpan, len(missing), strings.Join(missing, "\n"))
 	}
 	// The organisation answered every poll: "the bridge cannot see the
 	// agent" would be a false alarm.

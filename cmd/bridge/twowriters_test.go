@@ -77,7 +77,7 @@ func TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds(t *testing.T) {
 	changes := len(h.sim.Changes()) - agents
 	t.Logf("%d changes in %s; %d events %v from two bridges; %d presences lasted %s or more", changes, elapsed.Round(time.Millisecond), len(events), countTypes(events), required, minSpan)
 	if len(missing) > 0 {
-		t.Errorf("%d of %d presences that lasted %s or more are missing from the stream:\n%s", len(missing), required, minSpan, strings.Join(missing, "\n"))
+		t.Errorf("presence history against the organisation's (%d presences lasted %s or more): %d problems:\n%s", required, minSpan, len(missing), strings.Join(missing, "\n"))
 	}
 	if required < 3*agents {
 		t.Errorf("only %d presences lasted %s or more: the test would prove little", required, minSpan)
