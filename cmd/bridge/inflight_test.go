@@ -11,11 +11,12 @@ import (
 
 // TestSIGTERMPublishesEveryAnswerInFlight sends SIGTERM while 30 or more
 // slow CCaaS_GetPresence answers (1-2 s each) are in flight, just after
-// every agent's presence changed. The bridge must exit 0, and every answer
-// the organisation sent (before the signal, and those in flight at it that
-// the bridge waited for) must be reflected in the stream: each agent's last
-// presence on the stream is what its last answered poll said. A second
-// process then catches up and the whole stream keeps its properties.
+// every agent's presence changed. The bridge must let the polls in flight
+// finish rather than give them up, exit 0, and reflect every answer the
+// organisation sent (before the signal, and those in flight at it) in the
+// stream: each agent's last presence on the stream is what its last
+// answered poll said. A second process then catches up and the whole
+// stream keeps its properties.
 func TestSIGTERMPublishesEveryAnswerInFlight(t *testing.T) {
 	const (
 		agents          = 40
