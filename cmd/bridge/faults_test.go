@@ -487,17 +487,6 @@ func (l *pollersLog) polledSince(token string, t time.Time) map[string]bool {
 	return out
 }
 
-// lastPoll is when the process with token last asked about agent.
-func (l *pollersLog) lastPoll(token, agent string) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	times := l.polls[token][agent]
-	if len(times) == 0 {
-		return time.Time{}
-	}
-	return times[len(times)-1]
-}
-
 // versionedBinaries are bridge binaries built with another version string,
 // so that the ce-bridgeversion of each event says which process wrote it.
 var versionedBinaries struct {
