@@ -193,12 +193,10 @@ func tail(s string, n int) string {
 }
 
 // writtenEvent is an event of the stream with the version of the bridge
-// that published it (the ce-bridgeversion attribute) and its stream
-// sequence.
+// that published it (the ce-bridgeversion attribute).
 type writtenEvent struct {
 	event
-	writer    string
-	streamSeq uint64
+	writer string
 }
 
 // bridgeEvents reads the whole stream and decodes every message except the
@@ -232,7 +230,7 @@ func (h *harness) bridgeEvents(ctx context.Context, planted map[uint64]bool) []w
 			h.t.Errorf("stream message %d: %v", seq, err)
 			continue
 		}
-		out = append(out, writtenEvent{event: ev, writer: raw.Header.Get("ce-bridgeversion"), streamSeq: seq})
+		out = append(out, writtenEvent{event: ev, writer: raw.Header.Get("ce-bridgeversion")})
 	}
 	return out
 }
