@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/schemas"
 )
 
@@ -25,9 +26,28 @@ import (
 // bridge must start, keep publishing for those agents with their sequences
 // continuing, and keep doing so when junk arrives again while it runs. Only
 // the bridge's own events count for the stream's properties: the planted
-// messages are left out by their stream sequence.
+// messages are left out by their stream sequence. The stream's and the
+// bucket's foreign content are tried apart and together, so that a failure
+// says which one the bridge does not survive.
 func TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped(t *testing.T) {
-	h := newHarnessWith(t, harnessOptions{agents: 3, seed: 17})
+	tests := []struct {
+		name           string
+		stream, bucket bool
+	}{
+		{"on agent subjects", true, false},
+		{"in the state bucket", false, true},
+		{"both", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { testForeignContent(t, tt.stream, tt.bucket) })
+	}
+}
+
+// testForeignContent runs the scenario with the stream's foreign content,
+// the bucket's, or both.
+func testForeignContent(t *testing.T, onStream, inBucket bool) {
+	reqs := newRequestLog()
+	h := newHarnessWith(t, harnessOptions{agents: 3, seed: 17, sim: func(o *simulator.Options) { o.OnRequest = reqs.record }})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"GORACE": raceExitNow})
@@ -90,39 +110,46 @@ func TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped(t *testing.T) {
 		plant(subject(agent, detector.TypePresenceChanged), nil, []byte("\x00\xffnot a CloudEvent {"))
 	}
 
-	junk(x)
-	// Agent y's last presence.changed, word for word, on x's subject.
-	plant(subject(x, detector.TypePresenceChanged), ceHeaders(detector.TypePresenceChanged, y, fmt.Sprintf("%s-%d", y, 900001), 900001), yChanged.raw)
-	// On x's subject and naming x, but y's data.
-	plant(subject(x, detector.TypePresenceChanged), ceHeaders(detector.TypePresenceChanged, x, fmt.Sprintf("%s-%d", x, 900002), 900002), yChanged.raw)
-	// A type from a newer version.
-	future, err := json.Marshal(map[string]any{"agentId": x, "agentName": "Planted", "mood": "optimistic"})
-	if err != nil {
-		t.Fatal(err)
+	future := func(agent string) []byte {
+		b, err := json.Marshal(map[string]any{"agentId": agent, "agentName": "Planted", "mood": "optimistic"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
-	plant(subject(x, "presence.future"), ceHeaders("presence.future", x, fmt.Sprintf("%s-%d", x, 900003), 900003), future)
-
-	kv, err := h.js.KeyValue(ctx, "ccaas_agents")
-	if err != nil {
-		t.Fatalf("open the state bucket: %v", err)
+	if onStream {
+		junk(x)
+		// Agent y's last presence.changed, word for word, on x's subject.
+		plant(subject(x, detector.TypePresenceChanged), ceHeaders(detector.TypePresenceChanged, y, fmt.Sprintf("%s-%d", y, 900001), 900001), yChanged.raw)
+		// On x's subject and naming x, but y's data.
+		plant(subject(x, detector.TypePresenceChanged), ceHeaders(detector.TypePresenceChanged, x, fmt.Sprintf("%s-%d", x, 900002), 900002), yChanged.raw)
+		// A type from a newer version.
+		plant(subject(x, "presence.future"), ceHeaders("presence.future", x, fmt.Sprintf("%s-%d", x, 900003), 900003), future(x))
 	}
-	if _, err := kv.Put(ctx, x, []byte("{not json")); err != nil {
-		t.Fatalf("put garbage under %s: %v", x, err)
-	}
-	yState, err := kv.Get(ctx, y)
-	if err != nil {
-		t.Fatalf("get %s: %v", y, err)
-	}
-	if _, err := kv.Put(ctx, z, yState.Value()); err != nil {
-		t.Fatalf("put %s's value under %s: %v", y, z, err)
+	if inBucket {
+		kv, err := h.js.KeyValue(ctx, "ccaas_agents")
+		if err != nil {
+			t.Fatalf("open the state bucket: %v", err)
+		}
+		if _, err := kv.Put(ctx, x, []byte("{not json")); err != nil {
+			t.Fatalf("put garbage under %s: %v", x, err)
+		}
+		yState, err := kv.Get(ctx, y)
+		if err != nil {
+			t.Fatalf("get %s: %v", y, err)
+		}
+		if _, err := kv.Put(ctx, z, yState.Value()); err != nil {
+			t.Fatalf("put %s's value under %s: %v", y, z, err)
+		}
 	}
 
 	// The bridge starts and publishes the agents' next changes.
+	restarted := time.Now()
 	p = h.start(env, "run")
 	ops := opsAddr(t, p)
-	waitFor(t, 60*time.Second, "the bridge to be ready in spite of the foreign content", func() bool {
-		failIfExited(t, p, "starting with foreign content on the stream and in the bucket")
-		return strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`)
+	waitFor(t, 60*time.Second, "the bridge to poll and be ready in spite of the foreign content", func() bool {
+		failIfExited(t, p, "starting with the foreign content")
+		return reqs.answeredSince(restarted) && strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`)
 	})
 	caughtUp := func(what string) {
 		t.Helper()
@@ -137,12 +164,14 @@ func TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped(t *testing.T) {
 	h.changeEveryPresence(t)
 	caughtUp("a change of every agent after the restart")
 
-	// Junk again while the bridge runs, on x's and y's subjects.
-	junk(x)
-	plant(subject(y, "presence.future"), ceHeaders("presence.future", y, fmt.Sprintf("%s-%d", y, 900004), 900004), future)
-	junk(y)
+	if onStream {
+		// Junk again while the bridge runs, on x's and y's subjects.
+		junk(x)
+		plant(subject(y, "presence.future"), ceHeaders("presence.future", y, fmt.Sprintf("%s-%d", y, 900004), 900004), future(y))
+		junk(y)
+	}
 	h.changeEveryPresence(t)
-	caughtUp("a change of every agent after more junk")
+	caughtUp("a second change of every agent")
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Errorf("exit status %d after SIGTERM", code)
 	}
