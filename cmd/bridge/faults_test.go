@@ -26,7 +26,7 @@ import (
 
 // This file holds the test support of the fault scenarios (NATS outages,
 // partitions, lease moves, foreign content, SIGTERM with answers in flight)
-// and a unit test of that support.
+// (its unit tests are in faults_support_test.go).
 
 // stopNATS shuts the rig's NATS server down, as a crash or an upgrade would,
 // and returns the function that starts it again on the same address with
