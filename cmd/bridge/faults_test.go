@@ -307,7 +307,12 @@ func missingTransitions(spans map[string][]presenceSpan, by map[string][]event, 
 // divergence describes the first presence on the stream that does not
 // follow in the ground truth, with the ground truth around it.
 func divergence(got []streamPresence, spans []presenceSpan) string {
-	short := func(id string) string { return id[:min(8, len(id))] }
+	short := func(id string) string { // custom presences share a prefix, out-of-box ones a suffix
+		if len(id) < 12 {
+			return id
+		}
+		return id[:8] + "…" + id[len(id)-4:]
+	}
 	clock := func(t time.Time) string { return t.Format("15:04:05.000") }
 	i, j := 0, 0
 	for ; i < len(got); i++ {
