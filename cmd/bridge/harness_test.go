@@ -125,8 +125,14 @@ type proc struct {
 // collected.
 func (h *harness) start(env map[string]string, args ...string) *proc {
 	h.t.Helper()
+	return h.startBinary(bridgeBin, env, args...)
+}
+
+// startBinary is start with another build of the bridge binary.
+func (h *harness) startBinary(bin string, env map[string]string, args ...string) *proc {
+	h.t.Helper()
 	p := &proc{done: make(chan error, 1)}
-	p.cmd = exec.Command(bridgeBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = bridgeEnv(env)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
