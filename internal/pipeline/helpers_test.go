@@ -119,17 +119,20 @@ func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() 
 	if err != nil {
 		t.Fatal(err)
 	}
-	det, err := detector.New(detector.Options{Store: store, StaleAfter: staleAfter, Now: now})
+	det, err := detector.New(detector.Options{StaleAfter: staleAfter, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := det.Load(t.Context()); err != nil {
+	states, err := store.LoadAll(t.Context())
+	if err != nil {
 		t.Fatal(err)
 	}
+	det.Restore(states...)
 	b := &bridge{det: det, store: store, published: make(chan detector.Event, 10000), done: make(chan struct{})}
 	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
-		Detector: det, Publisher: b.pub.Publisher, Journal: pipeline.NewStreamJournal(js, streamName, "ccaas.agents"), StaleCheckInterval: 10 * time.Millisecond,
+		Detector: det, Publisher: b.pub.Publisher, View: store, StaleCheckInterval: 10 * time.Millisecond,
+		Journal: pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents"}),
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})
 	if err != nil {

@@ -124,13 +124,13 @@ type Pipeline struct {
 	flows  map[string]*flow       // agents with changes in flight or being adopted
 	active map[string]struct{}    // agents this process polls; nil: every agent
 
-	closeMu  sync.RWMutex
-	closed   bool
-	inflight sync.WaitGroup
-	queues   []chan job
-	workers  sync.WaitGroup
-	stop     chan struct{} // closed by Close: adoptions give up
-	adopts   sync.WaitGroup
+	closeMu sync.RWMutex
+	closed  bool
+	busy    int           // changes in flight and adoptions under way; guarded by mu
+	quiet   chan struct{} // closed when busy drops to zero; guarded by mu
+	queues  []chan job
+	workers sync.WaitGroup
+	stop    chan struct{} // closed when Close gives up: adoptions stop
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -204,8 +204,9 @@ func New(opts Options) (*Pipeline, error) {
 	p := &Pipeline{
 		opts: opts, log: log, metrics: m,
 		order: map[string]*sync.Mutex{}, flows: map[string]*flow{},
-		stop: make(chan struct{}), stats: Stats{Events: map[string]uint64{}},
+		stop: make(chan struct{}), quiet: make(chan struct{}), stats: Stats{Events: map[string]uint64{}},
 	}
+	close(p.quiet)
 	for range opts.CommitWorkers {
 		q := make(chan job, 256)
 		p.queues = append(p.queues, q)
@@ -305,7 +306,6 @@ func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *d
 // enqueue hands a change to the publisher; the agent's order lock is held.
 func (p *Pipeline) enqueue(ctx context.Context, c *detector.Change) error {
 	q := p.queue(c.AgentID)
-	p.inflight.Add(1)
 	p.addPending(c.AgentID)
 	err := p.opts.Publisher.Enqueue(ctx, c.AfterStream, c.Events, func(seq uint64, err error) { q <- job{change: c, streamSeq: seq, err: err} })
 	if err != nil {
@@ -323,9 +323,26 @@ func (p *Pipeline) adopting(agentID string) bool {
 	return f != nil && f.adopting
 }
 
+// work counts a change in flight or an adoption under way (n = ±1).
+func (p *Pipeline) work(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.workLocked(n)
+}
+
+func (p *Pipeline) workLocked(n int) {
+	if p.busy == 0 && n > 0 {
+		p.quiet = make(chan struct{})
+	}
+	if p.busy += n; p.busy == 0 {
+		close(p.quiet)
+	}
+}
+
 func (p *Pipeline) addPending(agentID string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.workLocked(1)
 	f := p.flowLocked(agentID)
 	if f.pending == 0 {
 		f.idle = make(chan struct{})
@@ -403,7 +420,7 @@ func (p *Pipeline) commitLoop(q chan job) {
 	for j := range q {
 		p.handle(j)
 		p.donePending(j.change.AgentID)
-		p.inflight.Done()
+		p.work(-1)
 	}
 }
 
@@ -457,10 +474,10 @@ func (p *Pipeline) startAdoption(agentID string) {
 		return
 	}
 	f.adopting = true
+	p.workLocked(1)
 	p.mu.Unlock()
-	p.adopts.Add(1)
 	go func() {
-		defer p.adopts.Done()
+		defer p.work(-1)
 		p.adopt(agentID)
 	}()
 }
@@ -513,10 +530,17 @@ func (p *Pipeline) adopt(agentID string) {
 		}
 	}
 	p.metrics.Adoptions.WithLabelValues("adopted").Inc()
+	if st != nil {
+		// The view follows the stream, also where nothing new is published.
+		rctx, rcancel := context.WithTimeout(ctx, p.opts.CommitTimeout)
+		if err := p.opts.View.Record(rctx, *st); err != nil {
+			p.log.Warn("recording the agent's state adopted from the stream failed", "agent", agentID, "err", err)
+		}
+		rcancel()
+	}
 
-	p.closeMu.RLock()
-	defer p.closeMu.RUnlock()
-	if p.closed || !p.takes(agentID) {
+	// Also after Close began: this finishes an observation taken before.
+	if !p.takes(agentID) {
 		return
 	}
 	mu := p.orderLock(agentID)
@@ -610,10 +634,11 @@ func (p *Pipeline) count(f func(*Stats)) {
 }
 
 // Close refuses further observations, waits until every enqueued change has
-// been stored and recorded (or failed), stops adoptions under way, then
-// stops the commit workers. Call it after the source has stopped and before
-// the publisher is closed. When ctx ends first it returns ctx's error; the
-// changes not stored are produced again from the stream after a restart.
+// been stored and recorded (or failed) and every adoption under way has
+// published what its observation adds, then stops the commit workers. Call
+// it after the source has stopped and before the publisher is closed. When
+// ctx ends first, adoptions stop and it returns ctx's error; the changes
+// not stored are produced again from the stream after a restart.
 func (p *Pipeline) Close(ctx context.Context) error {
 	p.closeMu.Lock()
 	if p.closed {
@@ -623,22 +648,21 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	p.closed = true
 	p.closeMu.Unlock()
 
-	drained := make(chan struct{})
-	go func() {
-		p.inflight.Wait()
-		close(drained)
-	}()
-	var err error
-	select {
-	case <-drained:
-	case <-ctx.Done():
-		err = fmt.Errorf("close pipeline: waiting for changes in flight: %w", ctx.Err())
+	for {
+		p.mu.Lock()
+		busy, quiet := p.busy, p.quiet
+		p.mu.Unlock()
+		if busy == 0 {
+			break
+		}
+		select {
+		case <-quiet:
+		case <-ctx.Done():
+			close(p.stop)
+			return fmt.Errorf("close pipeline: waiting for changes in flight: %w", ctx.Err())
+		}
 	}
 	close(p.stop)
-	p.adopts.Wait()
-	if err != nil {
-		return err
-	}
 	for _, q := range p.queues {
 		close(q)
 	}
