@@ -133,7 +133,7 @@ func TestCloudEventsSDKConsumerDecodesEvents(t *testing.T) {
 			t.Errorf("SDK consumer missed %s", ev.ID)
 			continue
 		}
-		if e.SpecVersion() != "1.0" || e.Type() != ev.Type || e.Subject() != ev.Agent || e.Source() != h.simURL ||
+		if e.SpecVersion() != "1.0" || e.Type() != ev.Type || e.Subject() != ev.Agent || e.Source() != h.simURL+"/api/data/v9.2/systemusers("+ev.Agent+")" ||
 			e.DataContentType() != "application/json" || !e.Time().Equal(ev.Time) || string(e.Data()) != string(ev.raw) {
 			t.Errorf("SDK decoded %s as %s", ev.ID, e.String())
 		}

@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -129,7 +127,7 @@ func run(ctx context.Context, nc *nats.Conn, opts options, w io.Writer) (int, er
 		if meta.Sequence.Stream > last {
 			return n, nil // published after the export began
 		}
-		ev, err := binding.ToEvent(ctx, cejs.NewMessage(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}))
+		ev, err := decodeEvent(ctx, msg)
 		if err != nil {
 			return n, fmt.Errorf("decode event at stream sequence %d: %w", meta.Sequence.Stream, err)
 		}
