@@ -100,16 +100,23 @@ func (w *StreamWatch) Refresh(ctx context.Context) {
 	}
 }
 
-// Run refreshes at once and then every interval until ctx is done.
+// Run refreshes at once and then every interval until ctx is done; while
+// the stream is not found (the bridge may be creating it) it looks again
+// after at most a second, so readiness follows quickly.
 func (w *StreamWatch) Run(ctx context.Context) {
-	t := time.NewTicker(w.interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		w.Refresh(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		w.Refresh(ctx)
+		next := w.interval
+		if s := w.state.Load(); !s.ok {
+			next = min(next, time.Second)
+		}
+		t.Reset(next)
 	}
 }
