@@ -212,6 +212,13 @@ type event struct {
 // values percent-decoded as it specifies) and validates its data against
 // the type's schema.
 func (h *harness) decode(msg *nats.Msg) (event, error) {
+	for k, vs := range msg.Header {
+		for _, v := range vs {
+			if i := strings.IndexFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7E || r == '"' }); strings.HasPrefix(k, "ce-") && i >= 0 {
+				return event{}, fmt.Errorf("header %s on %s: %q holds %q, which the NATS binding percent-encodes", k, msg.Subject, v, v[i])
+			}
+		}
+	}
 	hdr, err := ceheader.DecodeHeader(msg.Header)
 	if err != nil {
 		return event{}, fmt.Errorf("decode %s: %w", msg.Subject, err)
