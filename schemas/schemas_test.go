@@ -6,10 +6,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/schemas"
 )
 
@@ -78,10 +80,24 @@ func TestAsyncAPI(t *testing.T) {
 					} `json:"allOf"`
 				} `json:"headers"`
 				Payload struct {
-					Ref string `json:"$ref"`
+					SchemaFormat string `json:"schemaFormat"`
+					Schema       struct {
+						Ref string `json:"$ref"`
+					} `json:"schema"`
 				} `json:"payload"`
 			} `json:"messages"`
+			Schemas struct {
+				CloudEventHeaders struct {
+					Required []string `json:"required"`
+				} `json:"cloudEventHeaders"`
+			} `json:"schemas"`
 		} `json:"components"`
+		Operations map[string]struct {
+			Action  string `json:"action"`
+			Channel struct {
+				Ref string `json:"$ref"`
+			} `json:"channel"`
+		} `json:"operations"`
 	}
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		t.Fatalf("parse asyncapi.yaml: %v", err)
@@ -101,9 +117,12 @@ func TestAsyncAPI(t *testing.T) {
 	byType := map[string]string{}
 	for key, m := range doc.Components.Messages {
 		byType[m.Name] = key
-		ref := strings.TrimPrefix(m.Payload.Ref, "./")
+		ref := strings.TrimPrefix(m.Payload.Schema.Ref, "./")
 		if _, err := fs.Stat(schemas.FS(), ref); err != nil {
-			t.Errorf("message %s names schema %q, which does not exist", key, m.Payload.Ref)
+			t.Errorf("message %s names schema %q, which does not exist", key, m.Payload.Schema.Ref)
+		}
+		if m.Payload.SchemaFormat != schemaFormat2020 {
+			t.Errorf("message %s payload schemaFormat %q, want %q", key, m.Payload.SchemaFormat, schemaFormat2020)
 		}
 	}
 	for _, typ := range detector.Types() {
@@ -116,8 +135,8 @@ func TestAsyncAPI(t *testing.T) {
 			t.Errorf("message %s is on channel %q, want %q", typ, messageOf[key], want)
 		}
 		m := doc.Components.Messages[key]
-		if m.Payload.Ref != "./"+typ+".schema.json" {
-			t.Errorf("message %s payload %q", typ, m.Payload.Ref)
+		if m.Payload.Schema.Ref != "./"+typ+".schema.json" {
+			t.Errorf("message %s payload %q", typ, m.Payload.Schema.Ref)
 		}
 		var ceType, dataschema string
 		for _, a := range m.Headers.AllOf {
@@ -131,4 +150,40 @@ func TestAsyncAPI(t *testing.T) {
 	if _, ok := byType["agent-state"]; !ok {
 		t.Error("asyncapi.yaml does not describe the state bucket's values")
 	}
+
+	// The document describes the bridge: it sends on every channel.
+	operated := map[string]bool{}
+	for key, op := range doc.Operations {
+		if op.Action != "send" {
+			t.Errorf("operation %s: action %q, want send (the bridge publishes)", key, op.Action)
+		}
+		operated[strings.TrimPrefix(op.Channel.Ref, "#/channels/")] = true
+	}
+	for key := range doc.Channels {
+		if !operated[key] {
+			t.Errorf("channel %s has no operation", key)
+		}
+	}
+
+	// Every header the encoder writes is required.
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: "https://contoso.crm.dynamics.com", BridgeVersion: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := enc.Encode(detector.Event{ID: "a-1", Type: detector.Types()[0], AgentID: "a", Sequence: 1, Time: time.Unix(1, 0), Data: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	required := doc.Components.Schemas.CloudEventHeaders.Required
+	for name := range msg.Header {
+		if !slices.Contains(required, name) {
+			t.Errorf("header %s is always sent but not required in cloudEventHeaders (required: %v)", name, required)
+		}
+	}
+	if len(required) != len(msg.Header) {
+		t.Errorf("cloudEventHeaders requires %v; the encoder writes %d headers", required, len(msg.Header))
+	}
 }
+
+// schemaFormat2020 is the AsyncAPI schemaFormat of JSON Schema 2020-12.
+const schemaFormat2020 = "application/schema+json;version=2020-12"

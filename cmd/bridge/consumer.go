@@ -181,13 +181,13 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			if err != nil {
 				return fmt.Errorf("agent %s: %w", plan.agents[0], err)
 			}
-			fmt.Fprintf(stdout, "      %s (%s) is %q, %d browser sessions\n", snap.AgentName, snap.AgentID, snap.PresenceName, snap.ActiveBrowserSessions)
+			fmt.Fprintf(stdout, "      %s (%s) is %q, %d browser sessions\n", consumer.Printable(snap.AgentName), consumer.Printable(snap.AgentID), snap.PresenceName, snap.ActiveBrowserSessions)
 			return nil
 		})},
 		{Name: "presence catalogue (msdyn_presences)", Run: bounded(func(ctx context.Context) error {
 			ps, err := client.ListPresences(ctx)
 			if err != nil && cfg.PresenceMap != "" {
-				fmt.Fprintf(stdout, "      not readable (%v); BRIDGE_PRESENCE_MAP covers custom presences\n", err)
+				fmt.Fprintf(stdout, "      not readable (%s); BRIDGE_PRESENCE_MAP covers custom presences\n", consumer.Printable(err.Error()))
 				return nil
 			}
 			if err != nil {

@@ -38,6 +38,9 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	cfg.PollInterval = *interval
 	cfg.BackoffMax = 5 * time.Second
 	cfg.LeaseEnabled = false
+	if cfg.SnapshotInterval == 0 {
+		cfg.SnapshotInterval = demoSnapshotInterval // every event type within the first minute
+	}
 	if cfg.HTTPAddr == ":8080" {
 		cfg.HTTPAddr = "127.0.0.1:8080"
 	}
@@ -68,6 +71,22 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = sim.Serve(simCtx, ln) }() // serves and changes agents every change-interval
 	cfg.OrgURL = "http://" + ln.Addr().String()
+	// Once the bridge polls: agents that go unattended, log out and in, and
+	// one whose polls fail long enough to go stale, so every event type
+	// shows within a minute.
+	scenario := func() {
+		if *agents < simulator.ScenarioAgents {
+			return
+		}
+		sc := simulator.Scenario{Unit: cfg.PollInterval, FaultFor: cfg.EffectiveStaleAfter() + 4*cfg.PollInterval + time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sim.RunScenario(simCtx, sc); err != nil {
+				log.Warn("demo scenario stopped", "err", err)
+			}
+		}()
+	}
 
 	names := map[string]string{}
 	for _, a := range sim.Agents() {
@@ -86,6 +105,7 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		fmt.Fprintf(stdout, "%s  %-22s %-18s %s → %s\n", ev.Time.Format("15:04:05.000"), truncateName(name, 22), ev.Type, prev, cur)
 	}
 	started := func(pipe *pipeline.Pipeline, poller *source.Poller) {
+		scenario()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -114,6 +134,10 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	fmt.Fprintln(stdout, "demo: stopped cleanly")
 	return exitOK
 }
+
+// demoSnapshotInterval is the demo's presence.snapshot period when
+// BRIDGE_SNAPSHOT_INTERVAL is not set.
+const demoSnapshotInterval = 30 * time.Second
 
 func truncateName(s string, n int) string {
 	if r := []rune(s); len(r) > n {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,6 +14,8 @@ import (
 	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ccaas/presence-bridge/internal/detector"
 )
 
 // presenceHistory returns, per agent, the presence IDs in the order the
@@ -133,7 +137,7 @@ func TestCloudEventsSDKConsumerDecodesEvents(t *testing.T) {
 			t.Errorf("SDK consumer missed %s", ev.ID)
 			continue
 		}
-		if e.SpecVersion() != "1.0" || e.Type() != ev.Type || e.Subject() != ev.Agent || e.Source() != h.simURL ||
+		if e.SpecVersion() != "1.0" || e.Type() != ev.Type || e.Subject() != ev.Agent || e.Source() != h.simURL+"/api/data/v9.2/systemusers("+ev.Agent+")" ||
 			e.DataContentType() != "application/json" || !e.Time().Equal(ev.Time) || string(e.Data()) != string(ev.raw) {
 			t.Errorf("SDK decoded %s as %s", ev.ID, e.String())
 		}
@@ -164,4 +168,79 @@ func TestDemoPrintsEventsWithinFiveSeconds(t *testing.T) {
 	if !strings.Contains(p.output(), "demo: stopped cleanly") {
 		t.Fatalf("demo did not report a clean stop:\n%s", p.output())
 	}
+}
+
+// TestDemoShowsEveryEventType runs `bridge demo` as the binary and expects
+// a line of each of the nine event types and a summary line counting all
+// nine. The demo's own flags and variables shorten it (polls every 200 ms,
+// stale after 1 s without a successful poll, snapshots every 3 s); at its
+// defaults the same scenario shows all nine within its first minute.
+func TestDemoShowsEveryEventType(t *testing.T) {
+	h := &harness{t: t}
+	p := h.start(map[string]string{
+		"BRIDGE_DATA_DIR":             t.TempDir(),
+		"BRIDGE_EMBEDDED_NATS_LISTEN": "127.0.0.1:-1",
+		"BRIDGE_HTTP_ADDR":            "127.0.0.1:0",
+		"BRIDGE_STALE_AFTER":          "1s",
+		"BRIDGE_SNAPSHOT_INTERVAL":    "3s",
+	}, "demo", "--agents", "6", "--interval", "200ms", "--summary", "1s")
+	types := detector.Types()
+	if len(types) != 9 {
+		t.Fatalf("the detector has %d event types, want 9", len(types))
+	}
+	start := time.Now()
+	waitFor(t, 60*time.Second, "an event line of every type and a summary counting them", func() bool {
+		out := p.output()
+		for _, typ := range types {
+			if !demoEventLine(out, typ) {
+				return false
+			}
+		}
+		return demoSummaryCounts(out, types)
+	})
+	t.Logf("every event type shown after %s", time.Since(start).Round(time.Millisecond))
+	if code := p.stop(t, syscall.SIGINT, 20*time.Second); code != 0 {
+		t.Fatalf("demo exit status %d after Ctrl-C\n%s", code, p.output())
+	}
+}
+
+// demoEventLine reports whether out has an event line of type typ: the
+// type as a whole word of a line that is not a summary.
+func demoEventLine(out, typ string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "summary:") {
+			continue
+		}
+		if slices.Contains(strings.Fields(line), typ) {
+			return true
+		}
+	}
+	return false
+}
+
+// demoSummaryCounts reports whether a summary line of out counts every one
+// of types with a positive number (type=N).
+func demoSummaryCounts(out string, types []string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "summary:") {
+			continue
+		}
+		all := true
+		for _, typ := range types {
+			i := strings.Index(line, typ+"=")
+			if i < 0 {
+				all = false
+				break
+			}
+			rest := line[i+len(typ)+1:]
+			if n, err := strconv.Atoi(strings.Fields(rest)[0]); err != nil || n < 1 {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/ceheader"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/schemas"
@@ -199,10 +200,12 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) int 
 	return -1
 }
 
-// event is one event read from the stream, decoded by the CloudEvents SDK.
+// event is one event read from the stream, decoded by the CloudEvents SDK
+// after the NATS binding's percent-decoding of the header values.
 type event struct {
 	Subject  string
 	ID       string
+	Source   string
 	Type     string
 	Agent    string
 	Sequence uint64
@@ -211,17 +214,29 @@ type event struct {
 	raw      []byte
 }
 
-// decode decodes a stream message with the CloudEvents NATS binding and
-// validates its data against the type's schema.
+// decode decodes a stream message with the CloudEvents NATS binding (header
+// values percent-decoded as it specifies) and validates its data against
+// the type's schema.
 func (h *harness) decode(msg *nats.Msg) (event, error) {
-	ce, err := binding.ToEvent(context.Background(), cejs.NewMessage(msg))
+	for k, vs := range msg.Header {
+		for _, v := range vs {
+			if i := strings.IndexFunc(v, func(r rune) bool { return r < 0x21 || r > 0x7E || r == '"' }); strings.HasPrefix(k, "ce-") && i >= 0 {
+				return event{}, fmt.Errorf("header %s on %s: %q holds %q, which the NATS binding percent-encodes", k, msg.Subject, v, v[i])
+			}
+		}
+	}
+	hdr, err := ceheader.DecodeHeader(msg.Header)
+	if err != nil {
+		return event{}, fmt.Errorf("decode %s: %w", msg.Subject, err)
+	}
+	ce, err := binding.ToEvent(context.Background(), cejs.NewMessage(&nats.Msg{Subject: msg.Subject, Header: hdr, Data: msg.Data}))
 	if err != nil {
 		return event{}, fmt.Errorf("decode %s: %w", msg.Subject, err)
 	}
 	if err := ce.Validate(); err != nil {
 		return event{}, fmt.Errorf("invalid cloudevent %s: %w", msg.Subject, err)
 	}
-	ev := event{Subject: msg.Subject, ID: ce.ID(), Type: ce.Type(), Agent: ce.Subject(), Time: ce.Time(), raw: ce.Data()}
+	ev := event{Subject: msg.Subject, ID: ce.ID(), Source: ce.Source(), Type: ce.Type(), Agent: ce.Subject(), Time: ce.Time(), raw: ce.Data()}
 	seq, ok := ce.Extensions()["sequence"]
 	if !ok {
 		return ev, fmt.Errorf("event %s has no sequence extension", ev.ID)

@@ -20,8 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -126,7 +124,7 @@ func run(ctx context.Context, nc *nats.Conn, opts options, w io.Writer) error {
 // again later) when the alert could not be raised. It returns an error only
 // when the message could not be settled.
 func handle(ctx context.Context, msg jetstream.Msg, w io.Writer, opts options) error {
-	ev, err := binding.ToEvent(ctx, cejs.NewMessage(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}))
+	ev, err := decodeEvent(ctx, msg)
 	if err != nil {
 		opts.Logger.Error("drop undecodable message", "subject", msg.Subject(), "err", err)
 		if err := msg.Term(); err != nil {

@@ -1,8 +1,9 @@
 // Package eventstest supports the tests of the examples: an in-process
 // JetStream server holding the bridge's stream, and a publisher of known
 // CloudEvents encoded exactly as the bridge encodes them (binary content
-// mode of the CloudEvents NATS binding, ID as Nats-Msg-Id). It uses only
-// public libraries, like the examples themselves.
+// mode of the CloudEvents NATS binding with every ce- header value
+// percent-encoded, ID as Nats-Msg-Id). It uses only public libraries, like
+// the examples themselves.
 package eventstest
 
 import (
@@ -26,8 +27,20 @@ const (
 	Stream        = "CCAAS_AGENTS"
 	SubjectPrefix = "ccaas.agents"
 	StateBucket   = "ccaas_agents"
-	Source        = "https://contoso.crm.dynamics.com"
+	// Org is the organisation; an event's source is its agent's Dataverse
+	// URI under it (AgentSource).
+	Org = "https://contoso.crm.dynamics.com"
+	// BridgeVersion is the bridgeversion of the test events; its space
+	// travels percent-encoded, so a consumer that does not percent-decode
+	// shows it wrongly.
+	BridgeVersion = "v0.0.0 (test)"
 )
+
+// AgentSource returns the CloudEvent source of an agent's events:
+// <org>/api/data/v9.2/systemusers(<agentId>).
+func AgentSource(agent string) string {
+	return Org + "/api/data/v9.2/systemusers(" + agent + ")"
+}
 
 // StartJetStream runs an in-process JetStream server for one test, creates
 // the stream capturing SubjectPrefix.> and returns a connection to it.
@@ -75,13 +88,13 @@ func (e Event) CloudEvent(t *testing.T) event.Event {
 	t.Helper()
 	ce := event.New()
 	ce.SetID(fmt.Sprintf("%s-%d", e.Agent, e.Seq))
-	ce.SetSource(Source)
+	ce.SetSource(AgentSource(e.Agent))
 	ce.SetType(e.Type)
 	ce.SetSubject(e.Agent)
 	ce.SetTime(e.Time)
 	ce.SetDataSchema("https://raw.githubusercontent.com/ccaas/presence-bridge/main/schemas/" + e.Type + ".schema.json")
 	ce.SetExtension("sequence", fmt.Sprintf("%020d", e.Seq))
-	ce.SetExtension("bridgeversion", "test")
+	ce.SetExtension("bridgeversion", BridgeVersion)
 	if err := ce.SetData(event.ApplicationJSON, []byte(e.Data)); err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +102,8 @@ func (e Event) CloudEvent(t *testing.T) event.Event {
 }
 
 // Publish publishes events in order to SubjectPrefix.<agent>.<type>, in
-// binary content mode with the event ID as Nats-Msg-Id, waiting for each
-// ack.
+// binary content mode (header values percent-encoded) with the event ID as
+// Nats-Msg-Id, waiting for each ack.
 func Publish(t *testing.T, js jetstream.JetStream, events ...Event) {
 	t.Helper()
 	for _, e := range events {
@@ -99,6 +112,13 @@ func Publish(t *testing.T, js jetstream.JetStream, events ...Event) {
 		hdr, err := cejs.WriteMsg(t.Context(), binding.ToMessage(&ce), &body)
 		if err != nil {
 			t.Fatalf("encode event: %v", err)
+		}
+		for k, vs := range hdr {
+			if strings.HasPrefix(k, "ce-") {
+				for i, v := range vs {
+					vs[i] = PercentEncode(v)
+				}
+			}
 		}
 		msg := &nats.Msg{Subject: SubjectPrefix + "." + e.Agent + "." + e.Type, Header: hdr, Data: body.Bytes()}
 		if _, err := js.PublishMsg(t.Context(), msg, jetstream.WithMsgID(ce.ID())); err != nil {
@@ -169,4 +189,23 @@ func (b *LineBuffer) WaitLines(t *testing.T, n int) {
 			t.Fatalf("timed out waiting for %d lines; have:\n%s", n, b.String())
 		}
 	}
+}
+
+// PercentEncode encodes a header value as the CloudEvents NATS binding
+// requires: space, double quote, percent and every byte outside printable
+// US-ASCII become %XY (upper-case hex of each UTF-8 byte).
+func PercentEncode(v string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c <= ' ' || c >= 0x7F || c == '"' || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0x0F])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }

@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -60,8 +58,8 @@ func connectAndRun(ctx context.Context, url string, opts options) error {
 		return fmt.Errorf("connect to nats: %w", err)
 	}
 	defer nc.Close()
-	n, err := run(ctx, nc, opts, os.Stdout)
-	fmt.Fprintf(os.Stderr, "exported %d events\n", n)
+	res, err := run(ctx, nc, opts, os.Stdout, os.Stderr)
+	fmt.Fprintf(os.Stderr, "exported %d events, skipped %d undecodable messages\n", res.exported, res.skipped)
 	return err
 }
 
@@ -80,21 +78,30 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
+// result counts what run did.
+type result struct {
+	exported int // events written
+	skipped  int // messages that were not decodable CloudEvents
+}
+
 // run writes the events from opts.Since to the end of the stream as it is
-// now to w, one CloudEvent JSON object per line, and returns how many.
-func run(ctx context.Context, nc *nats.Conn, opts options, w io.Writer) (int, error) {
+// now to w, one CloudEvent JSON object per line. A message that is not a
+// decodable CloudEvent is skipped, named on report and counted: one foreign
+// message must not stop a pipeline's export.
+func run(ctx context.Context, nc *nats.Conn, opts options, w, report io.Writer) (result, error) {
+	var res result
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, fmt.Errorf("open jetstream: %w", err)
+		return res, fmt.Errorf("open jetstream: %w", err)
 	}
 	stream, err := js.Stream(ctx, opts.Stream)
 	if err != nil {
-		return 0, fmt.Errorf("look up stream %s: %w", opts.Stream, err)
+		return res, fmt.Errorf("look up stream %s: %w", opts.Stream, err)
 	}
 	// The export ends at the last message stored now.
 	last := stream.CachedInfo().State.LastSeq
 	if last == 0 {
-		return 0, nil
+		return res, nil
 	}
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{opts.SubjectPrefix + ".>"},
@@ -105,44 +112,44 @@ func run(ctx context.Context, nc *nats.Conn, opts options, w io.Writer) (int, er
 	}
 	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return 0, fmt.Errorf("create ordered consumer: %w", err)
+		return res, fmt.Errorf("create ordered consumer: %w", err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return 0, fmt.Errorf("consume stream %s: %w", opts.Stream, err)
+		return res, fmt.Errorf("consume stream %s: %w", opts.Stream, err)
 	}
 	defer it.Stop()
 	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
-		return 0, nil // nothing stored since opts.Since
+		return res, nil // nothing stored since opts.Since
 	}
 
-	n := 0
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return n, fmt.Errorf("read stream %s: %w", opts.Stream, err)
+			return res, fmt.Errorf("read stream %s: %w", opts.Stream, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
-			return n, fmt.Errorf("read message metadata: %w", err)
+			return res, fmt.Errorf("read message metadata: %w", err)
 		}
 		if meta.Sequence.Stream > last {
-			return n, nil // published after the export began
+			return res, nil // published after the export began
 		}
-		ev, err := binding.ToEvent(ctx, cejs.NewMessage(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}))
+		ev, err := decodeEvent(ctx, msg)
+		var line []byte
+		if err == nil {
+			line, err = ev.MarshalJSON()
+		}
 		if err != nil {
-			return n, fmt.Errorf("decode event at stream sequence %d: %w", meta.Sequence.Stream, err)
+			res.skipped++
+			fmt.Fprintf(report, "skip stream sequence %d: %v\n", meta.Sequence.Stream, err)
+		} else if _, err := w.Write(append(line, '\n')); err != nil {
+			return res, fmt.Errorf("write event %s: %w", ev.ID(), err)
+		} else {
+			res.exported++
 		}
-		line, err := ev.MarshalJSON()
-		if err != nil {
-			return n, fmt.Errorf("encode event %s: %w", ev.ID(), err)
-		}
-		if _, err := w.Write(append(line, '\n')); err != nil {
-			return n, fmt.Errorf("write event %s: %w", ev.ID(), err)
-		}
-		n++
 		if meta.NumPending == 0 || meta.Sequence.Stream == last {
-			return n, nil
+			return res, nil
 		}
 	}
 }

@@ -47,15 +47,23 @@ func TestRun(t *testing.T) {
 			nc, js := eventstest.StartJetStream(t)
 			eventstest.Publish(t, js, before...)
 			mark := time.Now()
-			eventstest.Publish(t, js, after...)
+			eventstest.Publish(t, js, after[0])
 
-			var out bytes.Buffer
-			n, err := run(t.Context(), nc, options{Stream: eventstest.Stream, SubjectPrefix: eventstest.SubjectPrefix, Since: tt.since(mark)}, &out)
+			if _, err := js.Publish(t.Context(), eventstest.SubjectPrefix+"."+alice+".presence.changed", []byte("not a cloudevent")); err != nil {
+				t.Fatal(err)
+			}
+			eventstest.Publish(t, js, after[1:]...)
+
+			var out, report bytes.Buffer
+			res, err := run(t.Context(), nc, options{Stream: eventstest.Stream, SubjectPrefix: eventstest.SubjectPrefix, Since: tt.since(mark)}, &out, &report)
 			if err != nil {
 				t.Fatalf("run: %v", err)
 			}
-			if lines := strings.Count(out.String(), "\n"); n != lines {
-				t.Errorf("run reported %d events, wrote %d lines", n, lines)
+			if lines := strings.Count(out.String(), "\n"); res.exported != lines {
+				t.Errorf("run reported %d events, wrote %d lines", res.exported, lines)
+			}
+			if wantSkipped := tt.golden != "empty.ndjson"; (res.skipped == 1) != wantSkipped || (wantSkipped && !strings.Contains(report.String(), "skip stream sequence 4: ")) {
+				t.Errorf("skipped %d, report %q", res.skipped, report.String())
 			}
 			path := filepath.Join("testdata", tt.golden)
 			if *update {

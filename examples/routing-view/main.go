@@ -27,8 +27,6 @@ import (
 	"strconv"
 	"syscall"
 
-	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -168,7 +166,7 @@ func load(ctx context.Context, js jetstream.JetStream, bucket string) (map[strin
 // apply updates the view with one presence.changed event if it is newer
 // than what the view holds for the agent, and prints the change.
 func apply(ctx context.Context, view map[string]*agent, msg jetstream.Msg, w io.Writer) error {
-	ev, err := binding.ToEvent(ctx, cejs.NewMessage(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}))
+	ev, err := decodeEvent(ctx, msg)
 	if err != nil {
 		return fmt.Errorf("decode event on %s: %w", msg.Subject(), err)
 	}

@@ -29,7 +29,8 @@ var ErrCheckFailed = errors.New("check failed")
 //	FAIL  token: get token: 401 Unauthorized
 //	SKIP  presence: config failed
 //
-// It returns nil when every step passed, and otherwise an error wrapping
+// A step that prints details of its own passes strings from outside through
+// Printable. It returns nil when every step passed, and otherwise an error wrapping
 // ErrCheckFailed that counts the failures (the caller exits non-zero).
 func Check(ctx context.Context, w io.Writer, steps ...Step) error {
 	failed, skipBecause := 0, ""
@@ -46,7 +47,13 @@ func Check(ctx context.Context, w io.Writer, steps ...Step) error {
 			if err := s.Run(ctx); err != nil {
 				// A joined error lists one problem a line; indent the rest
 				// under the step.
-				line = fmt.Sprintf("FAIL  %s: %s", s.Name, strings.ReplaceAll(err.Error(), "\n", "\n      "))
+				// Each line is shown through Printable: a reason may quote
+				// what the organisation answered.
+				lines := strings.Split(err.Error(), "\n")
+				for i, l := range lines {
+					lines[i] = Printable(l)
+				}
+				line = fmt.Sprintf("FAIL  %s: %s", s.Name, strings.Join(lines, "\n      "))
 				failed++
 				if s.Critical {
 					skipBecause = s.Name

@@ -25,6 +25,12 @@ func TestCheck(t *testing.T) {
 			wantErr: "check failed: 1 of 1 steps did not pass",
 		},
 		{
+			name:    "control characters in a reason are escaped",
+			steps:   []Step{{Name: "presence", Run: fail("agent x: 403: \x1b[2J\x1b]0;pwned\a\nsecond line\r")}},
+			want:    "FAIL  presence: agent x: 403: \\x1b[2J\\x1b]0;pwned\\a\n      second line\\r\n",
+			wantErr: "check failed: 1 of 1 steps did not pass",
+		},
+		{
 			name:  "all pass",
 			steps: []Step{{Name: "config", Run: pass, Critical: true}, {Name: "token", Run: pass}, {Name: "nats", Run: pass}},
 			want:  "PASS  config\nPASS  token\nPASS  nats\n",

@@ -4,9 +4,12 @@
 // bucket as a table), Check (run named steps and print PASS/FAIL), and
 // ParseSince (the --since/--until flag values).
 //
-// It reads the stream the way any consumer would: events are decoded with
-// the CloudEvents NATS JetStream binding (NewMessage + binding.ToEvent), and
-// only the contract's subjects, attributes and data fields are used.
+// It reads the stream the way any consumer would: header values are
+// percent-decoded as the CloudEvents NATS binding requires, events are
+// decoded with the CloudEvents NATS JetStream binding (NewMessage +
+// binding.ToEvent), and only the contract's subjects, attributes and data
+// fields are used. Strings from the organisation or the stream are shown
+// through Printable, so none can drive the operator's terminal.
 //
 // Wiring in cmd/bridge (nc connected with the BRIDGE_ NATS settings):
 //
@@ -31,6 +34,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/ceheader"
 )
 
 // Contract defaults, used when an Options field is empty.
@@ -75,10 +80,15 @@ func FilterSubject(prefix, agent, eventType string) string {
 	return prefix + "." + strings.ToLower(agent) + "." + eventType
 }
 
-// Decode turns a JetStream message into a CloudEvent using the CloudEvents
-// NATS JetStream binding.
+// Decode turns a JetStream message into a CloudEvent as the CloudEvents NATS
+// binding specifies: ce- header values unquoted and percent-decoded, then
+// the SDK's NATS JetStream binding.
 func Decode(ctx context.Context, m jetstream.Msg) (*event.Event, error) {
-	nm := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+	h, err := ceheader.DecodeHeader(m.Headers())
+	if err != nil {
+		return nil, fmt.Errorf("decode cloudevent on %s: %w", m.Subject(), err)
+	}
+	nm := &nats.Msg{Subject: m.Subject(), Header: h, Data: m.Data()}
 	ev, err := binding.ToEvent(ctx, cejs.NewMessage(nm))
 	if err != nil {
 		return nil, fmt.Errorf("decode cloudevent on %s: %w", m.Subject(), err)

@@ -3,6 +3,7 @@ package consumer
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/ceheader"
 	"github.com/ccaas/presence-bridge/internal/natstest"
 )
 
@@ -67,7 +69,7 @@ func (f fixtureEvent) toEvent(t *testing.T, at time.Time) event.Event {
 	t.Helper()
 	e := event.New()
 	e.SetID(fmt.Sprintf("%s-%d", f.agent, f.seq))
-	e.SetSource("https://contoso.crm.dynamics.com")
+	e.SetSource("https://contoso.crm.dynamics.com/api/data/v9.2/systemusers(" + f.agent + ")")
 	e.SetType(f.typ)
 	e.SetSubject(f.agent)
 	e.SetTime(at)
@@ -80,7 +82,8 @@ func (f fixtureEvent) toEvent(t *testing.T, at time.Time) event.Event {
 	return e
 }
 
-// publishFixture encodes events in binary content mode and publishes them with
+// publishFixture encodes events in binary content mode (header values
+// percent-encoded as the NATS binding requires) and publishes them with
 // their ID as Nats-Msg-Id, waiting for each ack; event i is observed at
 // baseTime + offset + i seconds.
 func publishFixture(t *testing.T, js jetstream.JetStream, offset time.Duration, evs ...fixtureEvent) {
@@ -91,6 +94,11 @@ func publishFixture(t *testing.T, js jetstream.JetStream, offset time.Duration, 
 		hdr, err := cejs.WriteMsg(t.Context(), binding.ToMessage(&e), &body)
 		if err != nil {
 			t.Fatalf("encode event: %v", err)
+		}
+		for k, vs := range hdr {
+			if strings.HasPrefix(k, "ce-") {
+				hdr.Set(k, ceheader.Encode(vs[0]))
+			}
 		}
 		msg := &nats.Msg{Subject: DefaultSubjectPrefix + "." + f.agent + "." + f.typ, Header: hdr, Data: body.Bytes()}
 		if _, err := js.PublishMsg(t.Context(), msg, jetstream.WithMsgID(e.ID())); err != nil {

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,11 +35,23 @@ type ReplayOptions struct {
 // Replay writes the selected events to w as CloudEvents JSON (structured
 // mode), one event per line, in stream order, and returns once it reaches
 // Until or the end of the stream as it was at the start (events published
-// meanwhile are not exported). When progress is a terminal it shows a
-// progress bar there. It returns the first error, including ctx's.
+// meanwhile are not exported). A message that is not a decodable CloudEvent
+// is skipped: one line on progress names its stream sequence and the
+// reason, and a last line counts the skipped messages. When progress is a
+// terminal it also shows a progress bar there. It returns the first error,
+// including ctx's.
 func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, progress io.Writer) error {
-	_, err := replay(ctx, js, opts, w, barWriter(progress))
+	res, err := replay(ctx, js, opts, w, barWriter(progress), progress)
+	if res.skipped > 0 {
+		fmt.Fprintf(progress, "replay: %d events exported, %d undecodable messages skipped\n", res.written, res.skipped)
+	}
 	return err
+}
+
+// replayResult counts what replay did.
+type replayResult struct {
+	written int // events written
+	skipped int // messages skipped as undecodable
 }
 
 // barWriter returns progress when it is a terminal, nil otherwise.
@@ -50,19 +63,20 @@ func barWriter(progress io.Writer) io.Writer {
 	return progress
 }
 
-// replay is Replay with the progress bar written to bar when it is not nil;
-// it returns the number of events written.
-func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar io.Writer) (int, error) {
+// replay is Replay with the progress bar written to bar when it is not nil
+// and each skipped message reported on report.
+func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar, report io.Writer) (replayResult, error) {
+	var res replayResult
 	if opts.Stream == "" {
 		opts.Stream = DefaultStream
 	}
 	stream, err := js.Stream(ctx, opts.Stream)
 	if err != nil {
-		return 0, fmt.Errorf("look up stream %s: %w", opts.Stream, err)
+		return res, fmt.Errorf("look up stream %s: %w", opts.Stream, err)
 	}
 	last := stream.CachedInfo().State.LastSeq
 	if last == 0 {
-		return 0, nil
+		return res, nil
 	}
 	policy, start := deliverFrom(opts.Since, jetstream.DeliverAllPolicy)
 	filter := FilterSubject(opts.SubjectPrefix, opts.Agent, opts.Type)
@@ -72,16 +86,16 @@ func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, 
 		OptStartTime:   start,
 	})
 	if err != nil {
-		return 0, fmt.Errorf("create ordered consumer on stream %s for %s: %w", opts.Stream, filter, err)
+		return res, fmt.Errorf("create ordered consumer on stream %s for %s: %w", opts.Stream, filter, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return 0, fmt.Errorf("consume stream %s: %w", opts.Stream, err)
+		return res, fmt.Errorf("consume stream %s: %w", opts.Stream, err)
 	}
 	defer it.Stop()
 	info := cons.CachedInfo()
 	if info == nil || info.NumPending == 0 {
-		return 0, nil
+		return res, nil
 	}
 
 	var pb *progressbar.ProgressBar
@@ -96,36 +110,51 @@ func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, 
 		defer pb.Finish()
 	}
 
-	n := 0
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return n, fmt.Errorf("read stream %s: %w", opts.Stream, err)
+			return res, fmt.Errorf("read stream %s: %w", opts.Stream, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
-			return n, fmt.Errorf("read metadata of message on %s: %w", msg.Subject(), err)
+			return res, fmt.Errorf("read metadata of message on %s: %w", msg.Subject(), err)
 		}
 		if meta.Sequence.Stream > last || (!opts.Until.IsZero() && meta.Timestamp.After(opts.Until)) {
-			return n, nil
+			return res, nil
 		}
-		ev, err := Decode(ctx, msg)
-		if err != nil {
-			return n, fmt.Errorf("replay stream sequence %d: %w", meta.Sequence.Stream, err)
+		if err := replayOne(ctx, msg, w); errors.Is(err, errUndecodable) {
+			res.skipped++
+			fmt.Fprintln(report, Printable(fmt.Sprintf("replay: skip stream sequence %d: %v", meta.Sequence.Stream, err)))
+		} else if err != nil {
+			return res, err
+		} else {
+			res.written++
 		}
-		b, err := ev.MarshalJSON()
-		if err != nil {
-			return n, fmt.Errorf("encode event %s as JSON: %w", ev.ID(), err)
-		}
-		if _, err := w.Write(append(b, '\n')); err != nil {
-			return n, fmt.Errorf("write event %s: %w", ev.ID(), err)
-		}
-		n++
 		if pb != nil {
 			_ = pb.Add(1) // the bar is cosmetic; its write errors do not stop the export
 		}
 		if meta.NumPending == 0 || meta.Sequence.Stream == last {
-			return n, nil
+			return res, nil
 		}
 	}
+}
+
+// errUndecodable marks a message replay skips.
+var errUndecodable = errors.New("undecodable message")
+
+// replayOne writes msg as one CloudEvents JSON line; a message that is not a
+// CloudEvent the bridge could have published fails with errUndecodable.
+func replayOne(ctx context.Context, msg jetstream.Msg, w io.Writer) error {
+	ev, err := Decode(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUndecodable, err)
+	}
+	b, err := ev.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("%w: encode event %s as JSON: %w", errUndecodable, ev.ID(), err)
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("write event %s: %w", ev.ID(), err)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -132,16 +133,56 @@ func checkGolden(t *testing.T, name string, got []byte) {
 func TestReplayProgressBar(t *testing.T) {
 	js := startJetStream(t)
 	publishFixture(t, js, 0, fixture()...)
-	var out, bar bytes.Buffer
-	n, err := replay(t.Context(), js, ReplayOptions{}, &out, &bar)
+	var out, bar, report bytes.Buffer
+	res, err := replay(t.Context(), js, ReplayOptions{}, &out, &bar, &report)
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
-	if n != 7 || strings.Count(out.String(), "\n") != 7 {
+	if n := res.written; n != 7 || strings.Count(out.String(), "\n") != 7 {
 		t.Fatalf("replayed %d events (%d lines), want 7", n, strings.Count(out.String(), "\n"))
 	}
 	if !strings.Contains(bar.String(), "replay") {
 		t.Errorf("no progress bar drawn: %q", bar.String())
+	}
+}
+
+// TestReplaySkipsUndecodable puts messages that are no CloudEvent, or whose
+// header values are not valid percent-encoding, among the events: Replay
+// exports every event, names each skipped message and counts them.
+func TestReplaySkipsUndecodable(t *testing.T) {
+	js := startJetStream(t)
+	all := fixture()
+	publishFixture(t, js, 0, all[:2]...)
+	if _, err := js.Publish(t.Context(), DefaultSubjectPrefix+"."+alice+".presence.changed", []byte("not a cloudevent")); err != nil {
+		t.Fatal(err)
+	}
+	publishFixture(t, js, 2*time.Second, all[2:4]...)
+	bad := nats.NewMsg(DefaultSubjectPrefix + "." + bob + ".presence.changed")
+	bad.Header.Set("ce-specversion", "1.0")
+	bad.Header.Set("ce-id", "x-1")
+	bad.Header.Set("ce-type", "presence.changed")
+	bad.Header.Set("ce-source", "https://contoso.example/%C0%A0") // overlong UTF-8: the binding says reject
+	bad.Data = []byte("{}")
+	if _, err := js.PublishMsg(t.Context(), bad); err != nil {
+		t.Fatal(err)
+	}
+	publishFixture(t, js, 4*time.Second, all[4:]...)
+
+	var out, progress bytes.Buffer
+	if err := Replay(t.Context(), js, ReplayOptions{}, &out, &progress); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	if n := strings.Count(out.String(), "\n"); n != len(all) {
+		t.Errorf("exported %d events, want %d:\n%s", n, len(all), out.String())
+	}
+	for _, want := range []string{
+		"replay: skip stream sequence 3: undecodable message",
+		"replay: skip stream sequence 6: undecodable message",
+		"replay: 7 events exported, 2 undecodable messages skipped\n",
+	} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("report %q lacks %q", progress.String(), want)
+		}
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 // since when, browser sessions, flags (offline, unattended, stale), and the
 // sequence of the agent's last event. Values are read loosely as the JSON
 // of schemas/agent-state.schema.json; fields missing from a value are
-// shown as "-".
+// shown as "-"; strings are shown through Printable.
 func State(ctx context.Context, kv jetstream.KeyValue, agent string, w io.Writer) error {
 	var keys []string
 	if agent != "" {
@@ -61,7 +61,7 @@ func State(ctx context.Context, kv jetstream.KeyValue, agent string, w io.Writer
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "AGENT\tID\tPRESENCE\tSINCE\tSESSIONS\tFLAGS\tSEQ")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.name, r.id, r.presence, r.since, r.sessions, r.flags, r.seq)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", Printable(r.name), Printable(r.id), Printable(r.presence), r.since, r.sessions, r.flags, r.seq)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write state table: %w", err)

@@ -91,3 +91,26 @@ func TestState(t *testing.T) {
 		})
 	}
 }
+
+// TestStateEscapesControlCharacters shows a state whose agent and presence
+// names carry terminal escape sequences: the table holds them escaped.
+func TestStateEscapesControlCharacters(t *testing.T) {
+	js := startJetStream(t)
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "ccaas_agents"})
+	if err != nil {
+		t.Fatalf("create bucket: %v", err)
+	}
+	const id = "0e5a3f7e-0000-4000-8000-000000000004"
+	if _, err := kv.Put(t.Context(), id, []byte(`{"agentName":"Mallory\u001b[2J\u202e","presence":{"name":"\u001b]0;x\u0007","baseStatus":"Available"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := State(t.Context(), kv, id, &out); err != nil {
+		t.Fatalf("State: %v", err)
+	}
+	want := "AGENT                 ID                                    PRESENCE                SINCE  SESSIONS  FLAGS  SEQ\n" +
+		`Mallory\x1b[2J\u202e  ` + id + `  \x1b]0;x\a (Available)  -      -         -      -` + "\n"
+	if out.String() != want {
+		t.Errorf("State output:\n%s\nwant:\n%s", out.String(), want)
+	}
+}

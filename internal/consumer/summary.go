@@ -13,7 +13,8 @@ import (
 const none = "(none)"
 
 // Line renders ev as one line a person can read: time, agent name (or ID),
-// type, and a summary of what changed (previous → current).
+// type, and a summary of what changed (previous → current), with control
+// characters escaped (Printable).
 func Line(ev *event.Event) string {
 	var data map[string]any
 	_ = json.Unmarshal(ev.Data(), &data) // a non-object body leaves data nil
@@ -21,7 +22,7 @@ func Line(ev *event.Event) string {
 	if name == "" {
 		name = ev.Subject()
 	}
-	return fmt.Sprintf("%s  %s  %s  %s", ev.Time().UTC().Format(time.RFC3339), name, ev.Type(), summarize(ev.Type(), data, ev.Data()))
+	return Printable(fmt.Sprintf("%s  %s  %s  %s", ev.Time().UTC().Format(time.RFC3339), name, ev.Type(), summarize(ev.Type(), data, ev.Data())))
 }
 
 func summarize(typ string, d map[string]any, raw []byte) string {

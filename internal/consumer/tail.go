@@ -57,7 +57,7 @@ func Tail(ctx context.Context, js jetstream.JetStream, opts TailOptions, w io.Wr
 		}
 		line := ""
 		if ev, err := Decode(ctx, msg); err != nil {
-			line = fmt.Sprintf("%s  undecodable message: %v", msg.Subject(), err)
+			line = Printable(fmt.Sprintf("%s  undecodable message: %v", msg.Subject(), err))
 		} else {
 			line = Line(ev)
 		}

@@ -73,6 +73,28 @@ func TestTail(t *testing.T) {
 	}
 }
 
+// TestTailEscapesControlCharacters shows an agent whose name carries
+// terminal escape sequences: the line holds them escaped, never raw.
+func TestTailEscapesControlCharacters(t *testing.T) {
+	js := startJetStream(t)
+	publishFixture(t, js, 0, fixtureEvent{alice, "presence.changed", 1,
+		`{"agentId":"` + alice + `","agentName":"Eve\u001b[2J\u001b]0;owned\u0007\u202e","previous":null,"current":{"name":"Busy\r\nFAKE","baseStatus":"Busy"}}`})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := eventstest.NewLineBuffer()
+	done := make(chan error, 1)
+	go func() { done <- Tail(ctx, js, TailOptions{Since: baseTime.Add(-time.Hour)}, out) }()
+	out.WaitLines(t, 1)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Tail: %v", err)
+	}
+	want := `2025-03-04T09:00:00Z  Eve\x1b[2J\x1b]0;owned\a\u202e  presence.changed  (none) → Busy\r\nFAKE (Busy)` + "\n"
+	if got := out.String(); got != want {
+		t.Errorf("Tail output %q, want %q", got, want)
+	}
+}
+
 func TestTailUnknownStream(t *testing.T) {
 	js := startJetStream(t)
 	err := Tail(t.Context(), js, TailOptions{Stream: "NOPE"}, eventstest.NewLineBuffer())

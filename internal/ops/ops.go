@@ -23,7 +23,7 @@
 //
 //	srv, err := ops.New(ops.Options{Addr: cfg.HTTPAddr, Registry: reg, Version: version, Logger: logger})
 //	srv.AddCheck(ops.NATSCheck(nc))
-//	srv.AddCheck(ops.StreamCheck(js, cfg.Stream))
+//	srv.AddCheck(ops.StreamCheck(js, cfg.Stream)) // looked up by a loop, not per probe
 //	token := ops.NewFlag("token", "no token obtained yet")        // token.Set(true, "") once one is obtained
 //	firstPoll := ops.NewFlag("first_poll", "first poll round not done") // set after the first round
 //	srv.AddActiveCheck(token)
@@ -51,9 +51,22 @@ import (
 )
 
 // Defaults applied by New to zero Options fields.
+//
+// Probes and scrapes are small requests on a local network: a client that
+// sends its request, or reads the answer, more slowly than the timeouts is
+// cut off rather than holding a connection.
 const (
 	DefaultAddr            = ":8080"
 	DefaultShutdownTimeout = 5 * time.Second
+	// DefaultReadHeaderTimeout bounds reading a request's headers.
+	DefaultReadHeaderTimeout = 5 * time.Second
+	// DefaultReadTimeout bounds reading a whole request.
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds a response, from the end of the request
+	// headers to its last byte (a /metrics scrape included).
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultIdleTimeout closes a keep-alive connection idle this long.
+	DefaultIdleTimeout = 2 * time.Minute
 )
 
 // Status values in the JSON bodies.
@@ -81,14 +94,27 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Now is the clock used for heartbeats; time.Now when nil. Tests set it.
 	Now func() time.Time
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// HTTP server's timeouts; the Default… constants when zero.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 }
 
 // Check is one readiness condition. Ready must be cheap, safe for
-// concurrent use, and return within a few seconds; reason says why it is
-// not ready (and may say something useful when it is).
+// concurrent use, and make no network request (a probe must not load
+// NATS or the presence API); reason says why it is not ready (and may say
+// something useful when it is). A check that needs a request keeps its
+// answer and refreshes it in a loop: see Refresher.
 type Check interface {
 	Name() string
 	Ready() (ok bool, reason string)
+}
+
+// Refresher is a Check that refreshes its state in a loop: the Server runs
+// Run while it serves (from Serve, or from AddCheck when added later) and
+// waits for it to return after ctx is done.
+type Refresher interface {
+	Check
+	Run(ctx context.Context)
 }
 
 // CheckFunc returns a Check named name that calls fn.
@@ -148,6 +174,8 @@ type Server struct {
 	handler http.Handler
 
 	mu          sync.Mutex
+	loopCtx     context.Context // set while serving: Refresher loops run under it
+	loops       sync.WaitGroup
 	checks      []registeredCheck
 	standby     bool
 	standbyWhy  string
@@ -174,6 +202,19 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&opts.ReadHeaderTimeout, DefaultReadHeaderTimeout},
+		{&opts.ReadTimeout, DefaultReadTimeout},
+		{&opts.WriteTimeout, DefaultWriteTimeout},
+		{&opts.IdleTimeout, DefaultIdleTimeout},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -206,6 +247,7 @@ func (s *Server) AddCheck(c Check) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checks = append(s.checks, registeredCheck{check: c})
+	s.startLoopLocked(c)
 }
 
 // AddActiveCheck registers a readiness check that applies only while this
@@ -215,6 +257,22 @@ func (s *Server) AddActiveCheck(c Check) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checks = append(s.checks, registeredCheck{check: c, active: true})
+	s.startLoopLocked(c)
+}
+
+// startLoopLocked runs c's refresh loop when c is a Refresher and the
+// server is serving; Serve starts the loops of checks added before it.
+func (s *Server) startLoopLocked(c Check) {
+	r, ok := c.(Refresher)
+	if !ok || s.loopCtx == nil || s.loopCtx.Err() != nil {
+		return
+	}
+	ctx := s.loopCtx
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		r.Run(ctx)
+	}()
 }
 
 // SetStandby switches standby on (with a reason such as "not leader") or
@@ -369,13 +427,29 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller opened; it closes ln.
+// Serve is Run on a listener the caller opened; it closes ln. While it
+// serves it runs the loops of the Refresher checks, and waits for them
+// before it returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		ReadTimeout:       s.opts.ReadTimeout,
+		WriteTimeout:      s.opts.WriteTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.loopCtx = loopCtx
+	for _, rc := range s.checks {
+		s.startLoopLocked(rc.check)
+	}
+	s.mu.Unlock()
+	defer func() {
+		stopLoops()
+		s.loops.Wait()
+	}()
 	s.logger.Info("operator http listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,11 +153,13 @@ func TestReadyz(t *testing.T) {
 				token: NewFlag("token", "unset"), firstPoll: NewFlag("first_poll", "unset")}
 			e.token.Set(true, "")
 			e.firstPoll.Set(true, "")
+			sw := StreamCheck(js, testStream)
 			e.srv.AddCheck(NATSCheck(nc))
-			e.srv.AddCheck(StreamCheck(js, testStream))
+			e.srv.AddCheck(sw)
 			e.srv.AddActiveCheck(e.token)
 			e.srv.AddActiveCheck(e.firstPoll)
 			tt.setup(t, e)
+			sw.Refresh(t.Context()) // what the loop does every interval while serving
 
 			code, body := get(t, e.srv.Handler(), "/readyz")
 			if code != tt.wantCode || body != tt.wantBody {
@@ -308,5 +311,170 @@ func TestRunBadAddr(t *testing.T) {
 	err := s.Run(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "listen for operator http on 256.0.0.1:bad") {
 		t.Fatalf("Run = %v, want listen error naming the address", err)
+	}
+}
+
+// TestReadyzMakesNoJetStreamRequest probes /readyz many times and watches
+// the JetStream API subjects: no probe may send a request, the stream's
+// state comes from the last lookup.
+func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
+	ns := startNATS(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: testStream, Subjects: []string{"ccaas.agents.>"}}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	spy, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(spy.Close)
+	var requests atomic.Int64
+	if _, err := spy.Subscribe("$JS.API.>", func(*nats.Msg) { requests.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	srv := newServer(t, Options{})
+	sw := StreamCheck(js, testStream)
+	srv.AddCheck(sw)
+	if code, body := get(t, srv.Handler(), "/readyz"); code != 503 || !strings.Contains(body, "stream not checked yet") {
+		t.Fatalf("GET /readyz before the first lookup = %d %s", code, body)
+	}
+	sw.Refresh(t.Context())
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the lookup to reach the spy", func() bool { return requests.Load() >= 1 })
+	before := requests.Load()
+	for range 200 {
+		if code, body := get(t, srv.Handler(), "/readyz"); code != 200 {
+			t.Fatalf("GET /readyz = %d %s", code, body)
+		}
+	}
+	// A marker request after the probes: once the spy has it, it has
+	// everything sent before it.
+	if _, err := js.AccountInfo(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the marker request", func() bool { return requests.Load() >= before+1 })
+	if got := requests.Load() - before; got != 1 {
+		t.Errorf("200 probes sent %d JetStream API requests, want none", got-1)
+	}
+}
+
+// TestStreamWatchRefreshedWhileServing runs the server with a short lookup
+// interval: a deleted stream shows on /readyz within a few intervals, and
+// Serve waits for the loop when it stops.
+func TestStreamWatchRefreshedWhileServing(t *testing.T) {
+	ns := startNATS(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: testStream, Subjects: []string{"ccaas.agents.>"}}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	srv := newServer(t, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	srv.AddCheck(NewStreamWatch(js, testStream, 20*time.Millisecond)) // added while serving, as cmd/bridge does
+
+	waitFor(t, "ready", func() bool { code, _ := get(t, srv.Handler(), "/readyz"); return code == 200 })
+	if err := js.DeleteStream(t.Context(), testStream); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the missing stream on /readyz", func() bool {
+		_, body := get(t, srv.Handler(), "/readyz")
+		return strings.Contains(body, "stream CCAAS_AGENTS not found")
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+// TestServerTimeouts checks that the operator port cuts off a client that
+// never finishes its request headers, and closes an idle keep-alive
+// connection.
+func TestServerTimeouts(t *testing.T) {
+	tests := []struct {
+		name  string
+		opts  Options
+		write string // sent once connected
+	}{
+		{"slow request headers", Options{ReadHeaderTimeout: 100 * time.Millisecond}, "GET /healthz HTTP/1.1\r\nHost: x\r\n"},
+		{"idle keep-alive connection", Options{IdleTimeout: 100 * time.Millisecond}, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, tt.opts)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx, ln) }()
+			defer func() { cancel(); <-done }()
+
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, tt.write); err != nil {
+				t.Fatal(err)
+			}
+			// The server closes the connection: reading ends with EOF (after
+			// the response, for the idle case) well before this deadline.
+			start := time.Now()
+			if err := conn.SetReadDeadline(start.Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			_, err = io.ReadAll(conn)
+			if err != nil {
+				t.Fatalf("connection not closed by the server: %v", err)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("closed after %s", d)
+			}
+		})
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval of the condition, not a synchronisation
 	}
 }

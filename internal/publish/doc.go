@@ -37,8 +37,11 @@
 // Status also gives the window in use and the oldest unpublished event's age.
 //
 // Message format: subject <prefix>.<agentId>.<type>; headers ce-specversion,
-// ce-id, ce-source, ce-type, ce-subject, ce-time, ce-datacontenttype,
-// ce-dataschema, ce-sequence (20-digit zero-padded), ce-bridgeversion, exactly
-// as the CloudEvents SDK's nats_jetstream WriteMsg writes them, and
-// Nats-Msg-Id = the event ID; body = the JSON of Event.Data.
+// ce-id, ce-source (the agent's Dataverse URI,
+// <org>/api/data/v9.2/systemusers(<agentId>)), ce-type, ce-subject, ce-time,
+// ce-datacontenttype, ce-dataschema, ce-sequence (20-digit zero-padded),
+// ce-bridgeversion, as the CloudEvents SDK's nats_jetstream WriteMsg writes
+// them and then percent-encoded as the NATS binding requires (package
+// ceheader; the SDK does not encode), and Nats-Msg-Id = the event ID; body =
+// the JSON of Event.Data. [Decode] percent-decodes before the SDK reads them.
 package publish

@@ -17,7 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/ceheader"
 	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/source"
 )
 
 // Defaults of [EncoderOptions].
@@ -41,8 +43,13 @@ const (
 	ExtensionBridgeVersion = "bridgeversion"
 )
 
+// AgentSourcePath follows the organisation URL in an event's source: the
+// source is the agent's Dataverse URI,
+// <org>/api/data/v9.2/systemusers(<agentId>).
+const AgentSourcePath = source.APIPath + "systemusers("
+
 // Header names written on every message (binary content mode of the
-// CloudEvents NATS binding, exactly as the SDK's WriteMsg writes them).
+// CloudEvents NATS binding, the names the SDK's WriteMsg writes).
 const (
 	headerSpecVersion     = "ce-specversion"
 	headerID              = "ce-id"
@@ -59,8 +66,9 @@ const (
 
 // EncoderOptions configure an [Encoder].
 type EncoderOptions struct {
-	// Source is the CloudEvent source: the organisation URL, e.g.
-	// https://contoso.crm.dynamics.com. Required.
+	// Source is the organisation URL, e.g. https://contoso.crm.dynamics.com.
+	// Required. Each event's CloudEvent source is the agent's Dataverse URI
+	// under it: Source + AgentSourcePath + agentId + ")".
 	Source string
 	// SubjectPrefix is the subject prefix; default DefaultSubjectPrefix.
 	SubjectPrefix string
@@ -74,9 +82,15 @@ type EncoderOptions struct {
 // safe for concurrent use.
 type Encoder struct {
 	prefix        string
-	source        string // as the SDK renders it after parsing
+	sourceBase    string // <org as the SDK renders it after parsing>/api/data/v9.2/systemusers(
 	schemaBase    string
 	bridgeVersion string
+
+	// Percent-encoded header values (CloudEvents NATS binding) of the parts
+	// that do not change from event to event.
+	encSourceBase    string
+	encSchemaBase    string
+	encBridgeVersion string
 }
 
 // NewEncoder validates opts and returns an Encoder.
@@ -96,19 +110,30 @@ func NewEncoder(opts EncoderOptions) (*Encoder, error) {
 	if strings.ContainsAny(opts.SubjectPrefix, " \t\r\n*>") || strings.HasPrefix(opts.SubjectPrefix, ".") || strings.HasSuffix(opts.SubjectPrefix, ".") {
 		return nil, fmt.Errorf("new encoder: subject prefix %q is not a valid NATS subject prefix", opts.SubjectPrefix)
 	}
-	src, err := url.Parse(opts.Source)
+	src, err := url.Parse(strings.TrimRight(opts.Source, "/"))
 	if err != nil {
 		return nil, fmt.Errorf("new encoder: parse source: %w", err)
 	}
 	if _, err := url.Parse(opts.SchemaBaseURL + "x.schema.json"); err != nil {
 		return nil, fmt.Errorf("new encoder: parse schema base URL: %w", err)
 	}
+	base := src.String() + AgentSourcePath
 	return &Encoder{
-		prefix:        opts.SubjectPrefix,
-		source:        src.String(),
-		schemaBase:    opts.SchemaBaseURL,
-		bridgeVersion: opts.BridgeVersion,
+		prefix:           opts.SubjectPrefix,
+		sourceBase:       base,
+		schemaBase:       opts.SchemaBaseURL,
+		bridgeVersion:    opts.BridgeVersion,
+		encSourceBase:    ceheader.Encode(base),
+		encSchemaBase:    ceheader.Encode(opts.SchemaBaseURL),
+		encBridgeVersion: ceheader.Encode(opts.BridgeVersion),
 	}, nil
+}
+
+// Source returns the CloudEvent source of an agent's events: its Dataverse
+// URI, <org>/api/data/v9.2/systemusers(<agentId>), as a decoder reads it
+// (before percent-encoding).
+func (e *Encoder) Source(agentID string) string {
+	return e.sourceBase + agentID + ")"
 }
 
 // Subject returns the NATS subject of ev: <prefix>.<agentId>.<type>.
@@ -171,7 +196,7 @@ func (e *Encoder) CloudEvent(ev detector.Event) (event.Event, error) {
 	}
 	ce := event.New(event.CloudEventsVersionV1)
 	ce.SetID(ev.ID)
-	ce.SetSource(e.source)
+	ce.SetSource(e.Source(ev.AgentID))
 	ce.SetType(ev.Type)
 	ce.SetSubject(ev.AgentID)
 	ce.SetTime(ev.Time.UTC())
@@ -188,9 +213,10 @@ func (e *Encoder) CloudEvent(ev detector.Event) (event.Event, error) {
 }
 
 // EncodeSDK encodes ev through the CloudEvents SDK's generic path
-// (nats_jetstream.WriteMsg, binary mode) and adds the Nats-Msg-Id header. It
-// is the reference that [Encoder.Encode] reproduces byte for byte, several
-// times faster.
+// (nats_jetstream.WriteMsg, binary mode), percent-encodes every ce- header
+// value as the NATS binding requires (the SDK does not), and adds the
+// Nats-Msg-Id header. It is the reference that [Encoder.Encode] reproduces
+// byte for byte, several times faster.
 func (e *Encoder) EncodeSDK(ctx context.Context, ev detector.Event) (*nats.Msg, error) {
 	ce, err := e.CloudEvent(ev)
 	if err != nil {
@@ -202,13 +228,21 @@ func (e *Encoder) EncodeSDK(ctx context.Context, ev detector.Event) (*nats.Msg, 
 	if err != nil {
 		return nil, fmt.Errorf("encode cloudevent %s: %w", ev.ID, err)
 	}
+	for k, vs := range header {
+		if strings.HasPrefix(k, ceheader.Prefix) {
+			for i, v := range vs {
+				vs[i] = ceheader.Encode(v)
+			}
+		}
+	}
 	header.Set(jetstream.MsgIDHeader, ev.ID)
 	return &nats.Msg{Subject: e.Subject(ev), Header: header, Data: body.Bytes()}, nil
 }
 
 // Encode encodes ev as a NATS message in CloudEvents binary content mode: the
-// same headers and body as the SDK's WriteMsg of [Encoder.CloudEvent], plus
-// Nats-Msg-Id = ev.ID. Data is encoded with encoding/json.
+// same headers and body as the SDK's WriteMsg of [Encoder.CloudEvent] with
+// every ce- value percent-encoded per the NATS binding, plus Nats-Msg-Id =
+// ev.ID. Data is encoded with encoding/json.
 func (e *Encoder) Encode(ev detector.Event) (*nats.Msg, error) {
 	if err := validate(ev); err != nil {
 		return nil, fmt.Errorf("encode cloudevent: %w", err)
@@ -221,9 +255,10 @@ func (e *Encoder) Encode(ev detector.Event) (*nats.Msg, error) {
 }
 
 // encode builds the message with few allocations: one string holding the
-// subject, time and sequence, one backing array for the header values.
+// subject and every per-event header value (percent-encoded where the NATS
+// binding requires it), one backing array for the header values.
 func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
-	var buf [160]byte
+	var buf [512]byte
 	b := buf[:0]
 	b = append(b, e.prefix...)
 	b = append(b, '.')
@@ -234,19 +269,33 @@ func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
 	b = ev.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	timeEnd := len(b)
 	b = appendSequence(b, ev.Sequence)
+	seqEnd := len(b)
+	b = ceheader.Append(b, ev.ID)
+	idEnd := len(b)
+	b = append(b, e.encSourceBase...)
+	b = ceheader.Append(b, ev.AgentID)
+	b = append(b, ')')
+	srcEnd := len(b)
+	b = ceheader.Append(b, ev.Type)
+	typeEnd := len(b)
+	b = append(b, e.encSchemaBase...)
+	b = ceheader.Append(b, ev.Type)
+	b = append(b, ".schema.json"...)
+	schemaEnd := len(b)
+	b = ceheader.Append(b, ev.AgentID)
 	all := string(b)
 
 	vals := make([]string, numHeaders)
 	vals[0] = "1.0"
-	vals[1] = ev.ID
-	vals[2] = e.source
-	vals[3] = ev.Type
+	vals[1] = all[seqEnd:idEnd]
+	vals[2] = all[idEnd:srcEnd]
+	vals[3] = all[srcEnd:typeEnd]
 	vals[4] = DataContentType
-	vals[5] = e.schemaBase + ev.Type + ".schema.json"
-	vals[6] = ev.AgentID
+	vals[5] = all[typeEnd:schemaEnd]
+	vals[6] = all[schemaEnd:]
 	vals[7] = all[subjEnd:timeEnd]
-	vals[8] = all[timeEnd:]
-	vals[9] = e.bridgeVersion
+	vals[8] = all[timeEnd:seqEnd]
+	vals[9] = e.encBridgeVersion
 	vals[10] = ev.ID
 	h := make(nats.Header, numHeaders)
 	h[headerSpecVersion] = vals[0:1:1]
@@ -263,10 +312,15 @@ func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
 	return &nats.Msg{Subject: all[:subjEnd], Header: h, Data: data}
 }
 
-// Decode decodes a message published by the bridge with the SDK's
-// nats_jetstream binding, as a consumer would.
+// Decode decodes a message published by the bridge as a spec-following
+// consumer does: ce- header values percent-decoded per the NATS binding,
+// then the SDK's nats_jetstream binding.
 func Decode(msg *nats.Msg) (*event.Event, error) {
-	ce, err := binding.ToEvent(context.Background(), cejs.NewMessage(msg))
+	h, err := ceheader.DecodeHeader(msg.Header)
+	if err != nil {
+		return nil, fmt.Errorf("decode cloudevent on %s: %w", msg.Subject, err)
+	}
+	ce, err := binding.ToEvent(context.Background(), cejs.NewMessage(&nats.Msg{Subject: msg.Subject, Header: h, Data: msg.Data}))
 	if err != nil {
 		return nil, fmt.Errorf("decode cloudevent on %s: %w", msg.Subject, err)
 	}

@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -8,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	cejs "github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/detector"
 )
@@ -73,10 +78,27 @@ func testEncoder(t testing.TB) *Encoder {
 	return enc
 }
 
+// TestEncodeMatchesSDKWriteMsg compares Encode with the SDK's WriteMsg over
+// 2,000 random events. With the default organisation nothing in a header
+// needs percent-encoding, so Encode must equal WriteMsg's raw output byte
+// for byte; with organisations and versions that do, it must equal WriteMsg
+// followed by the binding's percent-encoding (EncodeSDK), and decode to the
+// SDK's event.
 func TestEncodeMatchesSDKWriteMsg(t *testing.T) {
-	enc := testEncoder(t)
+	encoders := []*Encoder{testEncoder(t)}
+	for _, o := range []EncoderOptions{
+		{Source: "https://contoso.example/my%20org/", BridgeVersion: `v1 "quoted"`},
+		{Source: "https://ünïcode.example", BridgeVersion: "v€"},
+	} {
+		enc, err := NewEncoder(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		encoders = append(encoders, enc)
+	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for n := range 2000 {
+		enc := encoders[n%len(encoders)]
 		ev := testEvent(r, r.IntN(10000), uint64(r.Int64N(1<<62))+uint64(n%2))
 		got, err := enc.Encode(ev)
 		if err != nil {
@@ -91,6 +113,12 @@ func TestEncodeMatchesSDKWriteMsg(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got.Header, want.Header) {
 			t.Fatalf("event %d headers differ:\nfast %v\nSDK  %v", n, got.Header, want.Header)
+		}
+		if enc == encoders[0] {
+			raw := rawSDKHeader(t, enc, ev)
+			if !reflect.DeepEqual(got.Header, raw) {
+				t.Fatalf("event %d headers differ from WriteMsg's:\nfast %v\nSDK  %v", n, got.Header, raw)
+			}
 		}
 		if string(got.Data) != string(want.Data) {
 			t.Fatalf("event %d bodies differ:\nfast %s\nSDK  %s", n, got.Data, want.Data)
@@ -111,6 +139,69 @@ func TestEncodeMatchesSDKWriteMsg(t *testing.T) {
 		if err != nil || seq != ev.Sequence {
 			t.Fatalf("sequence = %d, %v; want %d", seq, err, ev.Sequence)
 		}
+	}
+}
+
+// rawSDKHeader is WriteMsg's header of ev, untouched, with Nats-Msg-Id.
+func rawSDKHeader(t *testing.T, enc *Encoder, ev detector.Event) nats.Header {
+	t.Helper()
+	ce, err := enc.CloudEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	h, err := cejs.WriteMsg(binding.WithForceBinary(context.Background()), binding.ToMessage(&ce), &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Set(jetstream.MsgIDHeader, ev.ID)
+	return h
+}
+
+// TestSourceNamesTheAgent checks that the source is the agent's Dataverse
+// URI, percent-encoded on the wire, read back as it was meant by the
+// spec-following Decode and differently by a decoder that skips the
+// percent-decoding.
+func TestSourceNamesTheAgent(t *testing.T) {
+	const agent = "394382b6-a4d4-ee11-904c-00224808a166"
+	tests := []struct {
+		org, wantSource, wantHeader string
+	}{
+		{"https://contoso.crm.dynamics.com", "https://contoso.crm.dynamics.com/api/data/v9.2/systemusers(" + agent + ")", "https://contoso.crm.dynamics.com/api/data/v9.2/systemusers(" + agent + ")"},
+		{"https://contoso.crm.dynamics.com/", "https://contoso.crm.dynamics.com/api/data/v9.2/systemusers(" + agent + ")", "https://contoso.crm.dynamics.com/api/data/v9.2/systemusers(" + agent + ")"},
+		{"https://proxy.example/my%20org", "https://proxy.example/my%20org/api/data/v9.2/systemusers(" + agent + ")", "https://proxy.example/my%2520org/api/data/v9.2/systemusers(" + agent + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.org, func(t *testing.T) {
+			enc, err := NewEncoder(EncoderOptions{Source: tt.org, BridgeVersion: "v"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := enc.Source(agent); got != tt.wantSource {
+				t.Errorf("Source = %q, want %q", got, tt.wantSource)
+			}
+			msg, err := enc.Encode(detector.Event{ID: agent + "-1", Type: "agent.online", AgentID: agent, Sequence: 1, Time: time.Unix(1, 0), Data: map[string]string{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := msg.Header.Get("ce-source"); got != tt.wantHeader {
+				t.Errorf("ce-source header %q, want %q", got, tt.wantHeader)
+			}
+			ce, err := Decode(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ce.Source() != tt.wantSource {
+				t.Errorf("decoded source %q, want %q", ce.Source(), tt.wantSource)
+			}
+			naive, err := binding.ToEvent(context.Background(), cejs.NewMessage(msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wantSame := tt.wantHeader == tt.wantSource; (naive.Source() == tt.wantSource) != wantSame {
+				t.Errorf("a decoder without percent-decoding reads %q", naive.Source())
+			}
+		})
 	}
 }
 
@@ -137,7 +228,7 @@ func TestEncodeAttributes(t *testing.T) {
 	want := map[string]string{
 		"ce-specversion":     "1.0",
 		"ce-id":              ev.ID,
-		"ce-source":          "https://contoso.crm.dynamics.com",
+		"ce-source":          "https://contoso.crm.dynamics.com/api/data/v9.2/systemusers(394382b6-a4d4-ee11-904c-00224808a166)",
 		"ce-type":            "presence.changed",
 		"ce-subject":         ev.AgentID,
 		"ce-time":            "2026-01-02T02:04:05.0000006Z",
