@@ -132,7 +132,7 @@ func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() 
 	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
 		Detector: det, Publisher: b.pub.Publisher, View: store, StaleCheckInterval: 10 * time.Millisecond,
-		Journal: pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents"}),
+		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents"}),
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})
 	if err != nil {

@@ -272,7 +272,7 @@ func TestSnapshots(t *testing.T) {
 	published := make(chan detector.Event, 100)
 	p, err := pipeline.New(pipeline.Options{
 		Detector: det, Publisher: newPublisher(t, nc).Publisher, SnapshotInterval: 20 * time.Millisecond, View: store,
-		Journal: pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents"}),
+		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents"}),
 		OnPublished: func(e detector.Event) { published <- e },
 	})
 	if err != nil {
