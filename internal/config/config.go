@@ -62,7 +62,7 @@ type Config struct {
 	StreamReplicas     int           `envconfig:"BRIDGE_STREAM_REPLICAS" default:"1" group:"nats" desc:"stream replicas (3 on a cluster)"`
 	StreamStorage      string        `envconfig:"BRIDGE_STREAM_STORAGE" default:"file" group:"nats" desc:"stream storage: file or memory"`
 	StreamManage       bool          `envconfig:"BRIDGE_STREAM_MANAGE" default:"true" group:"nats" desc:"create and update the stream and the state bucket; false only verifies they exist and match"`
-	DuplicateWindow    time.Duration `envconfig:"BRIDGE_DUPLICATE_WINDOW" default:"2m" group:"nats" desc:"stream duplicate window: the longest crash that republishes without a duplicate"`
+	DuplicateWindow    time.Duration `envconfig:"BRIDGE_DUPLICATE_WINDOW" default:"2m" group:"nats" desc:"stream duplicate window: retries of a publish within it are acknowledged as duplicates (correctness does not depend on it: every event is fenced)"`
 	PublishMaxPending  int           `envconfig:"BRIDGE_PUBLISH_MAX_PENDING" default:"1024" group:"nats" desc:"events published but not yet acknowledged, at most; when full, polling waits"`
 	PublishTimeout     time.Duration `envconfig:"BRIDGE_PUBLISH_TIMEOUT" default:"5s" group:"nats" desc:"how long to wait for one publish acknowledgement before retrying"`
 
