@@ -14,24 +14,26 @@
 //	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: cfg.OrgURL, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
 //	pub, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: cfg.Stream, MaxPending: cfg.PublishMaxPending, Logger: log, Metrics: metrics})
 //	...
-//	err = pub.Enqueue(ctx, events, func(err error) { /* commit state when err == nil */ })
+//	err = pub.Enqueue(ctx, change.AfterStream, change.Events, func(streamSeq uint64, err error) { /* record the view when err == nil */ })
 //	...
 //	err = pub.Close(shutdownCtx) // waits for what is in flight
 //	nc.Drain()
 //
 // Publisher guarantees: per agent one event in flight, so events are stored
-// in sequence order; every ack is awaited with Options.PublishTimeout; a
-// failed, timed-out or disconnected publish is retried with backoff and the
-// same Nats-Msg-Id before the agent's next event (other agents go on); while
-// NATS is down the agents are parked and the window fills, so Enqueue blocks
-// (the source pauses); a duplicate ack counts as success
-// (ccaas_bridge_publish_duplicates_total) once the stored message is read
-// back and found to be this very event; if another writer's event holds the
-// ID, the agent's queued events fail with detector.ErrConflict. Errors JetStream gives for good
-// (message too large, a failed expectation header) fail the agent's queued
-// batches with ErrRejected so no gap is published. Expected-last-subject-
-// sequence fencing is not offered: fence writers with the state bucket's
-// revision check.
+// in sequence order; every event is fenced with
+// Nats-Expected-Last-Subject-Sequence (the stream sequence of the agent's
+// previous event) on the agent's subjects <prefix>.<agentId>.>, so JetStream
+// stores it only where it follows on from that event; every ack is awaited
+// with Options.PublishTimeout; a failed, timed-out or disconnected publish is
+// retried with backoff and the same Nats-Msg-Id before the agent's next event
+// (other agents go on); while NATS is down the agents are parked and the
+// window fills, so Enqueue blocks (the source pauses). A duplicate ack or a
+// failed fence is decided by reading the stored message: this very event
+// (an earlier attempt landed) is success (ccaas_bridge_publish_duplicates_total);
+// anything else means the agent's history moved on, and the agent's queued
+// events fail with detector.ErrConflict. Errors JetStream gives for good
+// (message too large) fail the agent's queued batches with ErrRejected so no
+// gap is published.
 //
 // Readiness: Publisher.Status(ctx).Ready() (connected and stream present);
 // Status also gives the window in use and the oldest unpublished event's age.
