@@ -356,6 +356,30 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 		}
 	})
 
+	t.Run("durable consumer with acknowledgements as the consumer user", func(t *testing.T) {
+		// What the alerting example does: a durable consumer with explicit
+		// acknowledgements, looked up again by name.
+		cons, err := cjs.CreateOrUpdateConsumer(ctx, "CCAAS_AGENTS", jetstream.ConsumerConfig{
+			Durable: "alerting", FilterSubject: "ccaas.agents.*.presence.changed",
+			AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			t.Fatalf("create the durable consumer: %v", err)
+		}
+		if _, err := cjs.Consumer(ctx, "CCAAS_AGENTS", "alerting"); err != nil {
+			t.Fatalf("look the durable consumer up: %v", err)
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("fetch: %v", err)
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := msg.DoubleAck(actx); err != nil {
+			t.Fatalf("acknowledge (the server must confirm it): %v", err)
+		}
+	})
+
 	// Everything so far needed nothing beyond the permissions.
 	if v := srvLog.violations(); len(v) > 0 {
 		t.Fatalf("the server refused the bridge, the harness's reading or a consumer command:\n%s", strings.Join(v, "\n"))

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks the Helm chart: helm lint and helm template with the minimal values
 # (every other value at its default) and with each example, then renders
-# that must fail do fail with the expected message, then runs the Go chart
-# test, which decodes every manifest into typed Kubernetes objects.
+# that must fail do fail with the expected message, renders the operations
+# kit (PrometheusRule and Grafana dashboard), then runs the Go chart test,
+# which decodes every manifest into typed Kubernetes objects and checks the
+# kit against files/alerts.yaml and the dashboard generator.
 #
 # Needs helm on PATH; .ci/run installs it with
 #   (cd /tmp && GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@v3.22.0)
