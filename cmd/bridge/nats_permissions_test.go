@@ -231,14 +231,14 @@ func mentions(line, subject string) bool {
 	return strings.Contains(line, `"`+subject+`"`) || strings.Contains(line, `\"`+subject+`\"`)
 }
 
-func slogLogger(w *serverLog) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
-
 // TestBridgeAndConsumersWithLeastPrivilegeNATS runs a nats-server whose only
 // users are those of deploy/nats/permissions.conf: the bridge publishes its
-// events, writes every agent's state and holds its lease as ccaas-bridge;
-// `bridge state`, `replay` and `tail` work as ccaas-consumer; and the
-// consumer's attempts to publish an event or write a bucket value, and the
-// bridge's to step outside its subjects, are refused.
+// events, writes every agent's state and holds its lease as ccaas-bridge,
+// and `bridge check` passes; `bridge state`, `replay`, `tail` and a durable
+// consumer with acknowledgements work as ccaas-consumer; the server logs no
+// permission violation for any of it; and the consumer's attempts to publish
+// an event or write a bucket value, and the bridge's to step outside its
+// subjects, are refused.
 func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 	users := leastPrivilegeUsers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -246,7 +246,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 
 	srvLog := &serverLog{}
 	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir(),
-		Logger: slogLogger(srvLog),
+		Logger: slog.New(slog.NewTextHandler(srvLog, nil)),
 		Configure: func(o *server.Options) error {
 			for _, name := range []string{bridgeNATSUser, consumerNATSUser} {
 				o.Users = append(o.Users, users[name])
