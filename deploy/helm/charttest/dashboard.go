@@ -1,6 +1,6 @@
 package charttest
 
-//go:generate go run ./gendashboard ../ccaas-presence-bridge/files/dashboard.json
+//go:generate go run ./gendashboard
 
 import (
 	"encoding/json"
@@ -15,7 +15,8 @@ import (
 )
 
 // DashboardFile is where the chart keeps the generated dashboard, relative to
-// this directory; templates/dashboard-configmap.yaml ships it.
+// this directory (where go generate runs gendashboard);
+// templates/dashboard-configmap.yaml ships it.
 const DashboardFile = "../ccaas-presence-bridge/files/dashboard.json"
 
 // DashboardUID is the dashboard's stable UID, so links to it survive a
@@ -39,10 +40,12 @@ func q(expr, legend string) *prometheus.DataqueryBuilder {
 		LegendFormat(legend)
 }
 
+// datasource refers to the dashboard's data source variable.
 func datasource() common.DataSourceRef {
 	return common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${datasource}")}
 }
 
+// series is a half-width time series panel with a legend below.
 func series(title, description, unit string) *timeseries.PanelBuilder {
 	return timeseries.NewPanelBuilder().
 		Title(title).
@@ -57,10 +60,13 @@ func series(title, description, unit string) *timeseries.PanelBuilder {
 			ShowLegend(true))
 }
 
+// stacked stacks the panel's series, for parts of a whole.
 func stacked(b *timeseries.PanelBuilder) *timeseries.PanelBuilder {
 	return b.Stacking(common.NewStackingConfigBuilder().Mode(common.StackingModeNormal)).FillOpacity(40)
 }
 
+// thresholds colours a value by absolute steps; the first step's value is
+// nil (minus infinity).
 func thresholds(steps ...dashboard.Threshold) *dashboard.ThresholdsConfigBuilder {
 	return dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).Steps(steps)
 }
@@ -69,6 +75,7 @@ func step(value *float64, color string) dashboard.Threshold {
 	return dashboard.Threshold{Value: value, Color: color}
 }
 
+// single is a quarter-width stat panel of one query, coloured by t.
 func single(title, description, unit string, expr string, t *dashboard.ThresholdsConfigBuilder) *stat.PanelBuilder {
 	return stat.NewPanelBuilder().
 		Title(title).

@@ -1,5 +1,5 @@
 // Command gendashboard writes the chart's Grafana dashboard, built with the
-// Grafana foundation SDK, to the file named by its argument:
+// Grafana foundation SDK, to charttest.DashboardFile:
 //
 //	go generate ./...   # in deploy/helm/charttest
 //
@@ -14,22 +14,19 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "gendashboard:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: gendashboard <output file>")
-	}
+func run() error {
 	out, err := charttest.DashboardJSON()
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(args[0], out, 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", args[0], err)
+	if err := os.WriteFile(charttest.DashboardFile, out, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", charttest.DashboardFile, err)
 	}
 	return nil
 }
