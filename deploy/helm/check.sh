@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks the Helm chart: helm lint and helm template with the minimal values
 # (every other value at its default) and with each example, then renders
-# that must fail do fail with the expected message, then runs the Go chart
-# test, which decodes every manifest into typed Kubernetes objects.
+# that must fail do fail with the expected message, renders the operations
+# kit (PrometheusRule and Grafana dashboard), then runs the Go chart test,
+# which decodes every manifest into typed Kubernetes objects and checks the
+# kit against files/alerts.yaml and the dashboard generator.
 #
 # Needs helm on PATH; .ci/run installs it with
 #   (cd /tmp && GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@v3.22.0)
@@ -56,9 +58,22 @@ must_fail "additional properties 'pollIntervall' not allowed" "${min[@]}" --set 
 must_fail "lease.enabled must be true with more than one replica" "${min[@]}" --set lease.enabled=false
 must_fail "set at most one NATS authentication" "${min[@]}" --set nats.credsSecret.name=a --set nats.user=u
 must_fail "holds a secret value inline" "${min[@]}" --set 'extraEnv[0].name=BRIDGE_TOKEN' --set 'extraEnv[0].value=secret'
+must_fail "runbookUrl" "${min[@]}" --set metrics.prometheusRule.runbookUrl=https://wiki.example.com/runbooks#top
 if ((fails > 0)); then
 	exit 1
 fi
+
+# The operations kit: the alert rules and the dashboard render when enabled
+# (the Go chart test compares them with files/alerts.yaml and
+# files/dashboard.json).
+echo "== helm template (prometheusRule and grafanaDashboard on)"
+helm template presence "$chart" -n ccaas "${min[@]}" --kube-version "$kube_version" \
+	--set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true >"$out/kit.yaml"
+for kind in PrometheusRule ConfigMap; do
+	echo "rendered $(grep -c "^kind: $kind\$" "$out/kit.yaml") $kind objects"
+done
+grep -q '^kind: PrometheusRule$' "$out/kit.yaml"
+grep -q 'grafana_dashboard: "1"' "$out/kit.yaml"
 
 echo "== go test (chart rendered as typed Kubernetes objects)"
 cd "$here/charttest"

@@ -225,9 +225,66 @@ func Connect(ctx context.Context, opts ConnOptions) (*nats.Conn, error) {
 		}
 		return nil, fmt.Errorf("connect to NATS at %s: %w", servers, err)
 	}
-	log.Info("NATS connected", "server", nc.ConnectedUrlRedacted(), "server_name", nc.ConnectedServerName(),
-		"tls", opts.CAFile != "" || opts.CertFile != "" || strings.Contains(opts.URL, "tls://"))
+	_, tlsErr := nc.TLSConnectionState()
+	log.Info("NATS connected", "server", nc.ConnectedUrlRedacted(), "server_name", nc.ConnectedServerName(), "tls", tlsErr == nil)
+	if secret := plaintextSecret(opts, nc.ConnectedUrl(), tlsErr == nil); secret != "" {
+		log.Warn("NATS "+secret+" sent unencrypted to a server that is not on this host: set "+SettingNATSCA+
+			" (or use tls:// URLs in "+SettingNATSURL+") so that the connection is encrypted",
+			"server", nc.ConnectedUrlRedacted())
+	}
 	return nc, nil
+}
+
+// The settings the unencrypted-credentials warning names: the CA that turns
+// TLS on, and the server URLs that may ask for it with tls://.
+const (
+	SettingNATSCA  = "BRIDGE_NATS_CA"
+	SettingNATSURL = "BRIDGE_NATS_URL"
+)
+
+// plaintextSecret names the secret ("password" or "token") a connection to
+// connectedURL sent in the clear, or returns "" when it sent none: the
+// connection uses TLS, the server is on the loopback interface, or the
+// authentication (NKey, credentials file) never sends a secret.
+func plaintextSecret(opts ConnOptions, connectedURL string, tlsUsed bool) string {
+	if tlsUsed {
+		return ""
+	}
+	server, err := url.Parse(connectedURL)
+	if err != nil || isLoopback(server.Hostname()) {
+		return ""
+	}
+	switch {
+	case opts.CredsFile != "" || opts.NKeySeedFile != "":
+		return ""
+	case opts.Password != "":
+		return "password"
+	case opts.Token != "":
+		return "token"
+	}
+	// Credentials in a server URL (nats://user:password@host, nats://token@host).
+	for _, u := range append([]string{connectedURL}, strings.Split(opts.URL, ",")...) {
+		parsed, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || parsed.User == nil {
+			continue
+		}
+		if _, ok := parsed.User.Password(); ok {
+			return "password"
+		}
+		if parsed.User.Username() != "" {
+			return "token"
+		}
+	}
+	return ""
+}
+
+// isLoopback reports whether host names this machine's loopback interface.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func isAuthError(err error) bool {

@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,7 +15,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/ccaas/presence-bridge/internal/config"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 )
 
@@ -386,3 +390,146 @@ func TestConnectRetryWaitsForTheServer(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestPlaintextSecret(t *testing.T) {
+	tests := []struct {
+		name      string
+		opts      ConnOptions
+		connected string
+		tls       bool
+		want      string
+	}{
+		{"password to a remote server", ConnOptions{User: "u", Password: "p"}, "nats://10.0.4.7:4222", false, "password"},
+		{"token to a remote host name", ConnOptions{Token: "t"}, "nats://nats.nats.svc:4222", false, "token"},
+		{"password in the URL", ConnOptions{URL: "nats://u:p@nats.example.com:4222"}, "nats://u:p@nats.example.com:4222", false, "password"},
+		{"token in the URL", ConnOptions{URL: "nats://tok@nats.example.com:4222"}, "nats://tok@nats.example.com:4222", false, "token"},
+		{"credentials in another server's URL", ConnOptions{URL: "nats://u:p@a:4222,nats://b:4222"}, "nats://b:4222", false, "password"},
+		{"password over TLS", ConnOptions{User: "u", Password: "p", CAFile: "ca.pem"}, "tls://10.0.4.7:4222", true, ""},
+		{"server upgraded nats:// to TLS", ConnOptions{Token: "t"}, "nats://10.0.4.7:4222", true, ""},
+		{"password to 127.0.0.1", ConnOptions{User: "u", Password: "p"}, "nats://127.0.0.1:4222", false, ""},
+		{"password to 127.0.0.2", ConnOptions{User: "u", Password: "p"}, "nats://127.0.0.2:4222", false, ""},
+		{"token to localhost", ConnOptions{Token: "t"}, "nats://localhost:4222", false, ""},
+		{"token to ::1", ConnOptions{Token: "t"}, "nats://[::1]:4222", false, ""},
+		{"credentials file: the seed never leaves", ConnOptions{CredsFile: "bridge.creds"}, "nats://10.0.4.7:4222", false, ""},
+		{"NKey: the seed never leaves", ConnOptions{NKeySeedFile: "bridge.nk"}, "nats://10.0.4.7:4222", false, ""},
+		{"no authentication", ConnOptions{}, "nats://10.0.4.7:4222", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := plaintextSecret(tt.opts, tt.connected, tt.tls); got != tt.want {
+				t.Errorf("plaintextSecret = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestWarningSettingsAreVariables checks that the warning names variables the
+// bridge reads.
+func TestWarningSettingsAreVariables(t *testing.T) {
+	names := map[string]bool{}
+	typ := reflect.TypeFor[config.Config]()
+	for i := range typ.NumField() {
+		names[typ.Field(i).Tag.Get("envconfig")] = true
+	}
+	for _, s := range []string{SettingNATSCA, SettingNATSURL} {
+		if !names[s] {
+			t.Errorf("the warning names %s, which is not a variable of internal/config", s)
+		}
+	}
+}
+
+// nonLoopbackIPv4 returns an IPv4 address of this machine that is not on the
+// loopback interface, or "" when it has none.
+func nonLoopbackIPv4(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatalf("list interface addresses: %v", err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
+			return ipn.IP.String()
+		}
+	}
+	return ""
+}
+
+// TestConnectWarnsOfAPasswordInTheClear connects with a password to a real
+// server, once through a non-loopback address and once through 127.0.0.1:
+// only the first draws the warning, exactly once, naming the settings that
+// would encrypt the connection and never the password.
+func TestConnectWarnsOfAPasswordInTheClear(t *testing.T) {
+	const password = "pl41ntext-S3CRET"
+	ip := nonLoopbackIPv4(t)
+	if ip == "" {
+		t.Skip("this machine has no non-loopback IPv4 address to reach the server through")
+	}
+	srv, err := embeddednats.Start(context.Background(), embeddednats.Options{
+		Listen: "0.0.0.0:-1", DataDir: t.TempDir(),
+		Configure: func(o *server.Options) error { o.Username, o.Password = "bridge", password; return nil },
+	})
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	_, port, err := net.SplitHostPort(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		host     string
+		warnings int
+	}{
+		{"non-loopback address", ip, 1},
+		{"loopback address", "127.0.0.1", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs lockedBuffer
+			nc, err := Connect(context.Background(), ConnOptions{
+				URL: "nats://" + net.JoinHostPort(tt.host, port), User: "bridge", Password: password,
+				Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+			})
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			nc.Close()
+			var warnings []string
+			for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				if strings.Contains(line, `"level":"WARN"`) {
+					warnings = append(warnings, line)
+				}
+			}
+			if len(warnings) != tt.warnings {
+				t.Fatalf("%d warnings, want %d:\n%s", len(warnings), tt.warnings, logs.String())
+			}
+			for _, w := range warnings {
+				if !strings.Contains(w, SettingNATSCA) || !strings.Contains(w, "tls://") || !strings.Contains(w, "password") {
+					t.Errorf("warning %s does not say what is sent and which setting encrypts it", w)
+				}
+			}
+			if strings.Contains(logs.String(), password) {
+				t.Errorf("the logs contain the password:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the connection's callbacks.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -44,6 +44,7 @@ type rendered struct {
 	deployments     []*appsv1.Deployment
 	pdbs            []*policyv1.PodDisruptionBudget
 	serviceMonitors []*monitoringv1.ServiceMonitor
+	prometheusRules []*monitoringv1.PrometheusRule
 	testPods        []*corev1.Pod
 }
 
@@ -132,6 +133,10 @@ func render(t *testing.T, args ...string) *rendered {
 			var o monitoringv1.ServiceMonitor
 			decode(&o)
 			r.serviceMonitors = append(r.serviceMonitors, &o)
+		case "monitoring.coreos.com/v1 PrometheusRule":
+			var o monitoringv1.PrometheusRule
+			decode(&o)
+			r.prometheusRules = append(r.prometheusRules, &o)
 		case "v1 Pod":
 			var o corev1.Pod
 			decode(&o)
