@@ -31,8 +31,8 @@ func TestRestartAfterUncommittedPublishOfAnotherChange(t *testing.T) {
 
 	p := h.start(env, "run")
 	waitFor(t, 20*time.Second, "first sight of every agent", func() bool { return h.bucketMismatch(ctx) == "" })
-	if !strings.Contains(scrape(opsAddr(t, p), "/metrics"), "ccaas_bridge_reconciles_total") {
-		t.Fatal("the bridge does not reconcile agents with the stream (pipeline.Options.Journal not wired)")
+	if !strings.Contains(scrape(opsAddr(t, p), "/metrics"), "ccaas_bridge_adoptions_total") {
+		t.Fatal("the bridge does not adopt agents' histories from the stream (pipeline.Options.Journal not wired)")
 	}
 	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)
