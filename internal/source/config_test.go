@@ -203,10 +203,13 @@ func TestPresenceCatalogue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []string{"x=Away", custom + "=Lunch", custom, custom + "=Away," + custom + "=Busy", custom + "=192360005"} {
+	for _, bad := range []string{"x=Away", custom + "=Lunch", custom, custom + "=Away," + custom + "=Busy", custom + "=192360006"} {
 		if _, err := source.ParsePresenceMap(bad); err == nil {
 			t.Errorf("ParsePresenceMap(%q) accepted", bad)
 		}
+	}
+	if m, err := source.ParsePresenceMap(custom + "=inactive"); err != nil || m[custom] != source.BaseInactive {
+		t.Errorf("ParsePresenceMap(inactive) = %v, %v; want Inactive", m, err)
 	}
 	opts := simulator.DefaultOptions()
 	opts.Agents = 1

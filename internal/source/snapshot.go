@@ -38,12 +38,13 @@ type Snapshot struct {
 	// PresenceName is CurrentPresenceStatusInfo, the presence's display name.
 	PresenceName string
 	// BaseStatus is the base presence status the presence maps to
-	// ("Available", "Busy", "Busy - DND", "Away", "Offline"), or "" when the
+	// ("Available", "Busy", "Busy - DND", "Away", "Offline", "Inactive"), or "" when the
 	// presence catalogue does not know PresenceID.
 	BaseStatus string
 	// ActiveBrowserSessions is the number of browser tabs the agent has open.
 	ActiveBrowserSessions int
-	// LoginTime is the login Timestamp in seconds since the epoch.
+	// LoginTime is the login Timestamp in seconds since the epoch; 0 when
+	// the agent is not logged in (a null or zero Timestamp).
 	LoginTime int64
 	// AllowedChannels lists the channels allowed for the agent.
 	AllowedChannels []string
