@@ -55,6 +55,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -94,6 +95,25 @@ type Options struct {
 	Faults Faults
 	// FaultSeed seeds the generator of fault decisions. Default Seed+1.
 	FaultSeed uint64
+	// CallForm is the form of the CCaaS_GetPresence call the organisation
+	// accepts: CallFormBare (default), CallFormFunction or CallFormBoth.
+	// The customapis table describes the API accordingly.
+	CallForm string
+	// CustomAPIsStatus, when not zero, is the status of every customapis
+	// request (e.g. 403 for an application user without read access).
+	CustomAPIsStatus int
+	// NullEmpty sends null for empty channel lists and for the Timestamp
+	// of agents who are not logged in.
+	NullEmpty bool
+	// ExtraKeys adds undocumented keys of several JSON types to every
+	// presence body.
+	ExtraKeys bool
+	// Gzip compresses presence bodies when the request accepts gzip.
+	Gzip bool
+	// Inactive adds the system's Inactive presence (InactivePresence) to
+	// the catalogue; agents get it only through SetPresence, as the system
+	// sets it when an agent misses notifications.
+	Inactive bool
 	// RequestLogSize is how many arrival times to keep per agent for
 	// RequestTimes; zero keeps none.
 	RequestLogSize int
@@ -188,6 +208,14 @@ func New(opts Options) (*Simulator, error) {
 	if err := opts.Faults.validate(); err != nil {
 		return nil, fmt.Errorf("new simulator: %w", err)
 	}
+	switch opts.CallForm {
+	case "", CallFormBare, CallFormFunction, CallFormBoth:
+	default:
+		return nil, fmt.Errorf("new simulator: call form %q is not %s, %s or %s", opts.CallForm, CallFormBare, CallFormFunction, CallFormBoth)
+	}
+	if st := opts.CustomAPIsStatus; st != 0 && (st < 400 || st > 599) {
+		return nil, fmt.Errorf("new simulator: customapis status %d is not an error status", st)
+	}
 	for _, t := range opts.StaticTokens {
 		if t == "" {
 			return nil, errors.New("new simulator: empty static token")
@@ -211,6 +239,9 @@ func New(opts Options) (*Simulator, error) {
 	custom := opts.CustomPresences
 	if custom == nil {
 		custom = DefaultCustomPresences()
+	}
+	if opts.Inactive {
+		custom = append(slices.Clone(custom), InactivePresence())
 	}
 	cat, err := newCatalogue(custom)
 	if err != nil {
