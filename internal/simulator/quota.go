@@ -261,7 +261,7 @@ func (s *Simulator) rateLimitHeaders(agent string, now time.Time) (string, strin
 		return strconv.Itoa(q.Requests), strconv.FormatFloat(q.ExecutionTime.Seconds(), 'f', 3, 64)
 	}
 	u.slide(now, q.Window)
-	return strconv.Itoa(max(0, q.Requests-u.inWindow())), strconv.FormatFloat(max(0, (q.ExecutionTime - u.execSum).Seconds()), 'f', 3, 64)
+	return strconv.Itoa(max(0, q.Requests-u.inWindow())), strconv.FormatFloat(max(0, (q.ExecutionTime-u.execSum).Seconds()), 'f', 3, 64)
 }
 
 // release ends a request admitted by v, charging its execution time.
