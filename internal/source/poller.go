@@ -859,7 +859,7 @@ func (t *throttle) apply() {
 }
 
 // gate caps the requests in flight. A concurrency 429 (0x80072326)
-// shortens the cap by a quarter; every 4 × cap answers without one it
+// shortens the cap by a quarter; every 8 × cap answers without one it
 // grows by one again, up to the configured maximum.
 type gate struct {
 	mu      sync.Mutex
@@ -915,7 +915,7 @@ func (g *gate) release(kind CodeKind) {
 		g.okSince = 0
 		g.metrics.setInflightCap(g.cap)
 	case g.cap < g.max:
-		if g.okSince++; g.okSince >= 4*g.cap {
+		if g.okSince++; g.okSince >= 8*g.cap {
 			g.cap++
 			g.okSince = 0
 			g.metrics.setInflightCap(g.cap)
