@@ -257,9 +257,6 @@ func explain(err error) error {
 	switch {
 	case errors.As(err, &pe):
 		hint = pe.Hint()
-		if pe.Class == source.ClassTransport {
-			hint = "the organisation is unreachable: check BRIDGE_ORG_URL (https://<org>.crm.dynamics.com, without /api/data/v9.2), DNS and the network path"
-		}
 	case errors.As(err, &he):
 		hint = he.Kind.Hint()
 	}

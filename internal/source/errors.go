@@ -71,11 +71,17 @@ func (e *PollError) Error() string {
 
 // Hint returns what an operator should do about the failure, or "".
 func (e *PollError) Hint() string {
-	if e.Class == ClassToken {
+	switch e.Class {
+	case ClassToken, ClassAuth:
 		return KindToken.Hint()
+	case ClassTransport:
+		return HintUnreachable
 	}
 	return e.Kind.Hint()
 }
+
+// HintUnreachable is the fix of a poll that got no answer.
+const HintUnreachable = "the organisation is unreachable: check BRIDGE_ORG_URL (https://<org>.crm.dynamics.com, without /api/data/v9.2), DNS, proxies and the network path"
 
 // Unwrap returns the underlying cause.
 func (e *PollError) Unwrap() error { return e.Err }

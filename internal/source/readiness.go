@@ -51,7 +51,7 @@ func Readiness(p *Poller, tokenAccepted func() bool, minShare float64) func() (b
 			case f.Class == ClassToken || f.Class == ClassAuth:
 				hint = KindToken.Hint()
 			case f.Class == ClassTransport:
-				hint = "the organisation is unreachable: check BRIDGE_ORG_URL (https://<org>.crm.dynamics.com, without /api/data/v9.2), DNS and the network path"
+				hint = HintUnreachable
 			}
 			if hint != "" {
 				b.WriteString("; fix: ")
