@@ -137,13 +137,14 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		return code
 	}
 	var (
-		cfg     config.Config
-		plan    sourcePlan
-		client  *source.Client
-		nc      *nats.Conn
-		js      jetstream.JetStream
-		first   source.RateLimitHeaders
-		firstOK bool
+		cfg       config.Config
+		plan      sourcePlan
+		client    *source.Client
+		nc        *nats.Conn
+		js        jetstream.JetStream
+		first     source.RateLimitHeaders
+		firstOK   bool
+		announced source.CallForm
 	)
 	defer func() {
 		if nc != nil {
@@ -180,6 +181,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		})},
 		{Name: "call form (customapis: " + source.CustomAPIName + ")", Run: bounded(func(ctx context.Context) error {
 			form, err := client.DiscoverCallForm(ctx)
+			announced = form
 			switch {
 			case plan.call != source.CallAuto:
 				fmt.Fprintf(stdout, "      %s form forced by BRIDGE_PRESENCE_CALL\n", form)
@@ -196,6 +198,9 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 				return explain(fmt.Errorf("agent %s: %w", plan.agents[0], err))
 			}
 			first, firstOK = rl, true
+			if form := client.CallForm(); form != announced {
+				fmt.Fprintf(stdout, "      switched to the %s form: the organisation refused the %s form\n", form, announced)
+			}
 			fmt.Fprintf(stdout, "      %s form: %s (%s) is %q, %d browser sessions\n", client.CallForm(), snap.AgentName, snap.AgentID, snap.PresenceName, snap.ActiveBrowserSessions)
 			return nil
 		})},
