@@ -264,3 +264,50 @@ func TestCheckInEachSimulatorMode(t *testing.T) {
 		})
 	}
 }
+
+// TestNullsExtraKeysAndGzipPublishLikeNormalBodies: an organisation that
+// sends nulls for empty lists and for the Timestamp of logged-out agents,
+// undocumented keys and gzip bodies, and has the Inactive presence, is
+// followed event for event with no malformed poll.
+func TestNullsExtraKeysAndGzipPublishLikeNormalBodies(t *testing.T) {
+	h := newHarnessCustom(t, 6, 17, func(o *simulator.Options) { o.NullEmpty, o.ExtraKeys, o.Gzip, o.Inactive = true, true, true, true }, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ids := h.sim.AgentIDs()
+	if _, _, err := h.sim.Logout(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.sim.SetChannels(ids[1], nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := h.start(h.env(nil), "run")
+	ops := opsAddr(t, p)
+	c := h.collect(ctx)
+	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	if _, _, err := h.sim.SetPresence(ids[2], simulator.PresenceInactive); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the Inactive presence on the stream", func() bool { return h.caughtUp(c) })
+	for range 3 {
+		h.sim.Step()
+		waitFor(t, 20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
+	}
+	events, errs := c.snapshot()
+	if len(errs) > 0 {
+		t.Fatalf("invalid events: %v", errs)
+	}
+	inactive := false
+	for _, ev := range events {
+		if ev.Agent == ids[2] && ev.Type == "presence.changed" {
+			if cur, _ := ev.Data["current"].(map[string]any); cur["baseStatus"] == "Inactive" {
+				inactive = true
+			}
+		}
+	}
+	if !inactive {
+		t.Error("no presence.changed to the Inactive base status")
+	}
+	if n := metricSum(scrape(ops, "/metrics"), "ccaas_bridge_malformed_responses_total"); n != 0 {
+		t.Errorf("%v malformed responses", n)
+	}
+}

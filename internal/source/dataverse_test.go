@@ -79,21 +79,25 @@ func TestCallFormDiscovered(t *testing.T) {
 // gets its class and state, and the log line of the state change carries
 // the code and the fix.
 func TestDataverseErrorsClassifiedAndExplained(t *testing.T) {
+	// minGap is the pacing each kind gets: PermanentRetry (400ms in the
+	// rig, less the alignment to the agent's slot) for unpollable agents, the whole Retry-After for 429s, at least
+	// half the first backoff (50ms) for server errors.
 	tests := []struct {
 		name      string
 		fault     simulator.AgentFault
 		state     string
 		kind      source.CodeKind
 		code, fix string
+		minGap    time.Duration
 	}{
-		{"act on behalf missing", simulator.AgentFault{Status: 403, Code: "0x8004a110"}, "unpollable", source.KindActOnBehalf, "0x8004a110", "not through a team"},
-		{"privilege missing", simulator.AgentFault{Status: 403}, "unpollable", source.KindActOnBehalf, "0x80040220", "prvActOnBehalfOfAnotherUser"},
-		{"not allowlisted", simulator.AgentFault{Status: 405}, "unpollable", source.KindNotAllowlisted, "0x80060888", "allowlisted"},
-		{"not a systemuser", simulator.AgentFault{Status: 404}, "unpollable", source.KindNotAgent, "0x80040217", "systemuserid"},
-		{"request count", simulator.AgentFault{Status: 429, RetryAfter: time.Second}, "rate_limited", source.KindRequestCount, "0x80072322", "6,000 requests"},
-		{"execution time", simulator.AgentFault{Status: 429, RetryAfter: time.Second, Code: "0x80072321"}, "rate_limited", source.KindExecutionTime, "0x80072321", "execution time"},
-		{"concurrency", simulator.AgentFault{Status: 429, RetryAfter: time.Second, Code: "0x80072326"}, "rate_limited", source.KindConcurrency, "0x80072326", "BRIDGE_MAX_CONCURRENCY"},
-		{"server error", simulator.AgentFault{Status: 500}, "backing_off", source.KindOther, "0x80040216", ""},
+		{"act on behalf missing", simulator.AgentFault{Status: 403, Code: "0x8004a110"}, "unpollable", source.KindActOnBehalf, "0x8004a110", "not through a team", 300 * time.Millisecond},
+		{"privilege missing", simulator.AgentFault{Status: 403}, "unpollable", source.KindActOnBehalf, "0x80040220", "prvActOnBehalfOfAnotherUser", 300 * time.Millisecond},
+		{"not allowlisted", simulator.AgentFault{Status: 405}, "unpollable", source.KindNotAllowlisted, "0x80060888", "allowlisted", 300 * time.Millisecond},
+		{"not a systemuser", simulator.AgentFault{Status: 404}, "unpollable", source.KindNotAgent, "0x80040217", "systemuserid", 300 * time.Millisecond},
+		{"request count", simulator.AgentFault{Status: 429, RetryAfter: time.Second}, "rate_limited", source.KindRequestCount, "0x80072322", "6,000 requests", time.Second},
+		{"execution time", simulator.AgentFault{Status: 429, RetryAfter: time.Second, Code: "0x80072321"}, "rate_limited", source.KindExecutionTime, "0x80072321", "execution time", time.Second},
+		{"concurrency", simulator.AgentFault{Status: 429, RetryAfter: time.Second, Code: "0x80072326"}, "rate_limited", source.KindConcurrency, "0x80072326", "BRIDGE_MAX_CONCURRENCY", time.Second},
+		{"server error", simulator.AgentFault{Status: 500}, "backing_off", source.KindOther, "0x80040216", "", 25 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,6 +129,11 @@ func TestDataverseErrorsClassifiedAndExplained(t *testing.T) {
 			}
 			if n := dvErrors(t, r, tt.kind); n < 1 {
 				t.Errorf("ccaas_bridge_dataverse_errors_total{kind=%s} = %v", tt.kind, n)
+			}
+			eventually(t, 5*time.Second, "a second request", func() bool { return len(r.rec.requestsOf(r.faulty)) >= 2 })
+			reqs := r.rec.requestsOf(r.faulty)
+			if gap := reqs[1].At.Sub(reqs[0].At); gap < tt.minGap {
+				t.Errorf("polled again after %s, want at least %s", gap, tt.minGap)
 			}
 		})
 	}
