@@ -107,13 +107,15 @@ func TestDataverseErrorsClassifiedAndExplained(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.start(t)
-			eventually(t, 5*time.Second, "the agent in state "+tt.state, func() bool { return r.state()[tt.state] == 1 })
 			var pe *source.PollError
-			for _, o := range r.rec.observations(r.faulty) {
-				if p, ok := o.Err.(*source.PollError); ok {
-					pe = p
+			eventually(t, 5*time.Second, "the agent in state "+tt.state+" and its failure observed", func() bool {
+				for _, o := range r.rec.observations(r.faulty) {
+					if p, ok := o.Err.(*source.PollError); ok {
+						pe = p
+					}
 				}
-			}
+				return r.state()[tt.state] == 1 && pe != nil
+			})
 			if pe == nil || pe.Kind != tt.kind || pe.Code != tt.code || pe.Message == "" && tt.code != "" {
 				t.Fatalf("poll error %#v, want kind %s code %s with a message", pe, tt.kind, tt.code)
 			}
