@@ -117,3 +117,35 @@ func TestConcurrency429ShortensTheInflightCap(t *testing.T) {
 		t.Errorf("%d concurrency 429s in 200 requests after the cap shortened", after)
 	}
 }
+
+// TestCallerScopePacesTheExecutionTime: with slow answers, the poller
+// lowers its rate so the application user's combined execution time stays
+// within its budget: once the window has slid past the first answers (sent
+// before any response time was known), no execution-time 429 follows.
+func TestCallerScopePacesTheExecutionTime(t *testing.T) {
+	budget := source.Budget{Requests: 1_000_000, Window: time.Second, ExecutionTime: 500 * time.Millisecond}
+	r := newRig(t, 40, func(o *simulator.Options) {
+		o.Quota = simulator.Quota{Requests: budget.Requests, Window: budget.Window, ExecutionTime: budget.ExecutionTime, Scope: simulator.QuotaScopeCaller}
+		o.Faults.Latency = 50 * time.Millisecond
+	}, func(o *source.PollerOptions) {
+		// 40 requests/s of 50 ms each: 2 s of execution per second, four
+		// times the budget of 0.5 s per second.
+		o.Interval, o.MaxConcurrency = time.Second, 8
+		o.QuotaScope, o.CallerBudget = source.ScopeCaller, budget
+	}, nil)
+	r.start(t)
+	begin := time.Now()
+	// Warm-up: three windows, the measured period three more. The waits
+	// are the measurement periods themselves, not synchronisation.
+	eventually(t, 10*time.Second, "three windows of warm-up", func() bool { return time.Since(begin) >= 3*budget.Window })
+	settled := r.sim.Stats()
+	eventually(t, 10*time.Second, "three measured windows", func() bool { return time.Since(begin) >= 6*budget.Window })
+	st := r.sim.Stats()
+	if n := st.QuotaExecutionViolations - settled.QuotaExecutionViolations; n != 0 {
+		t.Errorf("%d execution-time 429s after the warm-up (%d during it)", n, settled.QuotaExecutionViolations)
+	}
+	if polled := st.Requests - settled.Requests; polled < 15 {
+		t.Errorf("only %d requests in %s: paced to a stop", polled, 3*budget.Window)
+	}
+	t.Logf("requests %d in the measured %s, %d execution-time 429s during the warm-up", st.Requests-settled.Requests, 3*budget.Window, settled.QuotaExecutionViolations)
+}

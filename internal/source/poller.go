@@ -786,9 +786,9 @@ type throttle struct {
 	window time.Time
 	total  int
 	n429   int
-	// With ScopeCaller: the mean response time of the last second and the
-	// rate that keeps the execution-time budget (rate.Inf otherwise).
-	busy      time.Duration
+	// With ScopeCaller: the moving mean response time and the rate that
+	// keeps the execution-time budget (rate.Inf otherwise).
+	meanTook  time.Duration
 	execLimit rate.Limit
 }
 
@@ -805,19 +805,7 @@ func (t *throttle) observe(class ErrorClass, now time.Time, took time.Duration) 
 	if now.Sub(t.window) >= time.Second {
 		storm := t.n429 >= stormMin && t.n429*10 >= t.total
 		old := t.factor
-		if t.p.scope == ScopeCaller && t.total > 0 && t.busy > 0 {
-			// Execution time per second of wall time must stay within
-			// pacingShare of ExecutionTime/Window: at the mean response
-			// time of the last second, that allows this many requests a
-			// second.
-			mean := t.busy.Seconds() / float64(t.total)
-			b := t.p.budget
-			allowed := rate.Limit(pacingShare * b.ExecutionTime.Seconds() / b.Window.Seconds() / mean)
-			if allowed != t.execLimit {
-				t.execLimit = allowed
-				t.apply()
-			}
-		}
+
 		switch {
 		case storm:
 			t.factor = max(t.factor/2, 1.0/16)
@@ -829,10 +817,26 @@ func (t *throttle) observe(class ErrorClass, now time.Time, took time.Duration) 
 			t.p.log.Warn("client request rate changed after 429 responses", "factor", t.factor,
 				"limit_rps", float64(t.p.limiter.Limit()), "rate_limited_last_second", t.n429)
 		}
-		t.window, t.total, t.n429, t.busy = now, 0, 0, 0
+		t.window, t.total, t.n429 = now, 0, 0
 	}
 	t.total++
-	t.busy += took
+	if t.p.scope == ScopeCaller && class != ClassRateLimited && took > 0 {
+		// Execution time per second of wall time must stay within
+		// pacingShare of ExecutionTime/Window: at the mean response time
+		// (a moving average of the answers that were executed), that
+		// allows this many requests a second.
+		if t.meanTook == 0 {
+			t.meanTook = took
+		} else {
+			t.meanTook += (took - t.meanTook) / 8
+		}
+		b := t.p.budget
+		allowed := rate.Limit(pacingShare * b.ExecutionTime.Seconds() / b.Window.Seconds() / t.meanTook.Seconds())
+		if t.execLimit == rate.Inf || math.Abs(float64(allowed-t.execLimit)) > 0.1*float64(t.execLimit) {
+			t.execLimit = allowed
+			t.apply()
+		}
+	}
 	if class == ClassRateLimited {
 		t.n429++
 	}
@@ -843,8 +847,14 @@ func (t *throttle) observe(class ErrorClass, now time.Time, took time.Duration) 
 func (t *throttle) apply() {
 	t.p.metrics.rateFactor(t.factor)
 	if t.factor >= 1 {
-		t.p.limiter.SetLimit(min(t.base, t.execLimit))
-		t.p.limiter.SetBurst(t.burst)
+		limit := min(t.base, t.execLimit)
+		t.p.limiter.SetLimit(limit)
+		if limit < t.base {
+			// Paced below the configured rate: no bursts above it either.
+			t.p.limiter.SetBurst(max(1, int(float64(limit)/10)))
+		} else {
+			t.p.limiter.SetBurst(t.burst)
+		}
 		return
 	}
 	base := t.base
