@@ -134,3 +134,37 @@ func TestFarRetryAfterDatesWaitTheCeiling(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryAfterOfServerErrorsCappedAtBackoffMax: a 503's Retry-After is
+// honoured up to BackoffMax; a 429's up to RetryAfterCeiling.
+func TestRetryAfterOfServerErrorsCappedAtBackoffMax(t *testing.T) {
+	p, err := NewPoller(PollerOptions{Getter: GetterFunc(nil), Sink: SinkFunc(func(context.Context, Observation) error { return nil }),
+		Interval: time.Second, BackoffMax: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		class ErrorClass
+		after time.Duration
+		want  time.Duration
+	}{
+		{ClassServer, time.Hour, 30 * time.Second},
+		{ClassServer, 20 * time.Second, 20 * time.Second},
+		{ClassRateLimited, time.Hour, RetryAfterCeiling},
+		{ClassRateLimited, 7 * time.Second, 7 * time.Second},
+	}
+	for _, tt := range tests {
+		a := &agent{id: "394382b6-a4d4-ee11-904c-00224808a166", lastOK: -1}
+		const now = int64(1e12)
+		next := p.record(a, tt.class, &PollError{Class: tt.class, RetryAfter: tt.after}, now)
+		if got := time.Duration(next - now); got != tt.want {
+			t.Errorf("%s with Retry-After %s: next poll in %s, want %s", tt.class, tt.after, got, tt.want)
+		}
+	}
+}
+
+// GetterFunc adapts a function to a Getter (nil for a poller that is never run).
+type GetterFunc func(ctx context.Context, agentID string) (Snapshot, error)
+
+// Get calls f.
+func (f GetterFunc) Get(ctx context.Context, id string) (Snapshot, error) { return f(ctx, id) }
