@@ -280,7 +280,9 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 
 	// The catalogue loads now (so first events carry base statuses) and
 	// then every BRIDGE_PRESENCE_CATALOG_REFRESH.
-	form, ferr := client.DiscoverCallForm(ctx)
+	dctx, cancelDiscovery := context.WithTimeout(ctx, cfg.RequestTimeout)
+	form, ferr := client.DiscoverCallForm(dctx)
+	cancelDiscovery()
 	log.Info("presence call form", "form", form.String(), "configured", cfg.PresenceCall, "definition_read", ferr == nil, "err", ferr)
 	refresher := &source.CatalogueRefresher{Lister: client, Catalogue: catalogue, Every: cfg.PresenceCatalogRefresh, Logger: log, Metrics: srcMetrics}
 	if err := refresher.Load(ctx); err != nil {
