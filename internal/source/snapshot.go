@@ -11,10 +11,12 @@
 //	// or source.NewEntraToken(source.EntraTokenOptions{OrgURL: org}) // azidentity default chain
 //	overrides, _ := source.ParsePresenceMap(presenceMap)      // BRIDGE_PRESENCE_MAP
 //	cat := source.NewCatalogue(overrides)
-//	client, _ := source.NewClient(source.ClientOptions{OrgURL: org, Tokens: tokens, Catalogue: cat, MaxConns: maxConc, Metrics: metrics})
+//	client, _ := source.NewClient(source.ClientOptions{OrgURL: org, Tokens: tokens, Catalogue: cat, MaxConns: maxConc, Metrics: metrics, Call: source.CallAuto})
+//	form, err := client.DiscoverCallForm(ctx) // BRIDGE_PRESENCE_CALL=auto: read customapis, else the first answers decide
 //	ids, _ := source.ParseAgentIDs(list) // or source.LoadAgentFile(path)
 //	err := source.CheckLimits(source.LimitsConfig{Agents: len(ids), Interval: iv, MaxRPS: rps, MaxConcurrency: maxConc})
-//	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, ...})
+//	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, QuotaScope: scope, ...})
+//	ready := source.Readiness(poller, client.TokenAccepted, minShare) // the source's /readyz check
 //	poller.SetAgents(ids)
 //	go (&source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}).Run(ctx)
 //	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
