@@ -137,11 +137,14 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		return code
 	}
 	var (
-		cfg    config.Config
-		plan   sourcePlan
-		client *source.Client
-		nc     *nats.Conn
-		js     jetstream.JetStream
+		cfg       config.Config
+		plan      sourcePlan
+		client    *source.Client
+		nc        *nats.Conn
+		js        jetstream.JetStream
+		first     source.RateLimitHeaders
+		firstOK   bool
+		announced source.CallForm
 	)
 	defer func() {
 		if nc != nil {
@@ -173,16 +176,36 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			if _, err := tokens.Token(ctx); err != nil {
 				return fmt.Errorf("get token: %w", err)
 			}
-			client, err = source.NewClient(source.ClientOptions{OrgURL: cfg.OrgURL, Tokens: tokens, MaxConns: 2})
+			client, err = source.NewClient(source.ClientOptions{OrgURL: cfg.OrgURL, Tokens: tokens, MaxConns: 2, Call: plan.call})
 			return err
 		})},
-		{Name: "presence (CCaaS_GetPresence for the first agent)", Run: bounded(func(ctx context.Context) error {
-			snap, err := client.Get(ctx, plan.agents[0])
-			if err != nil {
-				return fmt.Errorf("agent %s: %w", plan.agents[0], err)
+		{Name: "call form (customapis: " + source.CustomAPIName + ")", Run: bounded(func(ctx context.Context) error {
+			form, err := client.DiscoverCallForm(ctx)
+			announced = form
+			switch {
+			case plan.call != source.CallAuto:
+				fmt.Fprintf(stdout, "      %s form forced by BRIDGE_PRESENCE_CALL\n", form)
+			case err != nil:
+				fmt.Fprintf(stdout, "      definition not readable (%v): the first call decides, starting with the %s form\n", err, form)
+			default:
+				fmt.Fprintf(stdout, "      %s form, from the custom API's definition\n", form)
 			}
-			fmt.Fprintf(stdout, "      %s (%s) is %q, %d browser sessions\n", consumer.Printable(snap.AgentName), consumer.Printable(snap.AgentID), snap.PresenceName, snap.ActiveBrowserSessions)
 			return nil
+		})},
+		{Name: "presence (CCaaS_GetPresence for the first agent)", Run: bounded(func(ctx context.Context) error {
+			snap, rl, err := client.Probe(ctx, plan.agents[0])
+			if err != nil {
+				return explain(fmt.Errorf("agent %s: %w", plan.agents[0], err))
+			}
+			first, firstOK = rl, true
+			if form := client.CallForm(); form != announced {
+				fmt.Fprintf(stdout, "      switched to the %s form: the organisation refused the %s form\n", form, announced)
+			}
+			fmt.Fprintf(stdout, "      %s form: %s (%s) is %q, %d browser sessions\n", client.CallForm(), consumer.Printable(snap.AgentName), consumer.Printable(snap.AgentID), consumer.Printable(snap.PresenceName), snap.ActiveBrowserSessions)
+			return nil
+		})},
+		{Name: "quota scope (x-ms-ratelimit headers of two agents)", Run: bounded(func(ctx context.Context) error {
+			return checkQuotaScope(ctx, stdout, client, plan, first, firstOK)
 		})},
 		{Name: "presence catalogue (msdyn_presences)", Run: bounded(func(ctx context.Context) error {
 			ps, err := client.ListPresences(ctx)
@@ -191,7 +214,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("%w (grant read on msdyn_presence or set BRIDGE_PRESENCE_MAP)", err)
+				return explain(fmt.Errorf("%w (grant read on msdyn_presence or set BRIDGE_PRESENCE_MAP)", err))
 			}
 			fmt.Fprintf(stdout, "      %d presences\n", len(ps))
 			return nil
@@ -229,4 +252,58 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		return exitFail
 	}
 	return exitOK
+}
+
+// explain appends to err the fix for the common Dataverse failures.
+func explain(err error) error {
+	var pe *source.PollError
+	var he *source.HTTPError
+	hint := ""
+	switch {
+	case errors.As(err, &pe):
+		hint = pe.Hint()
+	case errors.As(err, &he):
+		hint = he.Kind.Hint()
+	}
+	if hint == "" {
+		return err
+	}
+	return fmt.Errorf("%w\nfix: %s", err, hint)
+}
+
+// checkQuotaScope polls the second agent and the first again and compares
+// the x-ms-ratelimit-burst-remaining-xrm-requests counters: when the second
+// agent's call used up the first agent's budget too, the organisation
+// charges the application user (caller scope), otherwise each agent.
+func checkQuotaScope(ctx context.Context, stdout io.Writer, client *source.Client, plan sourcePlan, first source.RateLimitHeaders, firstOK bool) error {
+	if !firstOK {
+		return errors.New("the first agent could not be polled")
+	}
+	if len(plan.agents) < 2 {
+		fmt.Fprintf(stdout, "      one agent configured: cannot compare; BRIDGE_QUOTA_SCOPE=%s\n", plan.scope)
+		return nil
+	}
+	_, second, err := client.Probe(ctx, plan.agents[1])
+	if err != nil {
+		return explain(fmt.Errorf("agent %s: %w", plan.agents[1], err))
+	}
+	_, again, err := client.Probe(ctx, plan.agents[0])
+	if err != nil {
+		return explain(fmt.Errorf("agent %s: %w", plan.agents[0], err))
+	}
+	if first.BurstRemaining < 0 || second.BurstRemaining < 0 || again.BurstRemaining < 0 {
+		fmt.Fprintf(stdout, "      the organisation sends no x-ms-ratelimit headers: cannot tell; BRIDGE_QUOTA_SCOPE=%s\n", plan.scope)
+		return nil
+	}
+	seen := source.ScopeAgent
+	if again.BurstRemaining <= first.BurstRemaining-2 {
+		seen = source.ScopeCaller
+	}
+	fmt.Fprintf(stdout, "      remaining requests: first agent %d, second agent %d, first agent again %d: the organisation charges %s\n",
+		first.BurstRemaining, second.BurstRemaining, again.BurstRemaining, map[source.QuotaScope]string{
+			source.ScopeAgent: "each impersonated agent (agent scope)", source.ScopeCaller: "the application user for every agent (caller scope)"}[seen])
+	if seen != plan.scope {
+		return fmt.Errorf("BRIDGE_QUOTA_SCOPE=%s but the organisation applies %s scope\nfix: set BRIDGE_QUOTA_SCOPE=%s so the start-up limits check and the pacing match how calls are charged", plan.scope, seen, seen)
+	}
+	return nil
 }

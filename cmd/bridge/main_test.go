@@ -73,6 +73,13 @@ func TestInvalidConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 		{"unreadable token file", map[string]string{"BRIDGE_TOKEN": "", "BRIDGE_TOKEN_FILE": filepath.Join(dir, "missing")}, "BRIDGE_TOKEN_FILE", "cannot read file"},
 		{"missing organisation", map[string]string{"BRIDGE_ORG_URL": ""}, "BRIDGE_ORG_URL", "is required"},
 		{"missing agents", map[string]string{"BRIDGE_AGENT_IDS": ""}, "BRIDGE_AGENT_IDS", "is required"},
+		{"organisation in clear text", map[string]string{"BRIDGE_ORG_URL": "http://contoso.crm.dynamics.com"}, "BRIDGE_ORG_URL", "scheme must be https"},
+		{"credentials in the organisation URL", map[string]string{"BRIDGE_ORG_URL": "https://admin:static-token@contoso.crm.dynamics.com"}, "BRIDGE_ORG_URL", "must not contain user information"},
+		{"API path in the organisation URL", map[string]string{"BRIDGE_ORG_URL": "https://contoso.crm.dynamics.com/api/data/v9.2/"}, "BRIDGE_ORG_URL", "/api/data/v9.2"},
+		{"unknown call form", map[string]string{"BRIDGE_PRESENCE_CALL": "guess"}, "BRIDGE_PRESENCE_CALL", "auto, bare or function"},
+		{"caller scope over the limit", map[string]string{"BRIDGE_QUOTA_SCOPE": "caller", "BRIDGE_POLL_INTERVAL": "200ms",
+			"BRIDGE_AGENT_IDS": "394382b6-a4d4-ee11-904c-00224808a166,cc05cf62-6242-ee11-be6e-6045bdd7ac2c,0b6c2f8e-1111-4e5a-9b7c-0d1e2f3a4b5c,1c7d3a9f-2222-4e5a-9b7c-0d1e2f3a4b5c,2d8e4b0a-3333-4e5a-9b7c-0d1e2f3a4b5c"},
+			"BRIDGE_QUOTA_SCOPE", "5 agents every 200ms make 7500 requests per 5m0s, over the 5400"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

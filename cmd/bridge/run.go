@@ -63,6 +63,11 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string, _, stderr io.W
 type sourcePlan struct {
 	agents      []string
 	presenceMap map[string]string
+	call        source.CallForm
+	scope       source.QuotaScope
+	// entitlement warns when the plan exceeds the daily request
+	// entitlement; "" when it fits.
+	entitlement string
 }
 
 // planSource reads the agent list and the presence overrides and checks the
@@ -86,11 +91,19 @@ func planSource(cfg config.Config) (sourcePlan, error) {
 			return p, fmt.Errorf("BRIDGE_PRESENCE_MAP: %w", err)
 		}
 	}
-	if err := source.CheckLimits(source.LimitsConfig{
-		Agents: len(p.agents), Interval: cfg.PollInterval, MaxRPS: cfg.MaxRPS, MaxConcurrency: cfg.MaxConcurrency,
-	}); err != nil {
-		return p, fmt.Errorf("BRIDGE_POLL_INTERVAL, BRIDGE_MAX_RPS: %w", err)
+	if p.call, err = source.ParseCallForm(cfg.PresenceCall); err != nil {
+		return p, fmt.Errorf("BRIDGE_PRESENCE_CALL: %w", err)
 	}
+	if p.scope, err = source.ParseQuotaScope(cfg.QuotaScope); err != nil {
+		return p, fmt.Errorf("BRIDGE_QUOTA_SCOPE: %w", err)
+	}
+	limits := source.LimitsConfig{
+		Agents: len(p.agents), Interval: cfg.PollInterval, MaxRPS: cfg.MaxRPS, MaxConcurrency: cfg.MaxConcurrency, Scope: p.scope,
+	}
+	if err := source.CheckLimits(limits); err != nil {
+		return p, fmt.Errorf("BRIDGE_POLL_INTERVAL, BRIDGE_MAX_RPS, BRIDGE_QUOTA_SCOPE: %w", err)
+	}
+	p.entitlement = source.EntitlementWarning(limits)
 	return p, nil
 }
 
@@ -203,7 +216,7 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		return err
 	}
 
-	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: cfg.OrgURL, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: cfg.OrgURL, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version, MaxPayload: int(nc.MaxPayload())})
 	if err != nil {
 		return fmt.Errorf("build encoder: %w", err)
 	}
@@ -258,14 +271,17 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		}
 	}
 	catalogue := source.NewCatalogue(plan.presenceMap)
-	client, err := source.NewClient(source.ClientOptions{OrgURL: cfg.OrgURL, Tokens: tokens, Catalogue: catalogue, MaxConns: cfg.MaxConcurrency, Metrics: srcMetrics})
+	client, err := source.NewClient(source.ClientOptions{OrgURL: cfg.OrgURL, Tokens: tokens, Catalogue: catalogue, MaxConns: cfg.MaxConcurrency, Metrics: srcMetrics, Call: plan.call, Logger: log})
 	if err != nil {
 		return fmt.Errorf("build presence client: %w", err)
+	}
+	if plan.entitlement != "" {
+		log.Warn("daily request entitlement", "warning", plan.entitlement)
 	}
 	poller, err := source.NewPoller(source.PollerOptions{
 		Getter: client, Sink: pipe, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
 		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax, StaleAfter: cfg.EffectiveStaleAfter(),
-		Logger: log, Metrics: srcMetrics,
+		Logger: log, Metrics: srcMetrics, QuotaScope: plan.scope,
 	})
 	if err != nil {
 		return fmt.Errorf("build poller: %w", err)
@@ -275,22 +291,15 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		poller.SetAgents(ids)
 	})
 	if opsSrv != nil {
-		opsSrv.AddActiveCheck(ops.CheckFunc("token", func() (bool, string) {
-			if client.TokenObtained() {
-				return true, ""
-			}
-			return false, "no token obtained yet"
-		}))
-		opsSrv.AddActiveCheck(ops.CheckFunc("first_poll_round", func() (bool, string) {
-			if poller.Status().FirstRoundDone {
-				return true, ""
-			}
-			return false, "first poll round not done"
-		}))
+		opsSrv.AddActiveCheck(ops.CheckFunc("source", source.Readiness(poller, client.TokenAccepted, cfg.ReadyMinShare)))
 	}
 
 	// The catalogue loads now (so first events carry base statuses) and
 	// then every BRIDGE_PRESENCE_CATALOG_REFRESH.
+	dctx, cancelDiscovery := context.WithTimeout(ctx, cfg.RequestTimeout)
+	form, ferr := client.DiscoverCallForm(dctx)
+	cancelDiscovery()
+	log.Info("presence call form", "form", form.String(), "configured", cfg.PresenceCall, "definition_read", ferr == nil, "err", ferr)
 	refresher := &source.CatalogueRefresher{Lister: client, Catalogue: catalogue, Every: cfg.PresenceCatalogRefresh, Logger: log, Metrics: srcMetrics}
 	if err := refresher.Load(ctx); err != nil {
 		log.Warn("custom presences not loaded; out-of-box presences and BRIDGE_PRESENCE_MAP still resolve", "err", err)

@@ -31,6 +31,14 @@ func cmdSimulate(ctx context.Context, fs *flag.FlagSet, args []string, stdout, s
 	}
 	fmt.Fprintf(stdout, "simulated organisation: http://%s (token %q, %d agents)\n", *addr, simulator.DefaultToken, len(sim.AgentIDs()))
 	fmt.Fprintf(stdout, "agents: BRIDGE_AGENT_IDS=%s\n", joinComma(sim.AgentIDs()))
+	callForm, scope := opts.CallForm, opts.Quota.Scope
+	if callForm == "" {
+		callForm = simulator.CallFormBare
+	}
+	if scope == "" {
+		scope = simulator.QuotaScopeAgent
+	}
+	fmt.Fprintf(stdout, "call form: %s; quota charged to: %s\n", callForm, scope)
 	if err := sim.ListenAndServe(ctx, *addr); err != nil {
 		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
 		return exitFail

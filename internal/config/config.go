@@ -38,6 +38,9 @@ type Config struct {
 	PermanentRetry         time.Duration `envconfig:"BRIDGE_PERMANENT_RETRY" default:"5m" group:"poll" desc:"retry interval of an agent answered 400, 404 or 405"`
 	PresenceCatalogRefresh time.Duration `envconfig:"BRIDGE_PRESENCE_CATALOG_REFRESH" default:"1h" group:"poll" desc:"how often custom presences are re-read from msdyn_presences"`
 	PresenceMap            string        `envconfig:"BRIDGE_PRESENCE_MAP" group:"poll" desc:"presence overrides: <presenceId>=<base status>, comma-separated"`
+	PresenceCall           string        `envconfig:"BRIDGE_PRESENCE_CALL" default:"auto" group:"poll" desc:"form of the CCaaS_GetPresence call: auto (read from the customapis table, else switch once on the first 400/404), bare, or function (ApiVersion=@v)"`
+	QuotaScope             string        `envconfig:"BRIDGE_QUOTA_SCOPE" default:"agent" group:"poll" desc:"who Dataverse charges each call to: agent (the impersonated agent, as the contract says) or caller (the application user: all agents share 6,000 requests per 5 minutes)"`
+	ReadyMinShare          float64       `envconfig:"BRIDGE_READY_MIN_SHARE" default:"0.5" group:"poll" desc:"share of agents whose last poll must have succeeded for /readyz to answer ready (0 to 1)"`
 
 	// Change detection.
 	StateBucket      string        `envconfig:"BRIDGE_STATE_BUCKET" default:"ccaas_agents" group:"detect" desc:"JetStream key-value bucket holding every agent's current state"`
@@ -272,12 +275,38 @@ func (c *Config) Validate(needs Needs) error {
 		case c.OrgURL == "":
 			bad("BRIDGE_ORG_URL", "is required: the Dynamics 365 organisation URL, such as https://contoso.crm.dynamics.com")
 		case err != nil || u.Scheme == "" || u.Host == "":
-			bad("BRIDGE_ORG_URL", "must be an absolute URL with a scheme, such as https://contoso.crm.dynamics.com (got %q)", c.OrgURL)
-		case u.Scheme != "https" && u.Scheme != "http":
-			bad("BRIDGE_ORG_URL", "scheme must be https (got %q)", u.Scheme)
+			bad("BRIDGE_ORG_URL", "must be an absolute URL with a scheme, such as https://contoso.crm.dynamics.com (got %q)", redactURL(c.OrgURL))
+		case u.User != nil:
+			bad("BRIDGE_ORG_URL", "must not contain user information (got %q): the bearer token authenticates, and the URL is copied into every event's source", redactURL(c.OrgURL))
+		case u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())):
+			bad("BRIDGE_ORG_URL", "scheme must be https, so the bearer token never travels in clear text; http is accepted only for a loopback host such as the simulator (got %q)", redactURL(c.OrgURL))
+		case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			bad("BRIDGE_ORG_URL", "must not have a query or fragment (got %q)", c.OrgURL)
+		case strings.Contains(strings.ToLower(u.Path), "/api/data"):
+			bad("BRIDGE_ORG_URL", "must be the organisation URL alone: drop %q (got %q; the bridge adds /api/data/v9.2 itself)", u.Path, c.OrgURL)
+		case strings.Trim(u.Path, "/") != "":
+			bad("BRIDGE_ORG_URL", "must be the organisation URL without a path, such as https://contoso.crm.dynamics.com (got %q)", c.OrgURL)
 		default:
 			c.OrgURL = strings.TrimRight(c.OrgURL, "/")
 		}
+	}
+	switch strings.ToLower(c.PresenceCall) {
+	case "auto", "bare", "function":
+		c.PresenceCall = strings.ToLower(c.PresenceCall)
+	default:
+		bad("BRIDGE_PRESENCE_CALL", "must be auto, bare or function (got %q)", c.PresenceCall)
+	}
+	switch strings.ToLower(c.QuotaScope) {
+	case "agent", "caller":
+		c.QuotaScope = strings.ToLower(c.QuotaScope)
+	default:
+		bad("BRIDGE_QUOTA_SCOPE", "must be agent or caller (got %q)", c.QuotaScope)
+	}
+	if c.ReadyMinShare < 0 || c.ReadyMinShare > 1 {
+		bad("BRIDGE_READY_MIN_SHARE", "must be between 0 and 1 (got %v)", c.ReadyMinShare)
+	}
+	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(c.Token)), "bearer ") {
+		bad("BRIDGE_TOKEN", "must be the token alone: remove the 'Bearer ' prefix (value hidden)")
 	}
 	if c.Token != "" && c.TokenFile != "" {
 		bad("BRIDGE_TOKEN_FILE", "set only one of BRIDGE_TOKEN and BRIDGE_TOKEN_FILE")
@@ -320,6 +349,15 @@ func (c *Config) EffectiveStaleAfter() time.Duration {
 		return c.StaleAfter
 	}
 	return 3*c.PollInterval + c.BackoffMax
+}
+
+// isLoopback reports whether host is localhost or a loopback address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Embedded reports whether the bridge runs its own in-process NATS server.

@@ -92,6 +92,18 @@ func TestLoadInvalid(t *testing.T) {
 		{"bool", map[string]string{"BRIDGE_STREAM_MANAGE": "maybe"}, Needs{}, "BRIDGE_STREAM_MANAGE", "boolean"},
 		{"cert without key", map[string]string{"BRIDGE_NATS_CERT": missing}, Needs{}, "BRIDGE_NATS_CERT", "set together"},
 		{"org overrides stay valid", org, Needs{Organisation: true}, "", ""},
+		{"org url in clear text", map[string]string{"BRIDGE_ORG_URL": "http://contoso.crm.dynamics.com"}, Needs{}, "BRIDGE_ORG_URL", "scheme must be https"},
+		{"org url with credentials", map[string]string{"BRIDGE_ORG_URL": "https://admin:hunter2@contoso.crm.dynamics.com"}, Needs{}, "BRIDGE_ORG_URL", "must not contain user information"},
+		{"org url with a query", map[string]string{"BRIDGE_ORG_URL": "https://contoso.crm.dynamics.com/?x=1"}, Needs{}, "BRIDGE_ORG_URL", "query or fragment"},
+		{"org url with a fragment", map[string]string{"BRIDGE_ORG_URL": "https://contoso.crm.dynamics.com#main"}, Needs{}, "BRIDGE_ORG_URL", "query or fragment"},
+		{"org url with the API path", map[string]string{"BRIDGE_ORG_URL": "https://contoso.crm.dynamics.com/api/data/v9.2"}, Needs{}, "BRIDGE_ORG_URL", `drop "/api/data/v9.2"`},
+		{"org url with another path", map[string]string{"BRIDGE_ORG_URL": "https://contoso.crm.dynamics.com/main.aspx"}, Needs{}, "BRIDGE_ORG_URL", "without a path"},
+		{"http on loopback for the simulator", map[string]string{"BRIDGE_ORG_URL": "http://127.0.0.1:8081"}, Needs{}, "", ""},
+		{"http on localhost for the simulator", map[string]string{"BRIDGE_ORG_URL": "http://localhost:8081/"}, Needs{}, "", ""},
+		{"bad call form", map[string]string{"BRIDGE_PRESENCE_CALL": "guess"}, Needs{}, "BRIDGE_PRESENCE_CALL", "auto, bare or function"},
+		{"bad quota scope", map[string]string{"BRIDGE_QUOTA_SCOPE": "tenant"}, Needs{}, "BRIDGE_QUOTA_SCOPE", "agent or caller"},
+		{"ready share over 1", map[string]string{"BRIDGE_READY_MIN_SHARE": "1.5"}, Needs{}, "BRIDGE_READY_MIN_SHARE", "between 0 and 1"},
+		{"token with its Bearer prefix", map[string]string{"BRIDGE_TOKEN": "Bearer hunter2"}, Needs{}, "BRIDGE_TOKEN", "remove the 'Bearer ' prefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

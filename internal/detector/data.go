@@ -6,6 +6,9 @@ import "time"
 type PresenceChangedData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// Previous is the previous presence, null on first sight.
 	Previous *Presence `json:"previous"`
 	// Current is the new presence.
@@ -33,6 +36,9 @@ const (
 type SessionsChangedData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// Change is one of the Sessions* kinds.
 	Change string `json:"change"`
 	// Previous is the previous sessions state, null on first sight.
@@ -50,6 +56,9 @@ type SessionsChangedData struct {
 type ChannelsChangedData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// Previous is the previous channels, null on first sight.
 	Previous *Channels `json:"previous"`
 	// Current is the new channels.
@@ -64,6 +73,9 @@ type ChannelsChangedData struct {
 type AgentOfflineData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// Reason is ReasonPresence, ReasonLogout or ReasonPresenceAndLogout.
 	Reason string `json:"reason"`
 	// Since is when the bridge observed the agent go offline.
@@ -78,6 +90,9 @@ type AgentOfflineData struct {
 type AgentOnlineData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// OfflineSince is when the agent went offline, as observed.
 	OfflineSince *time.Time `json:"offlineSince"`
 	// OfflineDurationSeconds is how long the agent was offline, as observed.
@@ -93,6 +108,9 @@ type AgentOnlineData struct {
 type AgentUnattendedData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// Unattended is always true; the flag is cleared by a later
 	// presence.changed or sessions.changed with unattended false.
 	Unattended bool `json:"unattended"`
@@ -109,6 +127,9 @@ type AgentUnattendedData struct {
 type PresenceStaleData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// LastKnown is the agent's last known state.
 	LastKnown AgentState `json:"lastKnown"`
 	// LastSuccessAt is when the last successful poll finished, or when the
@@ -130,6 +151,9 @@ const ErrorClassNoResult = "no_result"
 type PresenceResumedData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// StaleSince is when the agent was declared stale.
 	StaleSince *time.Time `json:"staleSince"`
 	// StaleDurationSeconds is how long the agent was stale.
@@ -143,6 +167,9 @@ type PresenceResumedData struct {
 type PresenceSnapshotData struct {
 	AgentID   string `json:"agentId"`
 	AgentName string `json:"agentName"`
+	// Truncated is true when names or lists were cut to fit the NATS
+	// server's max_payload (set by the encoder, never by Diff).
+	Truncated bool `json:"truncated,omitempty"`
 	// State is the agent's state, its Sequence that of this event.
 	State AgentState `json:"state"`
 }

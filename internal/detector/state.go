@@ -13,8 +13,9 @@ type Presence struct {
 	ID string `json:"id"`
 	// Name is the presence's display name.
 	Name string `json:"name"`
-	// BaseStatus is "Available", "Busy", "Busy - DND", "Away", "Offline", or
-	// "" when the presence catalogue does not know the presence.
+	// BaseStatus is "Available", "Busy", "Busy - DND", "Away", "Offline",
+	// "Inactive", or "" when the presence catalogue does not know the
+	// presence.
 	BaseStatus string `json:"baseStatus"`
 }
 

@@ -76,6 +76,11 @@ type EncoderOptions struct {
 	SchemaBaseURL string
 	// BridgeVersion is the value of the bridgeversion extension. Required.
 	BridgeVersion string
+	// MaxPayload is the connected server's max_payload (nats.Conn.MaxPayload);
+	// an event whose message would exceed it has its longest strings and
+	// lists cut, and "truncated": true added to its data, so it is never
+	// rejected forever. 0 means no limit.
+	MaxPayload int
 }
 
 // Encoder turns detector events into CloudEvents and NATS messages. It is
@@ -85,6 +90,7 @@ type Encoder struct {
 	sourceBase    string // <org as the SDK renders it after parsing>/api/data/v9.2/systemusers(
 	schemaBase    string
 	bridgeVersion string
+	maxPayload    int
 
 	// Percent-encoded header values (CloudEvents NATS binding) of the parts
 	// that do not change from event to event.
@@ -126,6 +132,7 @@ func NewEncoder(opts EncoderOptions) (*Encoder, error) {
 		encSourceBase:    ceheader.Encode(base),
 		encSchemaBase:    ceheader.Encode(opts.SchemaBaseURL),
 		encBridgeVersion: ceheader.Encode(opts.BridgeVersion),
+		maxPayload:       opts.MaxPayload,
 	}, nil
 }
 
@@ -251,7 +258,89 @@ func (e *Encoder) Encode(ev detector.Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode cloudevent %s: encode data: %w", ev.ID, err)
 	}
-	return e.encode(ev, data), nil
+	msg := e.encode(ev, data)
+	if e.maxPayload > 0 {
+		if hdr := headerSize(msg.Header); hdr+len(data) > e.maxPayload {
+			if msg.Data, err = truncateData(data, e.maxPayload-hdr); err != nil {
+				return nil, fmt.Errorf("encode cloudevent %s: %w", ev.ID, err)
+			}
+		}
+	}
+	return msg, nil
+}
+
+// headerSize is the size of h on the wire: "NATS/1.0\r\n", a "key: value\r\n"
+// line per value and the closing "\r\n".
+func headerSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n") + 2
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n
+}
+
+// TruncatedField is the data field set to true in an event whose strings
+// or lists were cut to fit the server's max_payload.
+const TruncatedField = "truncated"
+
+// truncateData cuts the JSON object data until it fits in budget bytes:
+// strings longer than a limit are cut (at a rune boundary, never below 64
+// bytes, so IDs and times stay whole) and lists longer than a limit keep
+// their first entries, the limits halving until the object fits. The
+// result carries "truncated": true. The same input always gives the same
+// output, so an event republished under its ID is byte-identical.
+func truncateData(data []byte, budget int) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("truncate data: %w", err)
+	}
+	for strMax, listMax := 4096, 1024; ; strMax, listMax = max(64, strMax/2), listMax/2 {
+		cut := cutValue(v, strMax, listMax).(map[string]any)
+		cut[TruncatedField] = true
+		out, err := json.Marshal(cut)
+		if err != nil {
+			return nil, fmt.Errorf("truncate data: %w", err)
+		}
+		if len(out) <= budget {
+			return out, nil
+		}
+		if listMax == 0 && strMax == 64 {
+			return nil, fmt.Errorf("data of %d bytes cannot be cut to the %d bytes max_payload leaves", len(data), budget)
+		}
+	}
+}
+
+// cutValue returns a copy of v with strings and lists bounded.
+func cutValue(v any, strMax, listMax int) any {
+	switch x := v.(type) {
+	case string:
+		if len(x) <= strMax {
+			return x
+		}
+		cut := strMax
+		for cut > 0 && x[cut]&0xC0 == 0x80 {
+			cut--
+		}
+		return x[:cut]
+	case []any:
+		n := min(len(x), listMax)
+		out := make([]any, n)
+		for i := range n {
+			out[i] = cutValue(x[i], strMax, listMax)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = cutValue(e, strMax, listMax)
+		}
+		return out
+	}
+	return v
 }
 
 // encode builds the message with few allocations: one string holding the

@@ -297,7 +297,7 @@ func (s *Simulator) randomPresence(current string) Presence {
 	var weights []float64
 	var total float64
 	for _, p := range s.cat.list {
-		if p.BaseStatus == BaseOffline || p.ID == current {
+		if p.BaseStatus == BaseOffline || p.BaseStatus == BaseInactive || p.ID == current {
 			continue
 		}
 		w := 1.0

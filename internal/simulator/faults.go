@@ -145,6 +145,13 @@ type AgentFault struct {
 	RetryAfter time.Duration
 	// RetryAfterDate sends Retry-After as an HTTP date.
 	RetryAfterDate bool
+	// RetryAfterRaw, when set, is sent verbatim as Retry-After (e.g. an
+	// HTTP date in year 9999), instead of RetryAfter.
+	RetryAfterRaw string
+	// Code is the Dataverse error code of the body: for a 429 one of
+	// 0x80072322 (request count, the default), 0x80072321 (execution time)
+	// or 0x80072326 (concurrency); for a 403 the privilege code.
+	Code string
 	// Malformed, when Status is zero, breaks the 200 body this way.
 	Malformed MalformedKind
 	// Latency delays the response by this much.
@@ -159,6 +166,8 @@ type decision struct {
 	status     int
 	retryAfter time.Duration // 0: no Retry-After header
 	retryDate  bool
+	retryRaw   string
+	code       string
 	malformed  MalformedKind
 	latency    time.Duration
 	reason     string
@@ -185,7 +194,7 @@ func (s *Simulator) decide(agentID string, now time.Time) decision {
 		}
 		d.latency += af.Latency
 		d.status, d.malformed, d.retryDate = af.Status, af.Malformed, af.RetryAfterDate
-		d.retryAfter = af.RetryAfter
+		d.retryAfter, d.retryRaw, d.code = af.RetryAfter, af.RetryAfterRaw, af.Code
 		if af.Status == http.StatusTooManyRequests && d.retryAfter <= 0 {
 			d.retryAfter = time.Second
 		}

@@ -402,15 +402,21 @@ func TestQuotaWindow(t *testing.T) {
 	if resp, _ := e.do(t, t.Context(), http.MethodGet, "/api/data/v9.2/msdyn_presences", "", simulator.DefaultToken); resp.StatusCode != 200 {
 		t.Errorf("catalogue: status %d", resp.StatusCode)
 	}
-	e.clock.Advance(5500 * time.Millisecond) // 11 s
+	e.clock.Advance(6 * time.Second) // 11.5 s: Retry-After has passed, the first request left the window
 	if resp, _ := e.get(t, ids[0], simulator.DefaultToken); resp.StatusCode != 200 {
 		t.Errorf("after the window slid: status %d", resp.StatusCode)
 	}
-	if resp, _ := e.get(t, ids[0], simulator.DefaultToken); resp.StatusCode != 429 {
-		t.Errorf("window full again: status %d", resp.StatusCode)
+	resp, _ = e.get(t, ids[0], simulator.DefaultToken)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("window full again: status %d Retry-After %q, want 429 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// Sending again before Retry-After extends the penalty.
+	resp, _ = e.get(t, ids[0], simulator.DefaultToken)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" {
+		t.Errorf("sent while blocked: status %d Retry-After %q, want 429 2 (extended)", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	st := e.sim.Stats()
-	if st.QuotaRequestViolations != 2 || st.QuotaViolationsByUser[ids[0]] != 2 || st.QuotaConcurrentViolations != 0 || st.PeakWindowRequests != 5 {
+	if st.QuotaRequestViolations != 2 || st.QuotaPenaltyViolations != 1 || st.QuotaViolationsByUser[ids[0]] != 3 || st.QuotaConcurrentViolations != 0 || st.PeakWindowRequests != 5 {
 		t.Errorf("stats %+v", st)
 	}
 	if err := e.sim.SetQuota(simulator.Quota{Disabled: true}); err != nil {

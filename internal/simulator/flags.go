@@ -12,7 +12,9 @@ import (
 // --quota-requests, --quota-window, --quota-concurrent, --no-quota,
 // --rate-429, --retry-after, --retry-after-date, --burst-429-every,
 // --burst-429-length, --rate-5xx, --latency, --latency-jitter,
-// --rate-malformed, --presences-status, --request-log. Call it before
+// --rate-malformed, --presences-status, --request-log, --call-form,
+// --customapis-status, --quota-scope, --quota-execution, --nulls,
+// --extra-keys, --gzip, --inactive. Call it before
 // fs.Parse and pass o to New after.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Agents, "agents", o.Agents, "number of simulated agents")
@@ -36,6 +38,14 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.Faults.RateMalformed, "rate-malformed", o.Faults.RateMalformed, "probability of a malformed 200 body per request")
 	fs.IntVar(&o.Faults.PresencesStatus, "presences-status", o.Faults.PresencesStatus, "status of every msdyn_presences request, e.g. 403 (0: serve it)")
 	fs.IntVar(&o.RequestLogSize, "request-log", o.RequestLogSize, "arrival times kept per agent")
+	fs.StringVar(&o.CallForm, "call-form", o.CallForm, "CCaaS_GetPresence forms accepted: bare (default), function (ApiVersion required) or both")
+	fs.IntVar(&o.CustomAPIsStatus, "customapis-status", o.CustomAPIsStatus, "status of every customapis request, e.g. 403 (0: serve it)")
+	fs.StringVar(&o.Quota.Scope, "quota-scope", o.Quota.Scope, "service protection charged to: agent (impersonated user) or caller (application user)")
+	fs.DurationVar(&o.Quota.ExecutionTime, "quota-execution", o.Quota.ExecutionTime, "service protection: combined execution time per user in the window")
+	fs.BoolVar(&o.NullEmpty, "nulls", o.NullEmpty, "send null for empty channel lists and for the Timestamp of logged-out agents")
+	fs.BoolVar(&o.ExtraKeys, "extra-keys", o.ExtraKeys, "add undocumented keys to presence bodies")
+	fs.BoolVar(&o.Gzip, "gzip", o.Gzip, "gzip presence bodies when the client accepts it")
+	fs.BoolVar(&o.Inactive, "inactive", o.Inactive, "add the system's Inactive presence to the catalogue")
 }
 
 // tokenList is a repeatable flag whose first use replaces the default.

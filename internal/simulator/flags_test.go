@@ -42,9 +42,15 @@ func TestRegisterFlags(t *testing.T) {
 					f.Burst429Length == 5*time.Second && f.Rate5xx == 0.02 && f.Latency == 20*time.Millisecond &&
 					f.LatencyJitter == 30*time.Millisecond && f.RateMalformed == 0.03 && f.PresencesStatus == 403
 			}},
-		{name: "quota", args: []string{"--quota-requests", "10", "--quota-window", "10s", "--quota-concurrent", "3", "--request-log", "100"},
+		{name: "quota", args: []string{"--quota-requests", "10", "--quota-window", "10s", "--quota-concurrent", "3", "--request-log", "100",
+			"--quota-scope", "caller", "--quota-execution", "1m"},
 			check: func(o simulator.Options) bool {
-				return o.Quota == simulator.Quota{Requests: 10, Window: 10 * time.Second, Concurrent: 3} && o.RequestLogSize == 100
+				return o.Quota == simulator.Quota{Requests: 10, Window: 10 * time.Second, Concurrent: 3, ExecutionTime: time.Minute,
+					PenaltyExtension: simulator.DefaultPenaltyExtension, Scope: simulator.QuotaScopeCaller} && o.RequestLogSize == 100
+			}},
+		{name: "payloads and call form", args: []string{"--call-form", "function", "--customapis-status", "403", "--nulls", "--extra-keys", "--gzip", "--inactive"},
+			check: func(o simulator.Options) bool {
+				return o.CallForm == simulator.CallFormFunction && o.CustomAPIsStatus == 403 && o.NullEmpty && o.ExtraKeys && o.Gzip && o.Inactive
 			}},
 		{name: "no quota", args: []string{"--no-quota"}, check: func(o simulator.Options) bool { return o.Quota.Disabled }},
 		{name: "empty token", args: []string{"--token", ""}, wantErr: true},

@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,8 +17,9 @@ const APIPrefix = "/api/data/v9.2/"
 
 // Endpoint names, the values of Request.Endpoint.
 const (
-	EndpointPresence  = "CCaaS_GetPresence"
-	EndpointPresences = "msdyn_presences"
+	EndpointPresence   = "CCaaS_GetPresence"
+	EndpointPresences  = "msdyn_presences"
+	EndpointCustomAPIs = "customapis"
 )
 
 // Dataverse error codes of the simulated responses.
@@ -26,6 +28,7 @@ const (
 	codeUnauthorized = "0x80072560"
 	codeNotFound     = "0x80040217" // ObjectDoesNotExist
 	codeNoSegment    = "0x80060888" // OData: resource not found, method not allowed
+	codeBadSegment   = "0x8006088a" // OData: resource not found for the segment
 	codeForbidden    = "0x80040220" // privilege missing
 	codeUnexpected   = "0x80040216" // UnExpected
 )
@@ -37,11 +40,14 @@ func (s *Simulator) Handler() http.Handler {
 }
 
 func (s *Simulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case APIPrefix + EndpointPresence, APIPrefix + EndpointPresence + "()":
+	switch path := r.URL.Path; {
+	case strings.HasPrefix(path, APIPrefix+EndpointPresence) &&
+		(len(path) == len(APIPrefix+EndpointPresence) || path[len(APIPrefix+EndpointPresence)] == '('):
 		s.servePresence(w, r)
-	case APIPrefix + EndpointPresences:
+	case path == APIPrefix+EndpointPresences:
 		s.servePresences(w, r)
+	case path == APIPrefix+EndpointCustomAPIs:
+		s.serveCustomAPIs(w, r)
 	default:
 		rec := Request{At: s.now(), Method: r.Method, Reason: "not-found"}
 		seg := strings.TrimPrefix(r.URL.Path, APIPrefix)
@@ -139,15 +145,84 @@ func (s *Simulator) gate(w http.ResponseWriter, r *http.Request, rec *Request, c
 
 // admitOrReject applies service protection to the request's user; it
 // returns false after writing the 429.
-func (s *Simulator) admitOrReject(w http.ResponseWriter, rec *Request) bool {
+func (s *Simulator) admitOrReject(w http.ResponseWriter, rec *Request) (quotaVerdict, bool) {
 	v := s.admit(rec.AgentID, rec.At)
 	if v.ok {
-		return true
+		return v, true
 	}
 	rec.Reason = v.reason
+	s.setRateLimitHeaders(w, rec)
 	setRetryAfter(w, rec, v.retryAfter, false)
 	s.writeError(w, rec, http.StatusTooManyRequests, v.code, v.message)
-	return false
+	return v, false
+}
+
+// setRateLimitHeaders sets the x-ms-ratelimit-* headers of the user the
+// request is charged to.
+func (s *Simulator) setRateLimitHeaders(w http.ResponseWriter, rec *Request) {
+	burst, exec := s.rateLimitHeaders(rec.AgentID, rec.At)
+	w.Header().Set("x-ms-ratelimit-burst-remaining-xrm-requests", burst)
+	w.Header().Set("x-ms-ratelimit-time-remaining-xrm-requests", exec)
+}
+
+// Call forms of CCaaS_GetPresence the simulated organisation accepts
+// (Options.CallForm).
+const (
+	// CallFormBare accepts only GET …/CCaaS_GetPresence (and "()"), as the
+	// contract gives it; the function form is an unknown segment (404
+	// 0x8006088a). The default.
+	CallFormBare = "bare"
+	// CallFormFunction requires the parameter:
+	// GET …/CCaaS_GetPresence(ApiVersion=@v)?@v='1.0'. The bare form is
+	// answered 400 (required parameter missing), "()" 404 (unknown
+	// segment).
+	CallFormFunction = "function"
+	// CallFormBoth accepts either form (an optional parameter).
+	CallFormBoth = "both"
+)
+
+// checkCallForm answers a call in a form the organisation does not accept
+// and returns false; true lets the request through.
+func (s *Simulator) checkCallForm(w http.ResponseWriter, r *http.Request, rec *Request) bool {
+	seg := strings.TrimPrefix(r.URL.Path, APIPrefix)
+	args, hasParens := strings.CutPrefix(seg, EndpointPresence)
+	hasParens = hasParens && args != ""
+	args = strings.TrimSuffix(strings.TrimPrefix(args, "("), ")")
+	mode := s.opts.CallForm
+	if args == "" {
+		if mode == CallFormFunction {
+			rec.Reason = "call-form"
+			if hasParens {
+				s.writeError(w, rec, http.StatusNotFound, codeBadSegment, fmt.Sprintf("Resource not found for the segment '%s'.", truncate(seg, 100)))
+			} else {
+				s.writeError(w, rec, http.StatusBadRequest, codeNoSegment, "Required parameter 'ApiVersion' is missing for the function 'Microsoft.Dynamics.CRM.CCaaS_GetPresence'.")
+			}
+			return false
+		}
+		return true
+	}
+	name, val, _ := strings.Cut(args, "=")
+	if mode == CallFormBare || mode == "" || strings.TrimSpace(name) != "ApiVersion" {
+		rec.Reason = "call-form"
+		s.writeError(w, rec, http.StatusNotFound, codeBadSegment, fmt.Sprintf("Resource not found for the segment '%s'.", truncate(seg, 100)))
+		return false
+	}
+	val = strings.TrimSpace(val)
+	if strings.HasPrefix(val, "@") {
+		v, ok := r.URL.Query()[val]
+		if !ok || len(v) != 1 {
+			rec.Reason = "call-form"
+			s.writeError(w, rec, http.StatusBadRequest, codeNoSegment, fmt.Sprintf("The parameter alias '%s' has no value: the parameter 'ApiVersion' is missing.", truncate(val, 20)))
+			return false
+		}
+		val = v[0]
+	}
+	if val != "'1.0'" {
+		rec.Reason = "call-form"
+		s.writeError(w, rec, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("ApiVersion %s is not supported; use '1.0'.", truncate(val, 20)))
+		return false
+	}
+	return true
 }
 
 // orgURL is the organisation URL as the client addressed it.
@@ -174,6 +249,36 @@ type presenceBody struct {
 
 // presenceKeys are the documented keys of the response.
 var presenceKeys = []string{"ActiveBrowserSessions", "AgentId", "AgentName", "Timestamp", "AllowedChannels", "CurrentPresenceStatusInfo", "DisabledChannels", "PresenceId"}
+
+// encodePresence renders st as the organisation is configured to: with
+// Options.NullEmpty, empty channel lists and the Timestamp of an agent who
+// is not logged in are null; with Options.ExtraKeys, undocumented keys of
+// several JSON types are added.
+func (s *Simulator) encodePresence(ctxURL string, st AgentState) []byte {
+	if !s.opts.NullEmpty && !s.opts.ExtraKeys {
+		return encodePresence(ctxURL, st)
+	}
+	var m map[string]any
+	_ = json.Unmarshal(encodePresence(ctxURL, st), &m)
+	if s.opts.NullEmpty {
+		for _, k := range []string{"AllowedChannels", "DisabledChannels"} {
+			if l, _ := m[k].([]any); len(l) == 0 {
+				m[k] = nil
+			}
+		}
+		if st.ActiveBrowserSessions == 0 {
+			m["Timestamp"] = nil
+		}
+	}
+	if s.opts.ExtraKeys {
+		m["@odata.etag"] = nil
+		m["msdyn_capacity"] = map[string]any{"units": 100, "profiles": []any{"default", nil}}
+		m["IsBot"] = false
+		m["LastActivity"] = st.Timestamp
+	}
+	out, _ := json.Marshal(m)
+	return out
+}
 
 func encodePresence(ctxURL string, st AgentState) []byte {
 	b := presenceBody{
@@ -203,10 +308,21 @@ func (s *Simulator) servePresence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.arrived(rec.AgentID, rec.At)
-	if !s.admitOrReject(w, &rec) {
+	if !s.checkCallForm(w, r, &rec) {
 		return
 	}
-	defer s.release(rec.AgentID)
+	v, ok := s.admitOrReject(w, &rec)
+	if !ok {
+		return
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			s.release(v)
+		}
+	}
+	defer release()
 
 	d := s.decide(rec.AgentID, rec.At)
 	rec.Reason, rec.Latency = d.reason, d.latency
@@ -222,19 +338,36 @@ func (s *Simulator) servePresence(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if d.status != 0 {
-		if d.retryAfter > 0 {
+		release()
+		s.setRateLimitHeaders(w, &rec)
+		switch {
+		case d.retryRaw != "":
+			w.Header().Set("Retry-After", d.retryRaw)
+			rec.RetryAfter = d.retryRaw
+		case d.retryAfter > 0:
 			setRetryAfter(w, &rec, d.retryAfter, d.retryDate)
 		}
 		code, msg := codeUnexpected, "An unexpected error occurred."
 		switch d.status {
 		case http.StatusTooManyRequests:
 			code, msg = codeQuotaRequests, "Number of requests exceeded the limit of 6000 over time window of 300 seconds."
+			switch d.code {
+			case codeQuotaExecution:
+				code, msg = codeQuotaExecution, "Combined execution time of incoming requests exceeded limit of 1200000 milliseconds over time window of 300 seconds. Decrease number of concurrent requests or reduce the duration of requests and try again later."
+			case codeQuotaConcurrent:
+				code, msg = codeQuotaConcurrent, "Number of concurrent requests exceeded the limit of 52."
+			}
+		case http.StatusMethodNotAllowed:
+			code, msg = codeNoSegment, "API not allowed: the application is not allowlisted for the Contact Center APIs."
 		case http.StatusBadRequest:
 			code, msg = codeBadRequest, "Invalid request."
 		case http.StatusUnauthorized:
 			code, msg = codeUnauthorized, "The access token is invalid."
 		case http.StatusForbidden:
 			code, msg = codeForbidden, "Principal user is missing prvActOnBehalfOfAnotherUser privilege."
+			if d.code != "" {
+				code = d.code
+			}
 		case http.StatusNotFound:
 			code, msg = codeNotFound, fmt.Sprintf("systemuser With Id = %s Does Not Exist", rec.AgentID)
 		}
@@ -249,18 +382,95 @@ func (s *Simulator) servePresence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctxURL := orgURL(r) + APIPrefix + "$metadata#Microsoft.Dynamics.CRM.CCaaS_GetPresenceResponse"
-	body := encodePresence(ctxURL, st)
+	body := s.encodePresence(ctxURL, st)
 	contentType := "application/json; odata.metadata=minimal"
 	if d.malformed != "" {
 		rec.Malformed = d.malformed
 		body, contentType = s.malform(d.malformed, ctxURL, st, body)
 	}
+	release()
 	rec.Status = http.StatusOK
 	s.answered(rec)
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("OData-Version", "4.0")
-	h.Set("x-ms-ratelimit-burst-remaining-xrm-requests", strconv.Itoa(s.remaining(rec.AgentID)))
+	s.setRateLimitHeaders(w, &rec)
+	if s.opts.Gzip && acceptsGzip(r) {
+		var zb bytes.Buffer
+		zw := gzip.NewWriter(&zb)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+		body = zb.Bytes()
+		h.Set("Content-Encoding", "gzip")
+		h.Add("Vary", "Accept-Encoding")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// acceptsGzip reports whether the request accepts a gzip-encoded body.
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for part := range strings.SplitSeq(v, ",") {
+			enc, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(enc, "gzip") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveCustomAPIs answers the customapis query a client makes to learn the
+// form of CCaaS_GetPresence: the row of the API with its request
+// parameters expanded, as the organisation's CallForm implies.
+func (s *Simulator) serveCustomAPIs(w http.ResponseWriter, r *http.Request) {
+	rec := Request{At: s.now(), Method: r.Method, Endpoint: EndpointCustomAPIs}
+	if !s.gate(w, r, &rec, false) {
+		return
+	}
+	if st := s.opts.CustomAPIsStatus; st != 0 {
+		rec.Reason = "customapis-fault"
+		code, msg := codeUnexpected, "An unexpected error occurred."
+		if st == http.StatusForbidden {
+			code, msg = codeForbidden, "Principal user is missing prvReadCustomAPI privilege."
+		}
+		s.writeError(w, &rec, st, code, msg)
+		return
+	}
+	type param struct {
+		UniqueName string `json:"uniquename"`
+		Name       string `json:"name"`
+		Type       int    `json:"type"`
+		IsOptional bool   `json:"isoptional"`
+	}
+	type row struct {
+		ID         string  `json:"customapiid"`
+		UniqueName string  `json:"uniquename"`
+		IsFunction bool    `json:"isfunction"`
+		Params     []param `json:"CustomAPIRequestParameters"`
+	}
+	out := struct {
+		Context string `json:"@odata.context"`
+		Value   []row  `json:"value"`
+	}{Context: orgURL(r) + APIPrefix + "$metadata#customapis", Value: []row{}}
+	if strings.Contains(r.URL.Query().Get("$filter"), "'"+EndpointPresence+"'") {
+		api := row{ID: "6c1d8f0e-2b3a-4c5d-9e8f-0a1b2c3d4e5f", UniqueName: EndpointPresence, IsFunction: true, Params: []param{}}
+		switch s.opts.CallForm {
+		case CallFormFunction:
+			api.Params = append(api.Params, param{UniqueName: "ApiVersion", Name: "ApiVersion", Type: 10})
+		case CallFormBoth:
+			api.Params = append(api.Params, param{UniqueName: "ApiVersion", Name: "ApiVersion", Type: 10, IsOptional: true})
+		}
+		out.Value = append(out.Value, api)
+	}
+	body, _ := json.Marshal(out)
+	rec.Status = http.StatusOK
+	s.answered(rec)
+	h := w.Header()
+	h.Set("Content-Type", "application/json; odata.metadata=minimal")
+	h.Set("OData-Version", "4.0")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }
@@ -328,10 +538,11 @@ func (s *Simulator) servePresences(w http.ResponseWriter, r *http.Request) {
 	if rec.AgentID != "" {
 		s.arrived(rec.AgentID, rec.At)
 	}
-	if !s.admitOrReject(w, &rec) {
+	v, ok := s.admitOrReject(w, &rec)
+	if !ok {
 		return
 	}
-	defer s.release(rec.AgentID)
+	defer s.release(v)
 	if st := s.Faults().PresencesStatus; st != 0 {
 		rec.Reason = "presences-fault"
 		code, msg := codeUnexpected, "An unexpected error occurred."

@@ -14,6 +14,8 @@ const (
 	BaseBusyDND   = 192360002
 	BaseAway      = 192360003
 	BaseOffline   = 192360004
+	// BaseInactive is the base status of the system's Inactive presence.
+	BaseInactive = 192360005
 )
 
 // IDs of the five out-of-box presences, identical in every organisation.
@@ -52,6 +54,8 @@ func BaseStatusName(v int) string {
 		return "Away"
 	case BaseOffline:
 		return "Offline"
+	case BaseInactive:
+		return "Inactive"
 	}
 	return ""
 }
@@ -66,6 +70,16 @@ func OutOfBoxPresences() []Presence {
 		{ID: PresenceAway, Name: "Away", BaseStatus: BaseAway},
 		{ID: PresenceOffline, Name: "Offline", BaseStatus: BaseOffline},
 	}
+}
+
+// PresenceInactive is the ID of the simulated organisation's Inactive
+// presence. Unlike the five above, its ID is the organisation's own.
+const PresenceInactive = "1b5e2a7c-9d4f-ef11-8409-6045bd0a1b0f"
+
+// InactivePresence returns the presence the system sets when an agent
+// misses notifications (Options.Inactive).
+func InactivePresence() Presence {
+	return Presence{ID: PresenceInactive, Name: "Inactive", BaseStatus: BaseInactive}
 }
 
 // DefaultCustomPresences returns the custom presences the simulated
@@ -93,7 +107,7 @@ func (p Presence) validate() (Presence, error) {
 		return p, fmt.Errorf("presence %s: empty name", p.ID)
 	}
 	if BaseStatusName(p.BaseStatus) == "" {
-		return p, fmt.Errorf("presence %q: base status %d is not one of %d to %d", p.Name, p.BaseStatus, BaseAvailable, BaseOffline)
+		return p, fmt.Errorf("presence %q: base status %d is not one of %d to %d", p.Name, p.BaseStatus, BaseAvailable, BaseInactive)
 	}
 	return p, nil
 }

@@ -3,7 +3,7 @@
 // tests and the benchmarks. It imports nothing of the bridge, so it catches
 // the client's mistakes rather than sharing them.
 //
-// It serves two Dataverse endpoints:
+// It serves three Dataverse endpoints:
 //
 //   - GET /api/data/v9.2/CCaaS_GetPresence: the presence of the agent named by
 //     the MSCRMCallerID header, with the keys and JSON types of the contract
@@ -11,9 +11,18 @@
 //     without an accepted bearer token, 404 for an unknown agent, 405 (with
 //     Allow: GET) for any other method, 429 and 5xx when faults say so. Error
 //     bodies are shaped like Dataverse's: {"error":{"code":..,"message":..}}.
+//     Options.CallForm decides whether the bare form, the function form
+//     CCaaS_GetPresence(ApiVersion=@v)?@v='1.0', or both are accepted (the
+//     other form is answered 400 or 404 0x8006088a); Options.NullEmpty,
+//     ExtraKeys, Gzip and Inactive vary the bodies the documentation does
+//     not pin down. Every answer carries the x-ms-ratelimit-* headers of
+//     the user it was charged to.
 //   - GET /api/data/v9.2/msdyn_presences: the presence catalogue as an OData
 //     collection (the five out-of-box presences with their real IDs and the
 //     custom ones), honouring $select.
+//   - GET /api/data/v9.2/customapis: the definition of CCaaS_GetPresence with
+//     its request parameters expanded, as Options.CallForm implies (or
+//     Options.CustomAPIsStatus, for an application user without read access).
 //
 // The organisation has N agents with GUIDs and names drawn from a seeded
 // math/rand/v2 generator. Step applies one round of random, realistic changes
@@ -24,10 +33,13 @@
 // RemoveAgent) and faults (SetFaults, SetAgentFault, SetQuota, SetTokenTTL,
 // ExpireTokens), all safe while serving.
 //
-// Service protection is enforced as Dataverse does it, per impersonated user:
-// by default 6,000 requests in a sliding 5 minutes and 52 concurrent; a
-// violation is a 429 with Retry-After and is counted in Stats, so tests can
-// prove a client never trips it.
+// Service protection is enforced as Dataverse does it, per user (the
+// impersonated agent, or with QuotaScopeCaller the application user): by
+// default 6,000 requests and 20 minutes of combined execution time in a
+// sliding 5 minutes, and 52 concurrent, answered with the three 429 codes
+// and Retry-After; a request sent before the Retry-After extends the
+// penalty. Violations are counted in Stats, so tests can prove a client
+// never trips them.
 //
 // Typical wiring:
 //
@@ -55,6 +67,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -94,6 +107,25 @@ type Options struct {
 	Faults Faults
 	// FaultSeed seeds the generator of fault decisions. Default Seed+1.
 	FaultSeed uint64
+	// CallForm is the form of the CCaaS_GetPresence call the organisation
+	// accepts: CallFormBare (default), CallFormFunction or CallFormBoth.
+	// The customapis table describes the API accordingly.
+	CallForm string
+	// CustomAPIsStatus, when not zero, is the status of every customapis
+	// request (e.g. 403 for an application user without read access).
+	CustomAPIsStatus int
+	// NullEmpty sends null for empty channel lists and for the Timestamp
+	// of agents who are not logged in.
+	NullEmpty bool
+	// ExtraKeys adds undocumented keys of several JSON types to every
+	// presence body.
+	ExtraKeys bool
+	// Gzip compresses presence bodies when the request accepts gzip.
+	Gzip bool
+	// Inactive adds the system's Inactive presence (InactivePresence) to
+	// the catalogue; agents get it only through SetPresence, as the system
+	// sets it when an agent misses notifications.
+	Inactive bool
 	// RequestLogSize is how many arrival times to keep per agent for
 	// RequestTimes; zero keeps none.
 	RequestLogSize int
@@ -188,6 +220,14 @@ func New(opts Options) (*Simulator, error) {
 	if err := opts.Faults.validate(); err != nil {
 		return nil, fmt.Errorf("new simulator: %w", err)
 	}
+	switch opts.CallForm {
+	case "", CallFormBare, CallFormFunction, CallFormBoth:
+	default:
+		return nil, fmt.Errorf("new simulator: call form %q is not %s, %s or %s", opts.CallForm, CallFormBare, CallFormFunction, CallFormBoth)
+	}
+	if st := opts.CustomAPIsStatus; st != 0 && (st < 400 || st > 599) {
+		return nil, fmt.Errorf("new simulator: customapis status %d is not an error status", st)
+	}
 	for _, t := range opts.StaticTokens {
 		if t == "" {
 			return nil, errors.New("new simulator: empty static token")
@@ -211,6 +251,9 @@ func New(opts Options) (*Simulator, error) {
 	custom := opts.CustomPresences
 	if custom == nil {
 		custom = DefaultCustomPresences()
+	}
+	if opts.Inactive {
+		custom = append(slices.Clone(custom), InactivePresence())
 	}
 	cat, err := newCatalogue(custom)
 	if err != nil {

@@ -15,8 +15,8 @@ type Request struct {
 	At time.Time
 	// Method is the HTTP method.
 	Method string
-	// Endpoint is "CCaaS_GetPresence", "msdyn_presences", or "" for any
-	// other path.
+	// Endpoint is "CCaaS_GetPresence", "msdyn_presences", "customapis", or
+	// "" for any other path.
 	Endpoint string
 	// AgentID is the MSCRMCallerID, lower-case; "" when absent or malformed.
 	AgentID string
@@ -24,9 +24,10 @@ type Request struct {
 	Status int
 	// Reason says why the request failed or which fault was injected:
 	// "method", "no-token", "token-expired", "token-refused", "bad-caller",
-	// "quota-requests", "quota-concurrent", "agent-fault", "burst-429",
-	// "rate-429", "rate-5xx", "rate-malformed", "unknown-agent",
-	// "presences-fault", "bad-select", "not-found"; "" for a plain success.
+	// "call-form", "quota-requests", "quota-execution", "quota-concurrent",
+	// "quota-penalty", "agent-fault", "burst-429", "rate-429", "rate-5xx",
+	// "rate-malformed", "unknown-agent", "presences-fault",
+	// "customapis-fault", "bad-select", "not-found"; "" for a plain success.
 	Reason string
 	// Malformed is the kind of broken body sent with a 200, if any.
 	Malformed MalformedKind
@@ -54,8 +55,16 @@ type Stats struct {
 	// QuotaConcurrentViolations counts 429s for exceeding the concurrent
 	// requests of one user.
 	QuotaConcurrentViolations int
-	// QuotaViolationsByUser counts both kinds of violation by user: agent ID,
-	// or "" for the application user.
+	// QuotaExecutionViolations counts 429s for exceeding the combined
+	// execution time of one user.
+	QuotaExecutionViolations int
+	// QuotaPenaltyViolations counts requests a user sent while blocked
+	// after a request-count or execution-time 429 (each extended the
+	// block): a client that honours Retry-After has none.
+	QuotaPenaltyViolations int
+	// QuotaViolationsByUser counts every kind of violation by user: agent
+	// ID, or "" for the application user (every request with
+	// QuotaScopeCaller).
 	QuotaViolationsByUser map[string]int
 	// PeakWindowRequests is the most requests one user ever had in the
 	// sliding window.
@@ -126,6 +135,8 @@ func (s *Simulator) Stats() Stats {
 	s.qmu.Lock()
 	st.QuotaRequestViolations = s.qstats.requestViolations
 	st.QuotaConcurrentViolations = s.qstats.concurrentViolations
+	st.QuotaExecutionViolations = s.qstats.executionViolations
+	st.QuotaPenaltyViolations = s.qstats.penaltyViolations
 	st.QuotaViolationsByUser = maps.Clone(s.qstats.byUser)
 	st.PeakWindowRequests = s.qstats.peakWindow
 	st.PeakConcurrent = s.qstats.peakConcurrent

@@ -19,13 +19,17 @@ const (
 	BaseBusyDND   = "Busy - DND" // 192360002
 	BaseAway      = "Away"       // 192360003
 	BaseOffline   = "Offline"    // 192360004
+	// BaseInactive is the sixth out-of-box presence, set by the system when
+	// an agent misses notifications. Its ID differs between organisations:
+	// the catalogue (msdyn_presences) supplies it.
+	BaseInactive = "Inactive" // 192360005
 )
 
 // baseStatusFirstOption is the option value of BaseAvailable; the others
 // follow in the order of baseStatuses.
 const baseStatusFirstOption = 192360000
 
-var baseStatuses = [...]string{BaseAvailable, BaseBusy, BaseBusyDND, BaseAway, BaseOffline}
+var baseStatuses = [...]string{BaseAvailable, BaseBusy, BaseBusyDND, BaseAway, BaseOffline, BaseInactive}
 
 // BaseStatusForOption returns the base status of a msdyn_basepresencestatus
 // option value.
@@ -104,7 +108,7 @@ func ParsePresenceMap(s string) (map[string]string, error) {
 		}
 		b, ok := ParseBaseStatus(base)
 		if !ok {
-			return nil, fmt.Errorf("presence map entry %d %q: %q is not a base status (Available, Busy, Busy - DND, Away, Offline or 192360000-192360004)", i+1, pair, strings.TrimSpace(base))
+			return nil, fmt.Errorf("presence map entry %d %q: %q is not a base status (Available, Busy, Busy - DND, Away, Offline, Inactive or 192360000-192360005)", i+1, pair, strings.TrimSpace(base))
 		}
 		if _, dup := out[gid]; dup {
 			return nil, fmt.Errorf("presence map entry %d %q: presence %s mapped twice", i+1, pair, gid)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -41,20 +42,78 @@ type ClientOptions struct {
 	Metrics *Metrics
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Call is the form of the CCaaS_GetPresence call (BRIDGE_PRESENCE_CALL):
+	// CallAuto (default) starts with the bare form, lets DiscoverCallForm
+	// choose from the custom API's definition, and switches to the other
+	// form once when the first answers say the form is wrong.
+	Call CallForm
+	// Logger receives one line when the call form is switched; default
+	// discards.
+	Logger *slog.Logger
+}
+
+// CallForm is the form of the CCaaS_GetPresence call.
+type CallForm int32
+
+// Call forms.
+const (
+	// CallAuto discovers the form (BRIDGE_PRESENCE_CALL=auto).
+	CallAuto CallForm = iota
+	// CallBare is GET …/CCaaS_GetPresence, as the contract gives it.
+	CallBare
+	// CallFunction is GET …/CCaaS_GetPresence(ApiVersion=@v)?@v='1.0', the
+	// form of a Dataverse custom-API function with a required parameter.
+	CallFunction
+)
+
+// APIVersion is the value of the ApiVersion parameter of the function form.
+const APIVersion = "1.0"
+
+// CustomAPIName is the unique name of the presence custom API.
+const CustomAPIName = "CCaaS_GetPresence"
+
+// String returns "auto", "bare" or "function".
+func (f CallForm) String() string {
+	switch f {
+	case CallBare:
+		return "bare"
+	case CallFunction:
+		return "function"
+	}
+	return "auto"
+}
+
+// ParseCallForm parses BRIDGE_PRESENCE_CALL: auto, bare or function.
+func ParseCallForm(s string) (CallForm, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return CallAuto, nil
+	case "bare":
+		return CallBare, nil
+	case "function":
+		return CallFunction, nil
+	}
+	return CallAuto, fmt.Errorf("call form %q is not auto, bare or function", s)
 }
 
 // Client calls CCaaS_GetPresence and msdyn_presences for the bridge's
 // organisation over one shared http.Client. It is safe for concurrent use.
 type Client struct {
 	orgBase       string
-	presenceURL   string
+	presenceURL   [3]string // by CallForm
 	presencesURL  string
+	customAPIURL  string
+	auto          bool
+	form          atomic.Int32 // CallBare or CallFunction
+	switched      atomic.Bool
+	log           *slog.Logger
 	tokens        TokenProvider
 	catalogue     *Catalogue
 	hc            *http.Client
 	now           func() time.Time
 	metrics       *Metrics
 	tokenObtained atomic.Bool
+	tokenAccepted atomic.Bool
 	auth          atomic.Pointer[authHeader]
 	bufs          sync.Pool
 }
@@ -85,28 +144,42 @@ func NewHTTPClient(maxConns int) *http.Client {
 // NewClient validates opts and returns a Client.
 func NewClient(opts ClientOptions) (*Client, error) {
 	u, err := url.Parse(opts.OrgURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("build presence client: organisation URL %q is not an http(s) URL", opts.OrgURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("build presence client: organisation URL %q is not an http(s) URL without user info, query or fragment", redactUserinfo(opts.OrgURL))
 	}
 	if opts.Tokens == nil {
 		return nil, errors.New("build presence client: no token provider")
 	}
 	base := trimSlash(opts.OrgURL) + APIPath
 	c := &Client{
-		orgBase:      trimSlash(opts.OrgURL),
-		presenceURL:  base + "CCaaS_GetPresence",
+		orgBase: trimSlash(opts.OrgURL),
+		presenceURL: [3]string{
+			CallBare:     base + CustomAPIName,
+			CallFunction: base + CustomAPIName + "(ApiVersion=@v)?@v=" + url.QueryEscape("'"+APIVersion+"'"),
+		},
 		presencesURL: base + "msdyn_presences?$select=msdyn_presenceid,msdyn_name,msdyn_basepresencestatus",
-		tokens:       opts.Tokens,
-		catalogue:    opts.Catalogue,
-		hc:           opts.HTTPClient,
-		now:          opts.Now,
-		metrics:      opts.Metrics,
+		customAPIURL: base + "customapis?$select=uniquename,isfunction&$filter=" + url.QueryEscape("uniquename eq '"+CustomAPIName+"'") +
+			"&$expand=" + url.QueryEscape("CustomAPIRequestParameters($select=uniquename,name,isoptional)"),
+		auto:      opts.Call == CallAuto,
+		log:       opts.Logger,
+		tokens:    opts.Tokens,
+		catalogue: opts.Catalogue,
+		hc:        opts.HTTPClient,
+		now:       opts.Now,
+		metrics:   opts.Metrics,
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(opts.MaxConns)
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.form.Store(int32(CallBare))
+	if opts.Call == CallFunction {
+		c.form.Store(int32(CallFunction))
 	}
 	c.bufs.New = func() any { return new(bytes.Buffer) }
 	return c, nil
@@ -115,11 +188,93 @@ func NewClient(opts ClientOptions) (*Client, error) {
 // TokenObtained reports whether a token was ever obtained.
 func (c *Client) TokenObtained() bool { return c.tokenObtained.Load() }
 
+// TokenAccepted reports whether the organisation ever answered a request
+// with something other than 401: a token it accepted.
+func (c *Client) TokenAccepted() bool { return c.tokenAccepted.Load() }
+
+// CallForm returns the form of the CCaaS_GetPresence call in use.
+func (c *Client) CallForm() CallForm { return CallForm(c.form.Load()) }
+
+// DiscoverCallForm reads the custom API's definition (customapis filtered
+// on its unique name, its request parameters expanded) and, when the client
+// is in CallAuto, uses the form it implies: the function form when the API
+// declares an ApiVersion parameter, the bare form when it declares none.
+// It returns the form in use afterwards, and an error when the definition
+// could not be read (the application user may lack read access to
+// customapis; the first call's answer then decides). With a form forced by
+// ClientOptions.Call it reads nothing.
+func (c *Client) DiscoverCallForm(ctx context.Context) (CallForm, error) {
+	if !c.auto {
+		return c.CallForm(), nil
+	}
+	var body struct {
+		Value []struct {
+			UniqueName string `json:"uniquename"`
+			Params     []struct {
+				UniqueName string `json:"uniquename"`
+				Name       string `json:"name"`
+				IsOptional *bool  `json:"isoptional"`
+			} `json:"CustomAPIRequestParameters"`
+		} `json:"value"`
+	}
+	if err := c.getJSON(ctx, c.customAPIURL, &body); err != nil {
+		return c.CallForm(), fmt.Errorf("read custom API %s: %w", CustomAPIName, err)
+	}
+	for _, api := range body.Value {
+		if !strings.EqualFold(api.UniqueName, CustomAPIName) {
+			continue
+		}
+		form := CallBare
+		for _, p := range api.Params {
+			if strings.EqualFold(p.UniqueName, "ApiVersion") || strings.EqualFold(p.Name, "ApiVersion") {
+				form = CallFunction
+			}
+		}
+		c.form.Store(int32(form))
+		c.switched.Store(true) // decided: no fallback
+		return form, nil
+	}
+	return c.CallForm(), fmt.Errorf("read custom API %s: no such custom API in customapis", CustomAPIName)
+}
+
+// RateLimitHeaders are the x-ms-ratelimit-* headers of one answer: what is
+// left of the charged user's service-protection budget; -1 when absent.
+type RateLimitHeaders struct {
+	// BurstRemaining is x-ms-ratelimit-burst-remaining-xrm-requests.
+	BurstRemaining int
+	// TimeRemaining is x-ms-ratelimit-time-remaining-xrm-requests (seconds
+	// of execution time left).
+	TimeRemaining float64
+}
+
+func rateLimitHeaders(h http.Header) RateLimitHeaders {
+	r := RateLimitHeaders{BurstRemaining: -1, TimeRemaining: -1}
+	if v, err := strconv.Atoi(strings.TrimSpace(h.Get("x-ms-ratelimit-burst-remaining-xrm-requests"))); err == nil {
+		r.BurstRemaining = v
+	}
+	if v, err := strconv.ParseFloat(strings.TrimSpace(h.Get("x-ms-ratelimit-time-remaining-xrm-requests")), 64); err == nil {
+		r.TimeRemaining = v
+	}
+	return r
+}
+
+// Probe polls one agent like Get and also returns the service-protection
+// headers of the answer, for `bridge check`.
+func (c *Client) Probe(ctx context.Context, agentID string) (Snapshot, RateLimitHeaders, error) {
+	var rl RateLimitHeaders
+	snap, err := c.getAgent(ctx, agentID, &rl)
+	return snap, rl, err
+}
+
 // Get polls CCaaS_GetPresence for one agent: GET with MSCRMCallerID set to
 // the agent and the bearer token. On a 401 it asks the token provider for
 // a fresh token once and, if the token changed, retries once. Failures are
 // *PollError values carrying their ErrorClass.
 func (c *Client) Get(ctx context.Context, agentID string) (Snapshot, error) {
+	return c.getAgent(ctx, agentID, nil)
+}
+
+func (c *Client) getAgent(ctx context.Context, agentID string, rl *RateLimitHeaders) (Snapshot, error) {
 	id, ok := NormalizeGUID(agentID)
 	if !ok {
 		return Snapshot{}, &PollError{AgentID: agentID, Class: ClassPermanent, Err: errors.New("agent ID is not a GUID")}
@@ -129,7 +284,7 @@ func (c *Client) Get(ctx context.Context, agentID string) (Snapshot, error) {
 		return Snapshot{}, &PollError{AgentID: id, Class: ClassToken, Err: fmt.Errorf("obtain token: %w", err)}
 	}
 	c.tokenObtained.Store(true)
-	snap, err := c.get(ctx, id, tok)
+	snap, err := c.getForm(ctx, id, tok, rl)
 	var pe *PollError
 	if err == nil || !errors.As(err, &pe) || pe.Class != ClassAuth {
 		return snap, err
@@ -142,7 +297,33 @@ func (c *Client) Get(ctx context.Context, agentID string) (Snapshot, error) {
 		pe.Err = errors.New("token refused and the provider has no other")
 		return Snapshot{}, pe
 	}
-	return c.get(ctx, id, fresh)
+	return c.getForm(ctx, id, fresh, rl)
+}
+
+// getForm makes the request in the form in use and, in CallAuto before the
+// form is settled, switches to the other form once when the answer says
+// the form is wrong (a 400 naming a parameter, a 404 for an unknown
+// segment), retrying the request in the new form.
+func (c *Client) getForm(ctx context.Context, id, tok string, rl *RateLimitHeaders) (Snapshot, error) {
+	used := CallForm(c.form.Load())
+	snap, err := c.get(ctx, id, tok, used, rl)
+	var pe *PollError
+	if err == nil || !c.auto || !errors.As(err, &pe) || pe.Kind != KindCallForm {
+		return snap, err
+	}
+	other := CallBare
+	if used == CallBare {
+		other = CallFunction
+	}
+	if c.switched.CompareAndSwap(false, true) {
+		c.form.Store(int32(other))
+		c.log.Warn("presence call form switched after the organisation refused the first form",
+			"from", used.String(), "to", other.String(), "status", pe.StatusCode, "code", pe.Code, "message", pe.Message)
+	}
+	if now := CallForm(c.form.Load()); now != used {
+		return c.get(ctx, id, tok, now, rl)
+	}
+	return snap, err
 }
 
 func (c *Client) authValue(tok string) []string {
@@ -155,30 +336,32 @@ func (c *Client) authValue(tok string) []string {
 }
 
 // get makes one request.
-func (c *Client) get(ctx context.Context, id, tok string) (Snapshot, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.presenceURL, nil)
+func (c *Client) get(ctx context.Context, id, tok string, form CallForm, rl *RateLimitHeaders) (Snapshot, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.presenceURL[form], nil)
 	if err != nil {
 		return Snapshot{}, &PollError{AgentID: id, Class: ClassPermanent, Err: fmt.Errorf("build request: %w", err)}
 	}
 	// The contract spells the header MSCRMCallerID; send it as spelt.
 	req.Header = http.Header{
-		"MSCRMCallerID": {id},
-		"Authorization": c.authValue(tok),
-		"Accept":        {"application/json"},
+		"MSCRMCallerID":    {id},
+		"Authorization":    c.authValue(tok),
+		"Accept":           {"application/json"},
+		"Odata-Version":    {"4.0"},
+		"Odata-Maxversion": {"4.0"},
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return Snapshot{}, &PollError{AgentID: id, Class: ClassTransport, Err: redactErr(err, tok)}
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		c.tokenAccepted.Store(true)
+	}
+	if rl != nil {
+		*rl = rateLimitHeaders(resp.Header)
+	}
 	if resp.StatusCode != http.StatusOK {
-		// Drain a little so the connection can be reused.
-		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-		pe := &PollError{AgentID: id, Class: classForStatus(resp.StatusCode), StatusCode: resp.StatusCode}
-		if pe.Class == ClassRateLimited {
-			pe.RetryAfter = parseRetryAfter(resp.Header, c.now())
-		}
-		return Snapshot{}, pe
+		return Snapshot{}, c.errorAnswer(id, tok, resp)
 	}
 	if resp.ContentLength > MaxBodyBytes {
 		return Snapshot{}, &PollError{AgentID: id, Class: ClassMalformed, StatusCode: 200,
@@ -210,6 +393,41 @@ func (c *Client) get(ctx context.Context, id, tok string) (Snapshot, error) {
 	return snap, nil
 }
 
+// errorAnswer reads a non-200 answer into a *PollError: its class, the
+// Dataverse code and message of its body (bounded, redacted), and for 429s
+// and server errors the Retry-After, capped at RetryAfterCeiling.
+func (c *Client) errorAnswer(id, tok string, resp *http.Response) *PollError {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody))
+	// Drain a little more so the connection can be reused.
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	de := parseDataverseError(body, tok)
+	pe := &PollError{AgentID: id, Class: classForStatus(resp.StatusCode), StatusCode: resp.StatusCode,
+		Code: de.Code, Message: de.Message, Kind: KindOf(resp.StatusCode, de)}
+	if pe.Class == ClassRateLimited || pe.Class == ClassServer {
+		pe.RetryAfter = parseRetryAfter(resp.Header, c.now())
+	}
+	if de.Code == "" && de.Message == "" && len(body) > 0 && pe.Class != ClassRateLimited {
+		pe.Excerpt = excerpt(body, tok)
+	}
+	c.metrics.dataverseError(pe.Kind)
+	return pe
+}
+
+// redactUserinfo drops user information from a URL before it is echoed.
+func redactUserinfo(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if i := strings.LastIndex(s, "@"); i >= 0 {
+			return "…" + s[i:]
+		}
+		return s
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	return u.String()
+}
+
 // redactErr makes sure the token cannot travel in a transport error.
 func redactErr(err error, tok string) error {
 	if tok != "" && strings.Contains(err.Error(), tok) {
@@ -218,10 +436,18 @@ func redactErr(err error, tok string) error {
 	return err
 }
 
+// RetryAfterCeiling caps any Retry-After the bridge honours: Dataverse's
+// service-protection windows are 5 minutes long, so a longer wait is not
+// one Dataverse asks for (an HTTP-date in year 2099 or 9999 is a bug
+// somewhere, not a reason to park an agent for decades). Server errors are
+// capped lower, at BRIDGE_BACKOFF_MAX, by the Poller.
+const RetryAfterCeiling = DataverseWindow
+
 // parseRetryAfter reads Retry-After as delay-seconds or an HTTP-date. A date
 // is measured against the response's Date header when there is one (so
 // clock skew does not shorten it), else against now. Absent or invalid
-// values give 0.
+// values give 0; the result is at most RetryAfterCeiling, computed without
+// overflow whatever the value.
 func parseRetryAfter(h http.Header, now time.Time) time.Duration {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
@@ -231,7 +457,7 @@ func parseRetryAfter(h http.Header, now time.Time) time.Duration {
 		if secs < 0 {
 			return 0
 		}
-		return time.Duration(min(secs, 86400)) * time.Second
+		return time.Duration(min(secs, int64(RetryAfterCeiling/time.Second))) * time.Second
 	}
 	at, err := http.ParseTime(v)
 	if err != nil {
@@ -241,7 +467,8 @@ func parseRetryAfter(h http.Header, now time.Time) time.Duration {
 	if d, err := http.ParseTime(h.Get("Date")); err == nil {
 		ref = d
 	}
-	return max(0, at.Sub(ref))
+	// Time.Sub saturates at the largest Duration, so year 9999 cannot wrap.
+	return min(max(0, at.Sub(ref)), RetryAfterCeiling)
 }
 
 // wirePresenceRow is one row of msdyn_presences.
@@ -277,6 +504,11 @@ func (c *Client) ListPresences(ctx context.Context) ([]Presence, error) {
 			}
 			id, ok := NormalizeGUID(*r.ID)
 			base, known := BaseStatusForOption(*r.BaseStatus)
+			if !known && r.Name != nil && strings.EqualFold(strings.TrimSpace(*r.Name), BaseInactive) {
+				// The system's Inactive presence, whatever option value the
+				// organisation gives its base status.
+				base, known = BaseInactive, true
+			}
 			if !ok || !known {
 				continue
 			}
@@ -292,6 +524,29 @@ func (c *Client) ListPresences(ctx context.Context) ([]Presence, error) {
 		}
 	}
 	return out, nil
+}
+
+// HTTPError is a non-200 answer to an OData read (msdyn_presences,
+// customapis), with its Dataverse code and message.
+type HTTPError struct {
+	// StatusCode is the HTTP status.
+	StatusCode int
+	// Code and Message are Dataverse's, bounded and redacted.
+	Code, Message string
+	// Kind classifies Code.
+	Kind CodeKind
+}
+
+// Error returns "HTTP <status> <code>: <message>".
+func (e *HTTPError) Error() string {
+	s := fmt.Sprintf("HTTP %d", e.StatusCode)
+	if e.Code != "" {
+		s += " " + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
 }
 
 // getJSON GETs an OData URL as the application user and decodes its body.
@@ -328,12 +583,16 @@ func (c *Client) getJSON(ctx context.Context, u string, v any) error {
 				tok = fresh
 				continue
 			}
-			return errors.New("HTTP 401: token refused")
+			return &HTTPError{StatusCode: 401, Kind: KindToken}
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			c.tokenAccepted.Store(true)
+		}
 		if resp.StatusCode != http.StatusOK {
-			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-			return fmt.Errorf("HTTP %d", resp.StatusCode)
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody))
+			de := parseDataverseError(b, tok)
+			return &HTTPError{StatusCode: resp.StatusCode, Code: de.Code, Message: de.Message, Kind: KindOf(resp.StatusCode, de)}
 		}
 		dec := json.NewDecoder(io.LimitReader(resp.Body, 16*MaxBodyBytes))
 		if err := dec.Decode(v); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
 )
 
@@ -267,5 +268,45 @@ func TestParseRetryAfterAgainstDateHeader(t *testing.T) {
 	var pe *source.PollError
 	if !errors.As(err, &pe) || pe.RetryAfter < 29*time.Second || pe.RetryAfter > 31*time.Second {
 		t.Fatalf("err = %v, want a 429 with Retry-After 30s", err)
+	}
+}
+
+// TestEveryRequestCarriesTheODataHeaders: presence calls, the catalogue and
+// the custom API's definition all say which OData version they speak.
+func TestEveryRequestCarriesTheODataHeaders(t *testing.T) {
+	opts := simulator.DefaultOptions()
+	opts.Agents = 1
+	sim, err := simulator.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]http.Header{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+		sim.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, source.StaticToken(simulator.DefaultToken))
+	if _, err := c.Get(t.Context(), sim.AgentIDs()[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListPresences(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DiscoverCallForm(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 {
+		t.Fatalf("requests to %d paths, want 3: %v", len(seen), seen)
+	}
+	for path, h := range seen {
+		if h.Get("OData-MaxVersion") != "4.0" || h.Get("OData-Version") != "4.0" || h.Get("Accept") != "application/json" {
+			t.Errorf("%s: headers %v", path, h)
+		}
 	}
 }

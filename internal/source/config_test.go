@@ -32,6 +32,10 @@ func TestCheckLimits(t *testing.T) {
 		{"rate cap too low", source.LimitsConfig{Agents: 10_000, Interval: 10 * time.Second, MaxRPS: 500}, []string{"cannot poll 10000 agents every 10s", "needs 1000.0 requests/s", "BRIDGE_MAX_RPS to at least 1000", "BRIDGE_POLL_INTERVAL to at least 20s"}},
 		{"no rate cap", source.LimitsConfig{Agents: 50_000, Interval: 10 * time.Second}, nil},
 		{"zero interval", source.LimitsConfig{Agents: 1}, []string{"not positive"}},
+		{"caller scope: 1,000 agents every 10s do not fit", source.LimitsConfig{Agents: 1000, Interval: 10 * time.Second, Scope: source.ScopeCaller},
+			[]string{"BRIDGE_QUOTA_SCOPE=caller", "1000 agents every 10s make 30000 requests per 5m0s", "over the 5400", "6000 per user", "at least 55.6s", "at most 180 agents"}},
+		{"caller scope: 1,000 agents every minute fit", source.LimitsConfig{Agents: 1000, Interval: time.Minute, Scope: source.ScopeCaller}, nil},
+		{"agent scope: 1,000 agents every 10s fit", source.LimitsConfig{Agents: 1000, Interval: 10 * time.Second, Scope: source.ScopeAgent}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,6 +55,24 @@ func TestCheckLimits(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEntitlementWarning(t *testing.T) {
+	tests := []struct {
+		cfg  source.LimitsConfig
+		want string
+	}{
+		{source.LimitsConfig{Agents: 10, Interval: 10 * time.Second}, ""},
+		{source.LimitsConfig{Agents: 10, Interval: 2 * time.Second}, "43200 requests per agent per 24 hours, over the Power Platform entitlement of 40000 per licensed user: raise BRIDGE_POLL_INTERVAL to at least 2.16s"},
+		{source.LimitsConfig{Agents: 1000, Interval: time.Minute, Scope: source.ScopeCaller}, "1440000 requests per 24 hours, all charged to the application user"},
+		{source.LimitsConfig{Agents: 10, Interval: time.Minute, Scope: source.ScopeCaller}, ""},
+	}
+	for _, tt := range tests {
+		got := source.EntitlementWarning(tt.cfg)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("EntitlementWarning(%+v) = %q, want %q", tt.cfg, got, tt.want)
+		}
 	}
 }
 
@@ -203,10 +225,13 @@ func TestPresenceCatalogue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bad := range []string{"x=Away", custom + "=Lunch", custom, custom + "=Away," + custom + "=Busy", custom + "=192360005"} {
+	for _, bad := range []string{"x=Away", custom + "=Lunch", custom, custom + "=Away," + custom + "=Busy", custom + "=192360006"} {
 		if _, err := source.ParsePresenceMap(bad); err == nil {
 			t.Errorf("ParsePresenceMap(%q) accepted", bad)
 		}
+	}
+	if m, err := source.ParsePresenceMap(custom + "=inactive"); err != nil || m[custom] != source.BaseInactive {
+		t.Errorf("ParsePresenceMap(inactive) = %v, %v; want Inactive", m, err)
 	}
 	opts := simulator.DefaultOptions()
 	opts.Agents = 1

@@ -26,48 +26,32 @@ type wirePresence struct {
 var errMalformed = errors.New("response is not the documented presence object")
 
 // Decode parses a CCaaS_GetPresence response body for the agent wantAgent
-// (a GUID in any case) strictly: the body must be one JSON object; every
-// documented key must be present, not null, and of its documented JSON type
-// (integers for ActiveBrowserSessions and Timestamp, GUID strings for
-// AgentId and PresenceId, arrays of strings for the channel lists);
-// ActiveBrowserSessions must not be negative; AgentId must equal wantAgent.
-// Unknown keys are ignored. GUIDs are returned lower-case. BaseStatus and
-// ObservedAt are left for the caller to fill.
+// (a GUID in any case). It is tolerant where the documentation promises
+// nothing and strict about identity:
 //
-// Key names are matched as encoding/json matches them (exact match
-// preferred, case-insensitive otherwise).
+//   - the body must be one JSON object and every key present must have its
+//     documented JSON type (integers for ActiveBrowserSessions and
+//     Timestamp, strings for the names and GUIDs, arrays of strings for the
+//     channel lists); unknown extra keys are ignored;
+//   - AgentId must be present, a GUID, and equal wantAgent;
+//   - null or absent channel lists are empty lists (null entries in a list
+//     are dropped); a null or absent name is empty;
+//   - a null, absent or zero Timestamp means the agent is not logged in:
+//     LoginTime and ActiveBrowserSessions are 0;
+//   - PresenceId must be present and a GUID (every event names the
+//     presence by its ID);
+//   - ActiveBrowserSessions must not be negative.
+//
+// GUIDs are returned lower-case. BaseStatus and ObservedAt are left for the
+// caller to fill. Key names are matched as encoding/json matches them (exact
+// match preferred, case-insensitive otherwise).
 func Decode(body []byte, wantAgent string) (Snapshot, error) {
 	var w wirePresence
 	if err := json.Unmarshal(body, &w); err != nil {
 		return Snapshot{}, fmt.Errorf("%w: %w", errMalformed, err)
 	}
-	var missing []string
-	if w.ActiveBrowserSessions == nil {
-		missing = append(missing, "ActiveBrowserSessions")
-	}
 	if w.AgentID == nil {
-		missing = append(missing, "AgentId")
-	}
-	if w.AgentName == nil {
-		missing = append(missing, "AgentName")
-	}
-	if w.Timestamp == nil {
-		missing = append(missing, "Timestamp")
-	}
-	if w.AllowedChannels == nil {
-		missing = append(missing, "AllowedChannels")
-	}
-	if w.CurrentPresenceStatusInfo == nil {
-		missing = append(missing, "CurrentPresenceStatusInfo")
-	}
-	if w.DisabledChannels == nil {
-		missing = append(missing, "DisabledChannels")
-	}
-	if w.PresenceID == nil {
-		missing = append(missing, "PresenceId")
-	}
-	if len(missing) > 0 {
-		return Snapshot{}, fmt.Errorf("%w: missing or null %s", errMalformed, strings.Join(missing, ", "))
+		return Snapshot{}, fmt.Errorf("%w: missing or null AgentId", errMalformed)
 	}
 	agent, ok := NormalizeGUID(*w.AgentID)
 	if !ok {
@@ -77,23 +61,56 @@ func Decode(body []byte, wantAgent string) (Snapshot, error) {
 	if agent != want {
 		return Snapshot{}, fmt.Errorf("%w: AgentId %s is not the agent asked for (%s)", errMalformed, agent, want)
 	}
+	snap := Snapshot{
+		AgentID:          agent,
+		AgentName:        deref(w.AgentName),
+		PresenceName:     deref(w.CurrentPresenceStatusInfo),
+		AllowedChannels:  channelList(w.AllowedChannels),
+		DisabledChannels: channelList(w.DisabledChannels),
+	}
+	if w.PresenceID == nil {
+		return Snapshot{}, fmt.Errorf("%w: missing or null PresenceId", errMalformed)
+	}
 	presence, ok := NormalizeGUID(*w.PresenceID)
 	if !ok {
 		return Snapshot{}, fmt.Errorf("%w: PresenceId %q is not a GUID", errMalformed, truncate(*w.PresenceID))
 	}
-	if *w.ActiveBrowserSessions < 0 {
-		return Snapshot{}, fmt.Errorf("%w: ActiveBrowserSessions %d is negative", errMalformed, *w.ActiveBrowserSessions)
+	snap.PresenceID = presence
+	if w.ActiveBrowserSessions != nil {
+		if *w.ActiveBrowserSessions < 0 {
+			return Snapshot{}, fmt.Errorf("%w: ActiveBrowserSessions %d is negative", errMalformed, *w.ActiveBrowserSessions)
+		}
+		snap.ActiveBrowserSessions = *w.ActiveBrowserSessions
 	}
-	return Snapshot{
-		AgentID:               agent,
-		AgentName:             *w.AgentName,
-		PresenceID:            presence,
-		PresenceName:          *w.CurrentPresenceStatusInfo,
-		ActiveBrowserSessions: *w.ActiveBrowserSessions,
-		LoginTime:             *w.Timestamp,
-		AllowedChannels:       *w.AllowedChannels,
-		DisabledChannels:      *w.DisabledChannels,
-	}, nil
+	if w.Timestamp != nil && *w.Timestamp > 0 {
+		snap.LoginTime = *w.Timestamp
+	} else {
+		// Never logged in, or logged out with the login time cleared.
+		snap.ActiveBrowserSessions = 0
+	}
+	return snap, nil
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// channelList returns the list without the empty strings a null entry
+// decodes to, never nil.
+func channelList(p *[]string) []string {
+	if p == nil {
+		return []string{}
+	}
+	out := make([]string, 0, len(*p))
+	for _, c := range *p {
+		if c != "" {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // NormalizeGUID returns s lower-case if it is a GUID in the 8-4-4-4-12

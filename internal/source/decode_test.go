@@ -64,11 +64,11 @@ func TestDecode(t *testing.T) {
 		{"empty", "", agentA, "unexpected end"},
 		{"truncated", body(agentA, nil)[:60], agentA, "unexpected end"},
 		{"array", "[]", agentA, "cannot unmarshal array"},
-		{"null", "null", agentA, "missing or null"},
+		{"null", "null", agentA, "missing or null AgentId"},
 		{"trailing data", body(agentA, nil) + "{}", agentA, "invalid character"},
 		{"missing AgentId", body(agentA, map[string]string{"AgentId": ""}), agentA, "missing or null AgentId"},
-		{"missing several", body(agentA, map[string]string{"Timestamp": "", "DisabledChannels": ""}), agentA, "Timestamp, DisabledChannels"},
-		{"null channels", body(agentA, map[string]string{"AllowedChannels": "null"}), agentA, "missing or null AllowedChannels"},
+		{"null AgentId", body(agentA, map[string]string{"AgentId": "null"}), agentA, "missing or null AgentId"},
+		{"null PresenceId", body(agentA, map[string]string{"PresenceId": "null"}), agentA, "missing or null PresenceId"},
 		{"sessions as string", body(agentA, map[string]string{"ActiveBrowserSessions": `"1"`}), agentA, "cannot unmarshal string"},
 		{"sessions fractional", body(agentA, map[string]string{"ActiveBrowserSessions": `1.5`}), agentA, "cannot unmarshal number"},
 		{"sessions negative", body(agentA, map[string]string{"ActiveBrowserSessions": `-1`}), agentA, "negative"},
@@ -79,6 +79,7 @@ func TestDecode(t *testing.T) {
 		{"AgentId not GUID", body("not-a-guid", nil), agentA, "is not a GUID"},
 		{"PresenceId not GUID", body(agentA, map[string]string{"PresenceId": `"available"`}), agentA, "PresenceId"},
 		{"other agent", body(agentB, nil), agentA, "not the agent asked for"},
+		{"extra keys of any type", "{" + `"Extra":{"a":[null,1]},"msdyn_x":null,` + body(agentA, nil)[1:], agentA, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,6 +106,51 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestDecodeTolerant: nulls and absent keys the documentation does not
+// promise become empty values; only the agent's identity stays strict.
+func TestDecodeTolerant(t *testing.T) {
+	tests := []struct {
+		name string
+		repl map[string]string
+		want source.Snapshot
+	}{
+		{"null lists", map[string]string{"AllowedChannels": "null", "DisabledChannels": "null"},
+			source.Snapshot{AgentName: "Ada Lovelace", PresenceID: available, PresenceName: "Available", ActiveBrowserSessions: 1, LoginTime: 1717171717}},
+		{"absent lists", map[string]string{"AllowedChannels": "", "DisabledChannels": ""},
+			source.Snapshot{AgentName: "Ada Lovelace", PresenceID: available, PresenceName: "Available", ActiveBrowserSessions: 1, LoginTime: 1717171717}},
+		{"null entries in a list", map[string]string{"AllowedChannels": `["chat",null]`, "DisabledChannels": "[]"},
+			source.Snapshot{AgentName: "Ada Lovelace", PresenceID: available, PresenceName: "Available", ActiveBrowserSessions: 1, LoginTime: 1717171717, AllowedChannels: []string{"chat"}}},
+		{"null Timestamp is not logged in", map[string]string{"Timestamp": "null", "AllowedChannels": "[]"},
+			source.Snapshot{AgentName: "Ada Lovelace", PresenceID: available, PresenceName: "Available"}},
+		{"zero Timestamp is not logged in", map[string]string{"Timestamp": "0", "AllowedChannels": "[]"},
+			source.Snapshot{AgentName: "Ada Lovelace", PresenceID: available, PresenceName: "Available"}},
+		{"null names and sessions", map[string]string{"AgentName": "null", "CurrentPresenceStatusInfo": "null", "ActiveBrowserSessions": "null", "AllowedChannels": "[]"},
+			source.Snapshot{PresenceID: available, LoginTime: 1717171717}},
+		{"everything but the IDs absent", map[string]string{"ActiveBrowserSessions": "", "AgentName": "", "Timestamp": "", "AllowedChannels": "", "CurrentPresenceStatusInfo": "", "DisabledChannels": ""},
+			source.Snapshot{PresenceID: available}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := source.Decode([]byte(body(agentA, tt.repl)), agentA)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			w := tt.want
+			w.AgentID = agentA
+			if w.AllowedChannels == nil {
+				w.AllowedChannels = []string{}
+			}
+			w.DisabledChannels = []string{}
+			if got.AgentID != w.AgentID || got.AgentName != w.AgentName || got.PresenceID != w.PresenceID || got.PresenceName != w.PresenceName ||
+				got.ActiveBrowserSessions != w.ActiveBrowserSessions || got.LoginTime != w.LoginTime ||
+				got.AllowedChannels == nil || got.DisabledChannels == nil ||
+				strings.Join(got.AllowedChannels, ",") != strings.Join(w.AllowedChannels, ",") || len(got.DisabledChannels) != 0 {
+				t.Fatalf("Decode = %+v\nwant     %+v", got, w)
+			}
+		})
+	}
+}
+
 // FuzzDecode checks that Decode never panics, that what it accepts has the
 // documented shape (GUIDs lower-case, the agent asked for, counts not
 // negative, lists not nil), and that errors stay bounded.
@@ -112,6 +158,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(body(agentA, nil)))
 	f.Add([]byte(body(agentB, nil)))
 	f.Add([]byte("{}"))
+	f.Add([]byte(body(agentA, map[string]string{"AllowedChannels": "null", "Timestamp": "null", "PresenceId": "null"})))
+	f.Add([]byte(`{"Extra":[null,{"k":null}],` + body(agentA, nil)[1:]))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := source.Decode(b, agentA)
 		if err != nil {
@@ -126,7 +174,7 @@ func FuzzDecode(f *testing.F) {
 		if p, ok := source.NormalizeGUID(s.PresenceID); !ok || p != s.PresenceID {
 			t.Fatalf("accepted PresenceId %q", s.PresenceID)
 		}
-		if s.ActiveBrowserSessions < 0 || s.AllowedChannels == nil || s.DisabledChannels == nil {
+		if s.ActiveBrowserSessions < 0 || s.AllowedChannels == nil || s.DisabledChannels == nil || (s.LoginTime == 0 && s.ActiveBrowserSessions != 0) {
 			t.Fatalf("accepted %+v", s)
 		}
 	})

@@ -28,9 +28,16 @@ type PollError struct {
 	StatusCode int
 	// RetryAfter is the delay a 429 asked for, 0 when it gave none.
 	RetryAfter time.Duration
-	// Excerpt is the start of a malformed body, quoted, at most MaxExcerpt
-	// bytes of it.
+	// Excerpt is the start of a malformed body (or of an error body that is
+	// not Dataverse's error shape), quoted, at most MaxExcerpt bytes of it.
 	Excerpt string
+	// Code is the Dataverse error code of the answer's body, e.g.
+	// "0x80072322"; empty when there was none.
+	Code string
+	// Message is the Dataverse error message, bounded and redacted.
+	Message string
+	// Kind classifies Code (and the status when there is no code).
+	Kind CodeKind
 	// Err is the underlying cause.
 	Err error
 }
@@ -42,8 +49,14 @@ func (e *PollError) Error() string {
 	if e.StatusCode != 0 {
 		fmt.Fprintf(&b, " (HTTP %d)", e.StatusCode)
 	}
+	if e.Code != "" {
+		fmt.Fprintf(&b, " %s", e.Code)
+	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, " retry after %s", e.RetryAfter)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %q", e.Message)
 	}
 	if e.Err != nil {
 		b.WriteString(": ")
@@ -55,6 +68,20 @@ func (e *PollError) Error() string {
 	}
 	return b.String()
 }
+
+// Hint returns what an operator should do about the failure, or "".
+func (e *PollError) Hint() string {
+	switch e.Class {
+	case ClassToken, ClassAuth:
+		return KindToken.Hint()
+	case ClassTransport:
+		return HintUnreachable
+	}
+	return e.Kind.Hint()
+}
+
+// HintUnreachable is the fix of a poll that got no answer.
+const HintUnreachable = "the organisation is unreachable: check BRIDGE_ORG_URL (https://<org>.crm.dynamics.com, without /api/data/v9.2), DNS, proxies and the network path"
 
 // Unwrap returns the underlying cause.
 func (e *PollError) Unwrap() error { return e.Err }

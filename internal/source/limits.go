@@ -19,6 +19,12 @@ const (
 	// DataverseConcurrentPerUser is the number of concurrent requests one
 	// user may have.
 	DataverseConcurrentPerUser = 52
+	// DataverseExecutionTime is the combined execution time of one user's
+	// requests allowed in DataverseWindow.
+	DataverseExecutionTime = 20 * time.Minute
+	// DailyEntitlement is the Power Platform request entitlement of one
+	// licensed user per 24 hours (Dynamics 365 Enterprise licences).
+	DailyEntitlement = 40000
 	// requestsPerPoll is the most requests one poll makes: the first, and
 	// one retry after a 401 with a refreshed token.
 	requestsPerPoll = 2
@@ -39,6 +45,11 @@ type LimitsConfig struct {
 	MaxRPS float64
 	// MaxConcurrency is BRIDGE_MAX_CONCURRENCY.
 	MaxConcurrency int
+	// Scope is BRIDGE_QUOTA_SCOPE; default ScopeAgent.
+	Scope QuotaScope
+	// CallerBudget is the application user's budget with ScopeCaller;
+	// zero fields take Dataverse's limits.
+	CallerBudget Budget
 }
 
 // CheckLimits refuses a configuration that could exceed Dataverse's
@@ -76,6 +87,18 @@ func CheckLimits(c LimitsConfig) error {
 	if c.MaxRPS < 0 {
 		errs = append(errs, fmt.Errorf("max request rate %g (BRIDGE_MAX_RPS) is negative", c.MaxRPS))
 	}
+	if c.Scope == ScopeCaller && c.Agents > 0 {
+		b := c.CallerBudget.withDefaults()
+		perWindow := float64(c.Agents) * b.Window.Seconds() / c.Interval.Seconds()
+		planned := pacingShare * float64(b.Requests)
+		if perWindow > planned {
+			minInterval := time.Duration(math.Ceil(float64(c.Agents) / b.RequestRate() * float64(time.Second))).Round(100 * time.Millisecond)
+			maxAgents := int(b.RequestRate() * c.Interval.Seconds())
+			errs = append(errs, fmt.Errorf(
+				"with BRIDGE_QUOTA_SCOPE=caller every call is charged to the application user: %d agents every %s make %.0f requests per %s, over the %.0f the bridge plans (%.0f%% of Dataverse's %d per user per %s); raise BRIDGE_POLL_INTERVAL to at least %s or poll at most %d agents per replica",
+				c.Agents, c.Interval, perWindow, b.Window, planned, pacingShare*100, b.Requests, b.Window, minInterval, maxAgents))
+		}
+	}
 	if c.MaxRPS > 0 && c.Agents > 0 {
 		needRPS := float64(c.Agents) / c.Interval.Seconds()
 		if c.MaxRPS < needRPS {
@@ -86,4 +109,30 @@ func CheckLimits(c LimitsConfig) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// EntitlementWarning returns a warning when the polling plan uses more of
+// the Power Platform daily request entitlement (DailyEntitlement requests
+// per licensed user per 24 hours) than a user has, or "" when it fits.
+// With ScopeAgent each agent's own entitlement is compared with one agent's
+// polls; with ScopeCaller the application user's requests are the sum of
+// all agents, drawn from the tenant's pooled entitlement.
+func EntitlementWarning(c LimitsConfig) string {
+	if c.Interval <= 0 || c.Agents == 0 {
+		return ""
+	}
+	perAgent := math.Ceil(24 * float64(time.Hour) / float64(c.Interval))
+	if c.Scope == ScopeCaller {
+		total := perAgent * float64(c.Agents)
+		if total <= DailyEntitlement {
+			return ""
+		}
+		return fmt.Sprintf("%d agents every %s make %.0f requests per 24 hours, all charged to the application user, which draws on the tenant's pooled Power Platform request capacity rather than a licensed user's %d: check the capacity in the Power Platform admin center",
+			c.Agents, c.Interval, total, DailyEntitlement)
+	}
+	if perAgent <= DailyEntitlement {
+		return ""
+	}
+	return fmt.Sprintf("polling every %s makes %.0f requests per agent per 24 hours, over the Power Platform entitlement of %d per licensed user: raise BRIDGE_POLL_INTERVAL to at least %s",
+		c.Interval, perAgent, DailyEntitlement, time.Duration(math.Ceil(24*float64(time.Hour)/DailyEntitlement)).Round(10*time.Millisecond))
 }

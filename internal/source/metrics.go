@@ -19,6 +19,9 @@ type Metrics struct {
 	malformed       prometheus.Counter
 	catalogueLoads  *prometheus.CounterVec
 	clientThrottled prometheus.Gauge
+	dataverseErrors map[CodeKind]prometheus.Counter
+	inflightCap     prometheus.Gauge
+	callerPaused    prometheus.Counter
 }
 
 // allClasses lists every ErrorClass, for pre-creating label values.
@@ -35,6 +38,9 @@ var allClasses = [...]ErrorClass{ClassOK, ClassPermanent, ClassAuth, ClassToken,
 //	ccaas_bridge_malformed_responses_total            bodies not of the documented shape
 //	ccaas_bridge_presence_catalogue_loads_total{result}
 //	ccaas_bridge_client_rate_limit_factor             1 normally, below 1 while 429s slow the client
+//	ccaas_bridge_dataverse_errors_total{kind}         non-200 answers by the kind of their Dataverse code (a CodeKind)
+//	ccaas_bridge_inflight_cap                         requests allowed in flight; shortened by concurrency 429s
+//	ccaas_bridge_identity_pauses_total                pauses of every request of one identity after a request-count or execution-time 429
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		polls: make(map[ErrorClass]prometheus.Counter, len(allClasses)),
@@ -72,6 +78,22 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Fraction of the configured request rate the client currently allows; below 1 after many 429s.",
 		}),
 	}
+	m.dataverseErrors = make(map[CodeKind]prometheus.Counter)
+	dvErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccaas_bridge_dataverse_errors_total",
+		Help: "Non-200 answers of the organisation by the kind of their Dataverse error code (request_count, concurrency, act_on_behalf, ...).",
+	}, []string{"kind"})
+	for _, k := range AllCodeKinds() {
+		m.dataverseErrors[k] = dvErrors.WithLabelValues(string(k))
+	}
+	m.inflightCap = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ccaas_bridge_inflight_cap",
+		Help: "Requests the poller allows in flight; below BRIDGE_MAX_CONCURRENCY after concurrency 429s.",
+	})
+	m.callerPaused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ccaas_bridge_identity_pauses_total",
+		Help: "Pauses of every request charged to one identity, after a request-count or execution-time 429.",
+	})
 	polls := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ccaas_bridge_polls_total",
 		Help: "Polls of CCaaS_GetPresence by result (ok or the error class).",
@@ -85,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.catalogueLoads.WithLabelValues("ok")
 	m.catalogueLoads.WithLabelValues("error")
 	m.clientThrottled.Set(1)
-	for _, c := range []prometheus.Collector{polls, m.pollDuration, m.agents, m.tokenRefreshes, m.tokenFailures, m.lastSuccess, m.malformed, m.catalogueLoads, m.clientThrottled} {
+	for _, c := range []prometheus.Collector{polls, m.pollDuration, m.agents, m.tokenRefreshes, m.tokenFailures, m.lastSuccess, m.malformed, m.catalogueLoads, m.clientThrottled, dvErrors, m.inflightCap, m.callerPaused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -147,5 +169,26 @@ func (m *Metrics) catalogueLoad(err error) {
 func (m *Metrics) rateFactor(f float64) {
 	if m != nil {
 		m.clientThrottled.Set(f)
+	}
+}
+
+func (m *Metrics) dataverseError(k CodeKind) {
+	if m == nil {
+		return
+	}
+	if c, ok := m.dataverseErrors[k]; ok {
+		c.Inc()
+	}
+}
+
+func (m *Metrics) setInflightCap(n int) {
+	if m != nil {
+		m.inflightCap.Set(float64(n))
+	}
+}
+
+func (m *Metrics) identityPaused() {
+	if m != nil {
+		m.callerPaused.Inc()
 	}
 }

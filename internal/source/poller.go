@@ -7,6 +7,8 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +93,79 @@ type PollerOptions struct {
 	Metrics *Metrics
 	// Clock defaults to SystemClock.
 	Clock Clock
+	// QuotaScope says who Dataverse charges each call to (BRIDGE_QUOTA_SCOPE):
+	// ScopeAgent (default) or ScopeCaller. With ScopeCaller every request
+	// is one identity's: a request-count or execution-time 429 pauses every
+	// agent for its Retry-After, and the poller paces the sum of all agents
+	// under CallerBudget.
+	QuotaScope QuotaScope
+	// CallerBudget is the service-protection budget of the application
+	// user with ScopeCaller; zero fields take Dataverse's limits.
+	CallerBudget Budget
+}
+
+// QuotaScope says who Dataverse charges a CCaaS_GetPresence call to.
+type QuotaScope string
+
+// Quota scopes.
+const (
+	// ScopeAgent: each call is charged to the impersonated agent
+	// (MSCRMCallerID), as the CCaaS_GetPresence contract says.
+	ScopeAgent QuotaScope = "agent"
+	// ScopeCaller: every call is charged to the application user, as
+	// Dataverse's generic service-protection documentation describes.
+	ScopeCaller QuotaScope = "caller"
+)
+
+// ParseQuotaScope parses BRIDGE_QUOTA_SCOPE: agent or caller.
+func ParseQuotaScope(s string) (QuotaScope, error) {
+	switch QuotaScope(strings.ToLower(strings.TrimSpace(s))) {
+	case "", ScopeAgent:
+		return ScopeAgent, nil
+	case ScopeCaller:
+		return ScopeCaller, nil
+	}
+	return ScopeAgent, fmt.Errorf("quota scope %q is not agent or caller", s)
+}
+
+// Budget is one identity's service-protection budget.
+type Budget struct {
+	// Requests per Window; default DataverseRequestsPerWindow.
+	Requests int
+	// Window; default DataverseWindow.
+	Window time.Duration
+	// ExecutionTime is the combined execution time allowed per Window;
+	// default DataverseExecutionTime.
+	ExecutionTime time.Duration
+	// Concurrent requests at most; default DataverseConcurrentPerUser.
+	Concurrent int
+}
+
+func (b Budget) withDefaults() Budget {
+	if b.Requests <= 0 {
+		b.Requests = DataverseRequestsPerWindow
+	}
+	if b.Window <= 0 {
+		b.Window = DataverseWindow
+	}
+	if b.ExecutionTime <= 0 {
+		b.ExecutionTime = DataverseExecutionTime
+	}
+	if b.Concurrent <= 0 {
+		b.Concurrent = DataverseConcurrentPerUser
+	}
+	return b
+}
+
+// pacingShare is the share of a budget the poller plans to use, leaving
+// room for retries, bridge check and other clients of the same user.
+const pacingShare = 0.9
+
+// RequestRate is the steady request rate that uses pacingShare of the
+// request budget.
+func (b Budget) RequestRate() float64 {
+	b = b.withDefaults()
+	return pacingShare * float64(b.Requests) / b.Window.Seconds()
 }
 
 // agent is the poll state of one agent. Fields other than id and phase are
@@ -105,6 +180,11 @@ type agent struct {
 	state   State
 	removed bool
 	polled  bool
+	// last failure, for readiness: class, HTTP status, Dataverse code.
+	lastClass  ErrorClass
+	lastStatus int
+	lastCode   string
+	lastKind   CodeKind
 }
 
 // Poller polls every configured agent once per Interval. Agents are spread
@@ -133,6 +213,10 @@ type Poller struct {
 	limiter        *rate.Limiter
 	throttle       *throttle
 	tokenStatus    func() bool
+	scope          QuotaScope
+	budget         Budget
+	gate           *gate
+	pauseUntil     atomic.Int64 // ns since epoch: no request before (ScopeCaller)
 
 	jobs chan *agent
 	wake chan struct{}
@@ -208,13 +292,28 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 	p.wakeAt = math.MaxInt64
 	p.jobs = make(chan *agent, p.workers)
 	p.wake = make(chan struct{}, 1)
+	p.scope = opts.QuotaScope
+	if p.scope == "" {
+		p.scope = ScopeAgent
+	}
+	p.budget = opts.CallerBudget.withDefaults()
 	base := rate.Inf
 	if opts.MaxRPS > 0 {
 		base = rate.Limit(opts.MaxRPS)
 	}
-	burst := max(1, int(opts.MaxRPS/10))
+	inflight := p.workers
+	if p.scope == ScopeCaller {
+		// Every request is the application user's: pace the sum.
+		base = min(base, rate.Limit(p.budget.RequestRate()))
+		inflight = min(inflight, p.budget.Concurrent)
+	}
+	burst := 1
+	if base != rate.Inf {
+		burst = max(1, int(float64(base)/10))
+	}
 	p.limiter = rate.NewLimiter(base, burst)
-	p.throttle = &throttle{p: p, base: base, burst: burst, factor: 1}
+	p.throttle = &throttle{p: p, base: base, burst: burst, factor: 1, execLimit: rate.Inf}
+	p.gate = newGate(inflight, p.metrics)
 	p.metrics.rateFactor(1)
 	return p, nil
 }
@@ -400,9 +499,35 @@ func (p *Poller) work(ctx context.Context) {
 	}
 }
 
+// deferIfPaused reschedules a without a request while every request of
+// the application user is paused (ScopeCaller, after a request-count or
+// execution-time 429), and reports whether it did.
+func (p *Poller) deferIfPaused(a *agent) bool {
+	until := p.pauseUntil.Load()
+	if until == 0 || p.since() >= until {
+		return false
+	}
+	p.mu.Lock()
+	if !a.removed {
+		p.insertLocked(a, until)
+	}
+	p.mu.Unlock()
+	return true
+}
+
 // poll polls one agent, reports the observation and reschedules the agent.
 func (p *Poller) poll(ctx context.Context, a *agent) {
+	if p.deferIfPaused(a) {
+		return
+	}
 	if err := p.limiter.Wait(ctx); err != nil {
+		return
+	}
+	if err := p.gate.acquire(ctx); err != nil {
+		return
+	}
+	if p.deferIfPaused(a) {
+		p.gate.cancel()
 		return
 	}
 	start := p.clock.Now()
@@ -410,12 +535,18 @@ func (p *Poller) poll(ctx context.Context, a *agent) {
 	snap, err := p.getter.Get(rctx, a.id)
 	cancel()
 	end := p.clock.Now()
+	var pe *PollError
+	kind := KindNone
+	if errors.As(err, &pe) {
+		kind = pe.Kind
+	}
+	p.gate.release(kind)
 	if ctx.Err() != nil {
 		return // shutting down: the result says nothing about the agent
 	}
 	class := ClassOf(err)
 	p.metrics.poll(class, end.Sub(start), end)
-	p.throttle.observe(class, end)
+	p.throttle.observe(class, end, end.Sub(start))
 	obs := Observation{AgentID: a.id, At: end, Class: class, Err: err}
 	if class == ClassOK {
 		obs.Snapshot = &snap
@@ -456,14 +587,43 @@ func (p *Poller) record(a *agent, class ErrorClass, err error, now int64) int64 
 		next = p.nextPhase(a, now+max(p.permanentRetry-p.interval, 0))
 	case ClassRateLimited:
 		to = StateRateLimited
+		wait := p.nextBackoff(a)
 		if pe != nil && pe.RetryAfter > 0 {
-			next = now + int64(pe.RetryAfter)
-		} else {
-			next = now + int64(p.nextBackoff(a))
+			// Dataverse extends the penalty of a client that keeps
+			// sending: wait the whole Retry-After (capped by the client at
+			// RetryAfterCeiling).
+			wait = min(pe.RetryAfter, RetryAfterCeiling)
 		}
-	default: // ClassAuth, ClassToken, ClassServer, ClassTransport
+		next = satAdd(now, wait)
+		if p.scope == ScopeCaller && (pe == nil || pe.Kind != KindConcurrency) {
+			// The identity charged is the application user: no request
+			// for any agent before the Retry-After.
+			for {
+				cur := p.pauseUntil.Load()
+				if next <= cur || p.pauseUntil.CompareAndSwap(cur, next) {
+					break
+				}
+			}
+			p.metrics.identityPaused()
+		}
+	case ClassServer:
 		to = StateBackingOff
-		next = now + int64(p.nextBackoff(a))
+		wait := p.nextBackoff(a)
+		if pe != nil && pe.RetryAfter > 0 {
+			wait = max(wait, min(pe.RetryAfter, p.backoffMax))
+		}
+		next = satAdd(now, wait)
+	default: // ClassAuth, ClassToken, ClassTransport
+		to = StateBackingOff
+		next = satAdd(now, p.nextBackoff(a))
+	}
+	if class == ClassOK {
+		a.lastClass, a.lastStatus, a.lastCode, a.lastKind = ClassOK, 0, "", KindNone
+	} else {
+		a.lastClass, a.lastStatus, a.lastCode, a.lastKind = class, 0, "", KindNone
+		if pe != nil {
+			a.lastStatus, a.lastCode, a.lastKind = pe.StatusCode, pe.Code, pe.Kind
+		}
 	}
 	if a.removed {
 		return next
@@ -485,6 +645,14 @@ func (p *Poller) record(a *agent, class ErrorClass, err error, now int64) int64 
 	return next
 }
 
+// satAdd adds d to t (ns) without overflowing.
+func satAdd(t int64, d time.Duration) int64 {
+	if d > 0 && t > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return t + int64(d)
+}
+
 func (p *Poller) nextBackoff(a *agent) time.Duration {
 	if a.bo == nil {
 		a.bo = backoff.NewExponentialBackOff(
@@ -504,8 +672,24 @@ func (p *Poller) logTransition(a *agent, from, to State, class ErrorClass, err e
 	case to == StateHealthy:
 		p.log.Info("agent recovered", "agent", a.id, "from", from.String())
 	default:
-		p.log.Warn("agent poll failing", "agent", a.id, "from", from.String(), "to", to.String(),
-			"result", string(class), "next_poll_in", next.Round(time.Millisecond), "err", err)
+		attrs := []any{"agent", a.id, "from", from.String(), "to", to.String(),
+			"result", string(class), "next_poll_in", next.Round(time.Millisecond), "err", err}
+		var pe *PollError
+		if errors.As(err, &pe) {
+			if pe.StatusCode != 0 {
+				attrs = append(attrs, "status", pe.StatusCode)
+			}
+			if pe.Code != "" {
+				attrs = append(attrs, "code", pe.Code)
+			}
+			if pe.Message != "" {
+				attrs = append(attrs, "message", pe.Message)
+			}
+			if h := pe.Hint(); h != "" {
+				attrs = append(attrs, "fix", h)
+			}
+		}
+		p.log.Warn("agent poll failing", attrs...)
 	}
 }
 
@@ -527,6 +711,21 @@ type Status struct {
 	// LastSuccess is when any agent was last polled successfully; zero if
 	// never.
 	LastSuccess time.Time
+	// Polled counts agents polled at least once; Succeeding those whose
+	// last poll succeeded.
+	Polled, Succeeding int
+	// Failing counts agents whose last poll failed, by their last failure:
+	// class, HTTP status and Dataverse code.
+	Failing []FailureCount
+}
+
+// FailureCount is the number of agents whose last poll failed the same way.
+type FailureCount struct {
+	Class  ErrorClass
+	Status int
+	Code   string
+	Kind   CodeKind
+	Agents int
 }
 
 // Status returns the current state counts.
@@ -538,7 +737,16 @@ func (p *Poller) Status() Status {
 	for s := State(0); s < numStates; s++ {
 		st.ByState[s.String()] = p.counts[s]
 	}
+	failing := map[FailureCount]int{}
 	for _, a := range p.agents {
+		if a.polled {
+			st.Polled++
+			if a.lastClass == ClassOK {
+				st.Succeeding++
+			} else {
+				failing[FailureCount{Class: a.lastClass, Status: a.lastStatus, Code: a.lastCode, Kind: a.lastKind}]++
+			}
+		}
 		ref := a.lastOK
 		if ref < 0 {
 			ref = a.addedAt
@@ -553,6 +761,16 @@ func (p *Poller) Status() Status {
 	if p.lastOK >= 0 {
 		st.LastSuccess = p.epoch.Add(time.Duration(p.lastOK))
 	}
+	for f, n := range failing {
+		f.Agents = n
+		st.Failing = append(st.Failing, f)
+	}
+	slices.SortFunc(st.Failing, func(a, b FailureCount) int {
+		if a.Agents != b.Agents {
+			return b.Agents - a.Agents
+		}
+		return strings.Compare(string(a.Class)+a.Code, string(b.Class)+b.Code)
+	})
 	return st
 }
 
@@ -568,13 +786,17 @@ type throttle struct {
 	window time.Time
 	total  int
 	n429   int
+	// With ScopeCaller: the moving mean response time and the rate that
+	// keeps the execution-time budget (rate.Inf otherwise).
+	meanTook  time.Duration
+	execLimit rate.Limit
 }
 
 // stormMin is the fewest 429s in a second that count as many agents being
 // rate-limited at once (also at least a tenth of the responses).
 const stormMin = 5
 
-func (t *throttle) observe(class ErrorClass, now time.Time) {
+func (t *throttle) observe(class ErrorClass, now time.Time, took time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.window.IsZero() {
@@ -583,6 +805,7 @@ func (t *throttle) observe(class ErrorClass, now time.Time) {
 	if now.Sub(t.window) >= time.Second {
 		storm := t.n429 >= stormMin && t.n429*10 >= t.total
 		old := t.factor
+
 		switch {
 		case storm:
 			t.factor = max(t.factor/2, 1.0/16)
@@ -597,6 +820,23 @@ func (t *throttle) observe(class ErrorClass, now time.Time) {
 		t.window, t.total, t.n429 = now, 0, 0
 	}
 	t.total++
+	if t.p.scope == ScopeCaller && class != ClassRateLimited && took > 0 {
+		// Execution time per second of wall time must stay within
+		// pacingShare of ExecutionTime/Window: at the mean response time
+		// (a moving average of the answers that were executed), that
+		// allows this many requests a second.
+		if t.meanTook == 0 {
+			t.meanTook = took
+		} else {
+			t.meanTook += (took - t.meanTook) / 8
+		}
+		b := t.p.budget
+		allowed := rate.Limit(pacingShare * b.ExecutionTime.Seconds() / b.Window.Seconds() / t.meanTook.Seconds())
+		if t.execLimit == rate.Inf || math.Abs(float64(allowed-t.execLimit)) > 0.1*float64(t.execLimit) {
+			t.execLimit = allowed
+			t.apply()
+		}
+	}
 	if class == ClassRateLimited {
 		t.n429++
 	}
@@ -607,8 +847,14 @@ func (t *throttle) observe(class ErrorClass, now time.Time) {
 func (t *throttle) apply() {
 	t.p.metrics.rateFactor(t.factor)
 	if t.factor >= 1 {
-		t.p.limiter.SetLimit(t.base)
-		t.p.limiter.SetBurst(t.burst)
+		limit := min(t.base, t.execLimit)
+		t.p.limiter.SetLimit(limit)
+		if limit < t.base {
+			// Paced below the configured rate: no bursts above it either.
+			t.p.limiter.SetBurst(max(1, int(float64(limit)/10)))
+		} else {
+			t.p.limiter.SetBurst(t.burst)
+		}
 		return
 	}
 	base := t.base
@@ -618,6 +864,81 @@ func (t *throttle) apply() {
 		t.p.mu.Unlock()
 		base = rate.Limit(float64(max(n, 1)) / time.Duration(t.p.interval).Seconds())
 	}
-	t.p.limiter.SetLimit(rate.Limit(max(float64(base)*t.factor, 0.1)))
+	t.p.limiter.SetLimit(min(rate.Limit(max(float64(base)*t.factor, 0.1)), t.execLimit))
 	t.p.limiter.SetBurst(1)
+}
+
+// gate caps the requests in flight. A concurrency 429 (0x80072326)
+// shortens the cap by a quarter; every 8 × cap answers without one it
+// grows by one again, up to the configured maximum.
+type gate struct {
+	mu      sync.Mutex
+	cap     int
+	max     int
+	inUse   int
+	okSince int
+	freed   chan struct{} // closed when a slot frees or the cap grows
+	metrics *Metrics
+}
+
+func newGate(n int, m *Metrics) *gate {
+	m.setInflightCap(n)
+	return &gate{cap: n, max: n, freed: make(chan struct{}), metrics: m}
+}
+
+// acquire waits for a slot.
+func (g *gate) acquire(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		if g.inUse < g.cap {
+			g.inUse++
+			g.mu.Unlock()
+			return nil
+		}
+		ch := g.freed
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// cancel frees a slot not used for a request.
+func (g *gate) cancel() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inUse--
+	close(g.freed)
+	g.freed = make(chan struct{})
+}
+
+// release frees a slot after an answer of the given kind.
+func (g *gate) release(kind CodeKind) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inUse--
+	switch {
+	case kind == KindConcurrency:
+		g.cap = max(1, g.cap*3/4)
+		g.okSince = 0
+		g.metrics.setInflightCap(g.cap)
+	case g.cap < g.max:
+		if g.okSince++; g.okSince >= 8*g.cap {
+			g.cap++
+			g.okSince = 0
+			g.metrics.setInflightCap(g.cap)
+		}
+	}
+	close(g.freed)
+	g.freed = make(chan struct{})
+}
+
+// InflightCap returns the number of requests the poller currently allows
+// in flight.
+func (p *Poller) InflightCap() int {
+	p.gate.mu.Lock()
+	defer p.gate.mu.Unlock()
+	return p.gate.cap
 }

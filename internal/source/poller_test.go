@@ -95,12 +95,19 @@ type rig struct {
 	reg     *prometheus.Registry
 	logs    *syncBuffer
 	tokens  source.TokenProvider
+	client  *source.Client
 	stop    func()
 	healthy string // an agent without faults
 	faulty  string // the agent tests break
 }
 
 func newRig(t *testing.T, agents int, simOpts func(*simulator.Options), pollOpts func(*source.PollerOptions), tokens func(*simulator.Simulator) source.TokenProvider) *rig {
+	t.Helper()
+	return newRigWith(t, agents, simOpts, nil, pollOpts, tokens)
+}
+
+// newRigWith is newRig with the client's options adjusted by clientOpts.
+func newRigWith(t *testing.T, agents int, simOpts func(*simulator.Options), clientOpts func(*source.ClientOptions), pollOpts func(*source.PollerOptions), tokens func(*simulator.Simulator) source.TokenProvider) *rig {
 	t.Helper()
 	r := &rig{rec: newRecorder(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	opts := simulator.DefaultOptions()
@@ -124,10 +131,16 @@ func newRig(t *testing.T, agents int, simOpts func(*simulator.Options), pollOpts
 	if tokens != nil {
 		r.tokens = tokens(sim)
 	}
-	client, err := source.NewClient(source.ClientOptions{OrgURL: srv.URL, Tokens: r.tokens, Metrics: metrics})
+	co := source.ClientOptions{OrgURL: srv.URL, Tokens: r.tokens, Metrics: metrics,
+		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	if clientOpts != nil {
+		clientOpts(&co)
+	}
+	client, err := source.NewClient(co)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.client = client
 	po := source.PollerOptions{
 		Getter: client, Sink: r.rec, Interval: 100 * time.Millisecond, MaxConcurrency: 8,
 		BackoffInitial: 50 * time.Millisecond, BackoffMax: 400 * time.Millisecond, PermanentRetry: 400 * time.Millisecond,

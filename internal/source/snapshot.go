@@ -11,10 +11,12 @@
 //	// or source.NewEntraToken(source.EntraTokenOptions{OrgURL: org}) // azidentity default chain
 //	overrides, _ := source.ParsePresenceMap(presenceMap)      // BRIDGE_PRESENCE_MAP
 //	cat := source.NewCatalogue(overrides)
-//	client, _ := source.NewClient(source.ClientOptions{OrgURL: org, Tokens: tokens, Catalogue: cat, MaxConns: maxConc, Metrics: metrics})
+//	client, _ := source.NewClient(source.ClientOptions{OrgURL: org, Tokens: tokens, Catalogue: cat, MaxConns: maxConc, Metrics: metrics, Call: source.CallAuto})
+//	form, err := client.DiscoverCallForm(ctx) // BRIDGE_PRESENCE_CALL=auto: read customapis, else the first answers decide
 //	ids, _ := source.ParseAgentIDs(list) // or source.LoadAgentFile(path)
 //	err := source.CheckLimits(source.LimitsConfig{Agents: len(ids), Interval: iv, MaxRPS: rps, MaxConcurrency: maxConc})
-//	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, ...})
+//	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, QuotaScope: scope, ...})
+//	ready := source.Readiness(poller, client.TokenAccepted, minShare) // the source's /readyz check
 //	poller.SetAgents(ids)
 //	go (&source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}).Run(ctx)
 //	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
@@ -38,12 +40,13 @@ type Snapshot struct {
 	// PresenceName is CurrentPresenceStatusInfo, the presence's display name.
 	PresenceName string
 	// BaseStatus is the base presence status the presence maps to
-	// ("Available", "Busy", "Busy - DND", "Away", "Offline"), or "" when the
+	// ("Available", "Busy", "Busy - DND", "Away", "Offline", "Inactive"), or "" when the
 	// presence catalogue does not know PresenceID.
 	BaseStatus string
 	// ActiveBrowserSessions is the number of browser tabs the agent has open.
 	ActiveBrowserSessions int
-	// LoginTime is the login Timestamp in seconds since the epoch.
+	// LoginTime is the login Timestamp in seconds since the epoch; 0 when
+	// the agent is not logged in (a null or zero Timestamp).
 	LoginTime int64
 	// AllowedChannels lists the channels allowed for the agent.
 	AllowedChannels []string
