@@ -71,6 +71,7 @@
 //		Logger:   logger,
 //	})
 //	if err != nil { ... }
+//	err = publish.RetryUnavailable(ctx, "lease bucket", set.Open, ...) // optional
 //	err = set.Run(ctx) // returns after ctx is done and every shard is released
 //
 // Leading runs in its own goroutine for each shard acquired; its context is
@@ -156,6 +157,7 @@ type Set struct {
 	log     *slog.Logger
 
 	mu       sync.Mutex
+	kv       jetstream.KeyValue // the bucket, once Open succeeded
 	held     map[int]*holding
 	released map[int]time.Time // when this process last released each shard
 
@@ -249,6 +251,26 @@ func New(opts Options) (*Set, error) {
 		held:     make(map[int]*holding),
 		released: make(map[int]time.Time),
 	}, nil
+}
+
+// Open opens the lease bucket, creating it when missing. Run opens it when
+// Open was not called; calling Open first lets the caller retry it while
+// JetStream is not ready (publish.RetryUnavailable) before anything runs.
+func (s *Set) Open(ctx context.Context) error {
+	s.mu.Lock()
+	opened := s.kv != nil
+	s.mu.Unlock()
+	if opened {
+		return nil
+	}
+	kv, err := openBucket(ctx, s.opts.JetStream, s.opts.Bucket, s.opts.Replicas)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.kv = kv
+	s.mu.Unlock()
+	return nil
 }
 
 // InstanceID returns the name this process uses in the bucket.

@@ -557,3 +557,35 @@ func fnv1aShard(id string, shards int) int {
 	}
 	return int(h % uint32(shards))
 }
+
+// TestOpenBeforeRun: Open creates the bucket (and may be called again); Run
+// then uses it and leads.
+func TestOpenBeforeRun(t *testing.T) {
+	url := startServer(t)
+	_, js := connect(t, url)
+	rec := &recorder{}
+	set, err := lease.New(lease.Options{JetStream: js, TTL: testTTL, InstanceID: "a", Leading: rec.leading("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := js.KeyValue(ctx, lease.DefaultBucket); err == nil {
+		t.Fatal("bucket exists before Open")
+	}
+	for range 2 {
+		if err := set.Open(ctx); err != nil {
+			t.Fatalf("open: %v", err)
+		}
+	}
+	if _, err := js.KeyValue(ctx, lease.DefaultBucket); err != nil {
+		t.Fatalf("bucket after Open: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- set.Run(ctx) }()
+	waitFor(t, 3*testTTL, "a to lead", func() bool { return set.IsLeader(0) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}

@@ -45,12 +45,14 @@ func (v *view) apply(e jetstream.KeyValueEntry, now time.Time) {
 // Run takes part in the election until ctx is done, then releases every shard
 // it holds (after its Leading function has returned) and removes its member
 // key. It returns nil after a normal shutdown and an error only when the
-// bucket cannot be opened or watched.
+// bucket cannot be opened (see Open).
 func (s *Set) Run(ctx context.Context) error {
-	kv, err := openBucket(ctx, s.opts.JetStream, s.opts.Bucket, s.opts.Replicas)
-	if err != nil {
+	if err := s.Open(ctx); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	kv := s.kv
+	s.mu.Unlock()
 	if m := s.opts.Metrics; m != nil {
 		for k := range s.opts.Shards {
 			m.leader.WithLabelValues(strconv.Itoa(k)).Set(0)
