@@ -91,9 +91,8 @@ type PollerOptions struct {
 	// DrainTimeout bounds the end of Run: after Run's context ends, the
 	// requests already sent complete (each within RequestTimeout) and their
 	// observations are handed to the Sink for at most this long, then Run
-	// returns and what is left is dropped. Zero: no bound beyond
-	// RequestTimeout for the requests, and the hand-offs take what they
-	// take. Set it to BRIDGE_SHUTDOWN_TIMEOUT.
+	// returns and what is left is dropped. Default: twice RequestTimeout.
+	// The bridge sets it to BRIDGE_SHUTDOWN_TIMEOUT.
 	DrainTimeout time.Duration
 	// Beat, when set, is called by the dispatch loop each time round and at
 	// least every BeatEvery while it waits (for the next due agent or for a
@@ -190,6 +189,9 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 	}
 	if p.requestTimeout <= 0 {
 		p.requestTimeout = min(opts.Interval, 10*time.Second)
+	}
+	if p.drainTimeout <= 0 {
+		p.drainTimeout = 2 * p.requestTimeout
 	}
 	if p.workers <= 0 {
 		p.workers = DefaultMaxConcurrency
@@ -326,13 +328,11 @@ func (p *Poller) insertLocked(a *agent, due int64) {
 func (p *Poller) Run(ctx context.Context) error {
 	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
-	if p.drainTimeout > 0 {
-		stop := context.AfterFunc(ctx, func() {
-			t := time.AfterFunc(p.drainTimeout, cancelDrain)
-			context.AfterFunc(drain, func() { t.Stop() })
-		})
-		defer stop()
-	}
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(p.drainTimeout, cancelDrain)
+		context.AfterFunc(drain, func() { t.Stop() })
+	})
+	defer stop()
 	var wg sync.WaitGroup
 	for range p.workers {
 		wg.Go(func() { p.work(ctx, drain) })
