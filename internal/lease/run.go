@@ -371,7 +371,19 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 
 	renewT := time.NewTimer(s.timing.renewEvery)
 	defer renewT.Stop()
-	var failingSince time.Time // first failed renewal of the current run of failures
+	// A run of failed renewals (NATS unreachable, unhealthy) is logged when
+	// it starts, then at most once per TTL, and when it ends.
+	var failingSince, lastLogged time.Time
+	failing := func(msg string, args ...any) {
+		now := time.Now()
+		if failingSince.IsZero() {
+			failingSince = now
+		} else if now.Sub(lastLogged) < s.timing.ttl {
+			return
+		}
+		lastLogged = now
+		log.Warn(msg, append(args, "failing_for", now.Sub(failingSince).Round(time.Millisecond))...)
+	}
 
 	var reason endReason
 	for reason == "" {
@@ -386,7 +398,7 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 			reason = endConflict
 		case <-renewT.C:
 			if !s.healthy() {
-				log.Warn("not renewing shard lease: unhealthy; leading until another process takes the shard")
+				failing("not renewing shard lease: unhealthy; leading until another process takes the shard")
 				renewT.Reset(s.timing.retryEvery)
 				continue
 			}
@@ -404,10 +416,7 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 			case ctx.Err() != nil:
 				reason = endShutdown
 			default:
-				if failingSince.IsZero() {
-					failingSince = time.Now()
-				}
-				log.Warn("renew shard lease; still leading", "err", err, "failing_for", time.Since(failingSince).Round(time.Millisecond))
+				failing("renew shard lease; still leading", "err", err)
 				renewT.Reset(s.timing.retryEvery)
 			}
 		}
