@@ -125,13 +125,10 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	reg := prometheus.NewRegistry()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// HTTP lives until everything else is shut down.
-	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopHTTP()
 
 	var opsSrv *ops.Server
 	if cfg.HTTPAddr != "" {
-		opsSrv, err = ops.New(ops.Options{Addr: cfg.HTTPAddr, Registry: reg, Version: version, Logger: log, ShutdownTimeout: 5 * time.Second})
+		opsSrv, err = ops.New(ops.Options{Addr: cfg.HTTPAddr, Registry: reg, Version: version, Logger: log})
 		if err != nil {
 			return fmt.Errorf("build operator http: %w", err)
 		}
@@ -140,12 +137,19 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		if err != nil {
 			return fmt.Errorf("listen for operator http (BRIDGE_HTTP_ADDR): %w", err)
 		}
+		// HTTP lives until everything else is shut down: the last step of
+		// shutdown (or the deferred call when start fails) stops it.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := opsSrv.Serve(httpCtx, ln); err != nil {
+			if err := opsSrv.Serve(context.WithoutCancel(ctx), ln); err != nil {
 				log.Error("operator http failed", "err", err)
 			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+			defer cancel()
+			_ = opsSrv.Shutdown(sctx) // after a normal shutdown: already done
 		}()
 	}
 
@@ -183,7 +187,11 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	}
 	conn.Store(nc)
 	defer func() {
-		if derr := drain(nc); derr != nil && err == nil {
+		// After a normal shutdown nc is closed already; this is for a start
+		// that fails.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if derr := publish.Drain(sctx, nc); derr != nil && err == nil {
 			err = derr
 		}
 	}()
@@ -191,13 +199,21 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	// JetStream that cannot answer or place the stream yet (no meta leader,
+	// fewer peers than replicas) is waited for, like unreachable servers.
+	jsReady := ops.NewFlag("jetstream", "jetstream: starting")
+	retryJS := publish.RetryOptions{Conn: nc, Logger: log, OnRetry: func(reason string) { jsReady.Set(false, reason) }}
 	if opsSrv != nil {
+		opsSrv.AddCheck(jsReady)
 		opsSrv.AddCheck(ops.StreamCheck(js, cfg.Stream))
 	}
-	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{
-		Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, MaxAge: cfg.StreamMaxAge, Replicas: cfg.StreamReplicas,
-		Storage: cfg.StreamStorage, DuplicateWindow: cfg.DuplicateWindow, Manage: cfg.StreamManage,
-	}); err != nil {
+	if err := publish.RetryUnavailable(ctx, "stream "+cfg.Stream, func(ctx context.Context) error {
+		_, err := publish.EnsureStream(ctx, js, publish.StreamOptions{
+			Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, MaxAge: cfg.StreamMaxAge, Replicas: cfg.StreamReplicas,
+			Storage: cfg.StreamStorage, DuplicateWindow: cfg.DuplicateWindow, Manage: cfg.StreamManage,
+		})
+		return err
+	}, retryJS); err != nil {
 		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
 	}
 	storage := jetstream.FileStorage
@@ -208,11 +224,14 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if err != nil {
 		return err
 	}
-	store, err := statebucket.Open(ctx, js, statebucket.Options{
-		Bucket: cfg.StateBucket, Replicas: cfg.StreamReplicas, Storage: storage, VerifyOnly: !cfg.StreamManage,
-		Logger: log, Metrics: viewMetrics,
-	})
-	if err != nil {
+	var store *statebucket.Store
+	if err := publish.RetryUnavailable(ctx, "state bucket "+cfg.StateBucket, func(ctx context.Context) error {
+		store, err = statebucket.Open(ctx, js, statebucket.Options{
+			Bucket: cfg.StateBucket, Replicas: cfg.StreamReplicas, Storage: storage, VerifyOnly: !cfg.StreamManage,
+			Logger: log, Metrics: viewMetrics,
+		})
+		return err
+	}, retryJS); err != nil {
 		return err
 	}
 
@@ -242,11 +261,12 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		return fmt.Errorf("register pipeline metrics: %w", err)
 	}
 	var pipeBeat func()
+	stopPipeBeat := func() {}
 	if opsSrv != nil {
 		hb := opsSrv.Heartbeat("pipeline", 10*time.Second)
-		defer hb.Stop()
-		pipeBeat = hb.Beat
+		pipeBeat, stopPipeBeat = hb.Beat, hb.Stop
 	}
+	defer stopPipeBeat()
 	pipe, err := pipeline.New(pipeline.Options{
 		Detector: det, Publisher: pub, View: store, Logger: log, Metrics: pipeMetrics, SnapshotInterval: cfg.SnapshotInterval,
 		OnPublished: h.onPublished, Beat: pipeBeat,
@@ -278,9 +298,19 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if plan.entitlement != "" {
 		log.Warn("daily request entitlement", "warning", plan.entitlement)
 	}
+	// Liveness: the poller's dispatch loop beats itself, never a goroutine
+	// that takes other packages' locks.
+	var beat func()
+	stopBeat := func() {}
+	if opsSrv != nil {
+		hb := opsSrv.Heartbeat("poller", 10*time.Second)
+		beat, stopBeat = hb.Beat, hb.Stop
+	}
+	defer stopBeat()
 	poller, err := source.NewPoller(source.PollerOptions{
 		Getter: client, Sink: pipe, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
 		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax, StaleAfter: cfg.EffectiveStaleAfter(),
+		DrainTimeout: cfg.ShutdownTimeout, Beat: beat,
 		Logger: log, Metrics: srcMetrics, QuotaScope: plan.scope,
 	})
 	if err != nil {
@@ -319,7 +349,10 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 			}
 		}()
 	}
-	goLoop("pipeline", pipe.Run)
+	goLoop("pipeline", func(ctx context.Context) error {
+		defer stopPipeBeat() // no beat is due once its loops have stopped
+		return pipe.Run(ctx)
+	})
 	goLoop("catalogue", func(ctx context.Context) error {
 		select { // loaded above; Run reloads at once, so start it one period later
 		case <-ctx.Done():
@@ -333,7 +366,11 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		w := &source.AgentFileWatcher{Path: cfg.AgentIDsFile, Apply: assign.SetAgents, Logger: log}
 		goLoop("agent-file", func(ctx context.Context) error { w.Run(ctx); return nil })
 	}
-	goLoop("poller", poller.Run)
+	goLoop("poller", func(ctx context.Context) error {
+		defer stopBeat() // no beat is due once polling has stopped
+		return poller.Run(ctx)
+	})
+	releaseLeases := func(context.Context) error { return nil }
 	if !cfg.LeaseEnabled {
 		assign.SetAgents(plan.agents)
 	} else {
@@ -374,6 +411,9 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		if err != nil {
 			return fmt.Errorf("build leader lease: %w", err)
 		}
+		if err := publish.RetryUnavailable(ctx, "lease bucket "+cfg.LeaseBucket, set.Open, retryJS); err != nil {
+			return fmt.Errorf("lease bucket %s: %w", cfg.LeaseBucket, err)
+		}
 		// The lease outlives polling: it is released only after the events
 		// in flight are published and committed, so a standby taking over
 		// continues from the final state.
@@ -386,28 +426,51 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 				stopRun()
 			}
 		}()
-		defer func() {
+		releaseLeases = func(sctx context.Context) error {
+			stopLease()
+			select {
+			case <-leaseDone:
+				return nil
+			case <-sctx.Done():
+				return fmt.Errorf("release leases: %w", sctx.Err())
+			}
+		}
+		defer func() { // a start that fails; after a normal shutdown both are done
 			stopLease()
 			<-leaseDone
 		}()
 	}
+	jsReady.Set(true, "")
 	log.Info("bridge running", "agents", len(plan.agents), "interval", cfg.PollInterval, "stream", cfg.Stream, "nats", publish.RedactURLs(natsURL))
 	if h.onStarted != nil {
 		h.onStarted(pipe, poller)
 	}
 
 	<-runCtx.Done()
-	log.Info("shutting down: polling stops, in-flight events are published and committed")
-	stopRun()
-	loops.Wait()
+	// One budget, BRIDGE_SHUTDOWN_TIMEOUT, for every step below; the poller's
+	// DrainTimeout (the same duration) started at the same moment.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
+	log.Info("shutting down: polling stops, answers in flight are published and committed")
+	stopRun()
+	loops.Wait() // the poller returns once the answers in flight reached the pipeline
 	var errs []error
 	if err := pipe.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("flush pipeline: %w", err))
 	}
 	if err := pub.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("close publisher: %w", err))
+	}
+	if err := releaseLeases(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := publish.Drain(sctx, nc); err != nil {
+		errs = append(errs, err)
+	}
+	if opsSrv != nil {
+		if err := opsSrv.Shutdown(sctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if ctx.Err() == nil {
 		errs = append(errs, errors.New("a loop stopped unexpectedly"))
@@ -433,27 +496,4 @@ func tokenProvider(cfg config.Config, m *source.Metrics, log *slog.Logger) (sour
 		}
 		return t, nil
 	}
-}
-
-// drain drains the NATS connection, waiting for it to close.
-func drain(nc *nats.Conn) error {
-	closed := make(chan struct{})
-	prev := nc.Opts.ClosedCB
-	nc.SetClosedHandler(func(c *nats.Conn) {
-		if prev != nil {
-			prev(c)
-		}
-		close(closed)
-	})
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return fmt.Errorf("drain nats: %w", err)
-	}
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		nc.Close()
-		return errors.New("drain nats: timed out")
-	}
-	return nil
 }

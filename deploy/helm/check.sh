@@ -57,6 +57,7 @@ must_fail "agents.ids or agents.existingConfigMap.name is required" --set nats.u
 must_fail "additional properties 'pollIntervall' not allowed" "${min[@]}" --set config.pollIntervall=5s
 must_fail "lease.enabled must be true with more than one replica" "${min[@]}" --set lease.enabled=false
 must_fail "set at most one NATS authentication" "${min[@]}" --set nats.credsSecret.name=a --set nats.user=u
+must_fail "terminationGracePeriodSeconds 20 is too short" "${min[@]}" --set terminationGracePeriodSeconds=20
 must_fail "holds a secret value inline" "${min[@]}" --set 'extraEnv[0].name=BRIDGE_TOKEN' --set 'extraEnv[0].value=secret'
 must_fail "runbookUrl" "${min[@]}" --set metrics.prometheusRule.runbookUrl=https://wiki.example.com/runbooks#top
 if ((fails > 0)); then

@@ -1,7 +1,14 @@
 // Package lease decides which bridge process polls which agents when several
 // replicas run: one leader lease per shard, held in a JetStream key-value
-// bucket with revision checks, so that exactly one process works on a shard
+// bucket with revision checks, so that normally one process works on a shard
 // at a time and a standby takes over when the holder dies.
+//
+// Leases are for efficiency, not correctness: they keep replicas from paying
+// the presence API twice for the same agents. What keeps each agent's history
+// consistent when two processes do work on one shard (a holder cut off from
+// NATS while a standby took over) is the stream's per-agent fence, not the
+// lease. A holder therefore never gives a shard up because it cannot reach
+// NATS: it keeps leading until it sees that another process holds the shard.
 //
 // # Protocol
 //
@@ -15,19 +22,26 @@
 //     succeeds for exactly one contender;
 //   - the holder renews with Update on its last revision every TTL/3 while
 //     Options.Healthy says it is healthy, retrying every TTL/20 after an
-//     error; a revision conflict means someone else took the shard, and the
-//     holder steps down at once;
-//   - a holder that could not renew for TTL/2 steps down on its own;
+//     error (NATS unreachable, a timeout) for as long as it takes;
+//   - the holder steps down only when it sees another process's record on
+//     the shard key: a renewal refused because the revision moved, and the
+//     key read back names another session, or the coordinator's watch
+//     delivering another session's write made after this holder took the
+//     shard. A renewal whose answer was lost (the write landed, the reply
+//     did not) is recognised by reading the key back and is not a loss;
 //   - a contender that has seen the same revision for 3/4 TTL (measured on its
 //     own monotonic clock from when it saw the revision, so clock skew between
 //     hosts does not matter) treats the lease as expired and takes it over
 //     with Update on that revision, which fails if the holder renewed in the
 //     meantime.
 //
-// A dead holder therefore keeps its shards for less than TTL after its last
-// renewal, and a live holder has stopped TTL/4 before anybody else may start.
-// On shutdown (the context given to Run ends) a holder releases its shards by
-// deleting the keys, and a standby takes them over immediately.
+// A dead, unhealthy or cut-off holder therefore loses its shards to a live
+// contender 3/4 TTL after its last renewal; a cut-off holder goes on leading
+// meanwhile and after, and learns of the takeover when NATS answers again.
+// With no other process able to take over, a holder keeps its shards through
+// a NATS outage of any length and renews them when NATS is back. On shutdown
+// (the context given to Run ends) a holder releases its shards by deleting
+// the keys, and a standby takes them over immediately.
 //
 // # Balance
 //
@@ -47,23 +61,23 @@
 //		TTL:        cfg.LeaseTTL,
 //		Shards:     cfg.ShardCount,
 //		InstanceID: cfg.InstanceID, // e.g. the pod name
-//		Healthy:    func() bool { ... }, // NATS connected, token obtainable
+//		Healthy:    func() bool { ... }, // token obtainable: worth polling
 //		Leading: func(ctx context.Context, shard int) {
 //			// poll lease.AgentsOf(agents, shard, cfg.ShardCount) until ctx
-//			// is done, then flush what is in flight and return promptly.
+//			// is done, then flush what is in flight and return.
 //		},
 //		OnChange: func(held []int) { opsServer.SetStandby(len(held) == 0, "not leader") },
 //		Metrics:  lease.NewMetrics(reg),
 //		Logger:   logger,
 //	})
 //	if err != nil { ... }
+//	err = publish.RetryUnavailable(ctx, "lease bucket", set.Open, ...) // optional
 //	err = set.Run(ctx) // returns after ctx is done and every shard is released
 //
 // Leading runs in its own goroutine for each shard acquired; its context is
-// cancelled when the lease is lost, released or the Set shuts down, and the
-// lease is released only after Leading has returned. After an involuntary
-// loss the next holder may start TTL/4 after Leading's context was
-// cancelled, so Leading must stop publishing within that time.
+// cancelled when the lease is lost to another process, released or the Set
+// shuts down, and the lease is released only after Leading has returned.
+// Leading's context does not end because NATS is unreachable.
 package lease
 
 import (
@@ -105,8 +119,9 @@ type Options struct {
 	// Replicas is the bucket's replica count when this Set creates it;
 	// 1 when zero.
 	Replicas int
-	// TTL bounds how long a dead holder keeps its shards; DefaultTTL when
-	// zero. Every process sharing a bucket must use the same TTL.
+	// TTL bounds how long a dead or cut-off holder keeps its shards from a
+	// live contender; DefaultTTL when zero. Every process sharing a bucket
+	// must use the same TTL.
 	TTL time.Duration
 	// Shards is the number of shards; DefaultShards when zero.
 	Shards int
@@ -114,14 +129,18 @@ type Options struct {
 	// name); a random ID when empty.
 	InstanceID string
 	// Leading is called in its own goroutine when this process acquires a
-	// shard; its context ends when the lease ends. Required.
+	// shard; its context ends when the lease ends: released, the Set shut
+	// down, or another process seen holding the shard, never merely because
+	// NATS cannot be reached. Required.
 	Leading func(ctx context.Context, shard int)
 	// OnChange, when set, is called with the sorted shards held after each
 	// acquisition or loss (and once with none when Run starts), one call at
 	// a time. It must return quickly.
 	OnChange func(held []int)
 	// Healthy, when set, gates acquisition and renewal: an unhealthy process
-	// takes no shard and stops renewing, so it loses its shards after TTL/2.
+	// takes no shard and stops renewing, so that a healthy process may take
+	// its shards over after 3/4 TTL. It keeps leading until it sees that
+	// another process has.
 	Healthy func() bool
 	// Metrics, when set, receives ccaas_bridge_leader{shard}.
 	Metrics *Metrics
@@ -138,6 +157,7 @@ type Set struct {
 	log     *slog.Logger
 
 	mu       sync.Mutex
+	kv       jetstream.KeyValue // the bucket, once Open succeeded
 	held     map[int]*holding
 	released map[int]time.Time // when this process last released each shard
 
@@ -149,7 +169,6 @@ type timing struct {
 	ttl         time.Duration
 	renewEvery  time.Duration // holder renews this long after its last renewal
 	retryEvery  time.Duration // holder retries a failed renewal this often
-	stepDown    time.Duration // holder gives up this long after its last renewal was sent
 	expireAfter time.Duration // contender takes over a revision unchanged this long
 	tick        time.Duration // contender looks at the bucket this often
 	freeGrace   time.Duration // a process over its fair share waits this long
@@ -160,7 +179,6 @@ func newTiming(ttl time.Duration) timing {
 		ttl:         ttl,
 		renewEvery:  ttl / 3,
 		retryEvery:  ttl / 20,
-		stepDown:    ttl / 2,
 		expireAfter: ttl * 3 / 4,
 		tick:        ttl / 10,
 		freeGrace:   ttl,
@@ -169,12 +187,17 @@ func newTiming(ttl time.Duration) timing {
 
 // holding is one shard this process holds.
 type holding struct {
-	release chan struct{} // closed to ask the holder to release the shard
-	done    chan struct{} // closed when the holder goroutine has finished
-	once    sync.Once
+	acquired uint64        // revision of the write that took the shard
+	release  chan struct{} // closed to ask the holder to release the shard
+	lost     chan struct{} // closed when another process is seen holding the shard
+	done     chan struct{} // closed when the holder goroutine has finished
+	once     sync.Once
+	lostOnce sync.Once
 }
 
 func (h *holding) askRelease() { h.once.Do(func() { close(h.release) }) }
+
+func (h *holding) markLost() { h.lostOnce.Do(func() { close(h.lost) }) }
 
 // record is the value of a shard or member key.
 type record struct {
@@ -228,6 +251,26 @@ func New(opts Options) (*Set, error) {
 		held:     make(map[int]*holding),
 		released: make(map[int]time.Time),
 	}, nil
+}
+
+// Open opens the lease bucket, creating it when missing. Run opens it when
+// Open was not called; calling Open first lets the caller retry it while
+// JetStream is not ready (publish.RetryUnavailable) before anything runs.
+func (s *Set) Open(ctx context.Context) error {
+	s.mu.Lock()
+	opened := s.kv != nil
+	s.mu.Unlock()
+	if opened {
+		return nil
+	}
+	kv, err := openBucket(ctx, s.opts.JetStream, s.opts.Bucket, s.opts.Replicas)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.kv = kv
+	s.mu.Unlock()
+	return nil
 }
 
 // InstanceID returns the name this process uses in the bucket.

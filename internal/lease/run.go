@@ -45,12 +45,14 @@ func (v *view) apply(e jetstream.KeyValueEntry, now time.Time) {
 // Run takes part in the election until ctx is done, then releases every shard
 // it holds (after its Leading function has returned) and removes its member
 // key. It returns nil after a normal shutdown and an error only when the
-// bucket cannot be opened or watched.
+// bucket cannot be opened (see Open).
 func (s *Set) Run(ctx context.Context) error {
-	kv, err := openBucket(ctx, s.opts.JetStream, s.opts.Bucket, s.opts.Replicas)
-	if err != nil {
+	if err := s.Open(ctx); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	kv := s.kv
+	s.mu.Unlock()
 	if m := s.opts.Metrics; m != nil {
 		for k := range s.opts.Shards {
 			m.leader.WithLabelValues(strconv.Itoa(k)).Set(0)
@@ -130,6 +132,7 @@ func (c *coordinator) watch(ctx context.Context) error {
 				continue
 			}
 			c.v.apply(e, now)
+			c.noticeOtherHolder(e)
 			if !c.v.init.IsZero() && e.Operation() != jetstream.KeyValuePut && strings.HasPrefix(e.Key(), shardPrefix) {
 				// A released shard: decide now rather than at the next tick.
 				c.step(ctx, now)
@@ -140,6 +143,39 @@ func (c *coordinator) watch(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// noticeOtherHolder tells the holder of a shard this process holds that
+// another process wrote the shard's key after this process took it: the
+// shard was taken over (while this process could not renew, or was cut off
+// from NATS), so this process steps down.
+func (c *coordinator) noticeOtherHolder(e jetstream.KeyValueEntry) {
+	k, ok := shardOfKey(e.Key())
+	if !ok || e.Operation() != jetstream.KeyValuePut {
+		return
+	}
+	c.s.mu.Lock()
+	h := c.s.held[k]
+	c.s.mu.Unlock()
+	if h == nil || e.Revision() <= h.acquired {
+		return
+	}
+	var rec record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Session == c.s.session {
+		return
+	}
+	c.s.log.Warn("another process holds a shard this process leads", "shard", k, "holder", rec.Instance, "revision", e.Revision())
+	h.markLost()
+}
+
+// shardOfKey returns the shard of a "shard.<k>" key.
+func shardOfKey(key string) (int, bool) {
+	rest, ok := strings.CutPrefix(key, shardPrefix)
+	if !ok {
+		return 0, false
+	}
+	k, err := strconv.Atoi(rest)
+	return k, err == nil
 }
 
 func (c *coordinator) expired(o *observation, now time.Time) bool {
@@ -268,7 +304,6 @@ func (c *coordinator) acquire(ctx context.Context, k int) bool {
 	key := shardKey(k)
 	cctx, cancel := context.WithTimeout(ctx, s.timing.renewEvery)
 	defer cancel()
-	sent := time.Now()
 	value := s.encode(&k, true)
 	var rev uint64
 	var err error
@@ -293,7 +328,7 @@ func (c *coordinator) acquire(ctx context.Context, k int) bool {
 	} else {
 		s.log.Info("acquired shard lease", "shard", k)
 	}
-	h := &holding{release: make(chan struct{}), done: make(chan struct{})}
+	h := &holding{acquired: rev, release: make(chan struct{}), lost: make(chan struct{}), done: make(chan struct{})}
 	s.mu.Lock()
 	s.held[k] = h
 	s.mu.Unlock()
@@ -301,7 +336,7 @@ func (c *coordinator) acquire(ctx context.Context, k int) bool {
 	go func() {
 		defer c.wg.Done()
 		defer close(h.done)
-		s.hold(ctx, c.kv, k, h, rev, sent)
+		s.hold(ctx, c.kv, k, h, rev)
 	}()
 	return true
 }
@@ -314,13 +349,14 @@ const (
 	endReleased endReason = "released"
 	endReturned endReason = "leading function returned"
 	endConflict endReason = "another process took the shard"
-	endExpired  endReason = "lease could not be renewed in time"
 )
 
 // hold runs Leading for shard k and renews its lease until the lease ends,
 // then waits for Leading to return and, when the end is voluntary, deletes
-// the key so another process can take over at once.
-func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding, rev uint64, sent time.Time) {
+// the key so another process can take over at once. A renewal that fails
+// for any reason but another process's record on the key is retried for as
+// long as it takes: the holder keeps leading.
+func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding, rev uint64) {
 	key := shardKey(k)
 	log := s.log.With("shard", k)
 	leadCtx, cancelLead := context.WithCancel(ctx)
@@ -333,11 +369,21 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 	s.opts.Metrics.set(k, true, "acquired")
 	s.changed()
 
-	deadline := sent.Add(s.timing.stepDown)
-	deadlineT := time.NewTimer(time.Until(deadline))
-	defer deadlineT.Stop()
 	renewT := time.NewTimer(s.timing.renewEvery)
 	defer renewT.Stop()
+	// A run of failed renewals (NATS unreachable, unhealthy) is logged when
+	// it starts, then at most once per TTL, and when it ends.
+	var failingSince, lastLogged time.Time
+	failing := func(msg string, args ...any) {
+		now := time.Now()
+		if failingSince.IsZero() {
+			failingSince = now
+		} else if now.Sub(lastLogged) < s.timing.ttl {
+			return
+		}
+		lastLogged = now
+		log.Warn(msg, append(args, "failing_for", now.Sub(failingSince).Round(time.Millisecond))...)
+	}
 
 	var reason endReason
 	for reason == "" {
@@ -348,29 +394,29 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 			reason = endReleased
 		case <-leadDone:
 			reason = endReturned
-		case <-deadlineT.C:
-			reason = endExpired
+		case <-h.lost:
+			reason = endConflict
 		case <-renewT.C:
 			if !s.healthy() {
-				log.Warn("not renewing shard lease: unhealthy")
+				failing("not renewing shard lease: unhealthy; leading until another process takes the shard")
 				renewT.Reset(s.timing.retryEvery)
 				continue
 			}
-			cctx, cancel := context.WithDeadline(ctx, deadline)
-			now := time.Now()
-			newRev, err := kv.Update(cctx, key, s.encode(&k, true), rev)
-			cancel()
+			newRev, lost, err := s.renew(ctx, kv, key, k, rev)
 			switch {
-			case err == nil:
-				rev, deadline = newRev, now.Add(s.timing.stepDown)
-				deadlineT.Reset(time.Until(deadline))
-				renewT.Reset(s.timing.renewEvery)
-			case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
+			case lost:
 				reason = endConflict
+			case err == nil:
+				if !failingSince.IsZero() {
+					log.Info("shard lease renewed again", "failing_for", time.Since(failingSince).Round(time.Millisecond))
+					failingSince = time.Time{}
+				}
+				rev = newRev
+				renewT.Reset(s.timing.renewEvery)
 			case ctx.Err() != nil:
 				reason = endShutdown
 			default:
-				log.Warn("renew shard lease", "err", err)
+				failing("renew shard lease; still leading", "err", err)
 				renewT.Reset(s.timing.retryEvery)
 			}
 		}
@@ -401,6 +447,38 @@ func (s *Set) hold(ctx context.Context, kv jetstream.KeyValue, k int, h *holding
 	}
 	s.opts.Metrics.set(k, false, change)
 	s.changed()
+}
+
+// renew writes this process's record on the shard key over revision rev and
+// returns the new revision. lost reports that another process holds the
+// shard: the revision moved and the key now names another session. When the
+// revision moved but the key still names this session (an earlier renewal
+// landed and only its answer was lost) the key's revision is adopted; when
+// the key is gone it is created again. Any other failure is an error to
+// retry, never a loss.
+func (s *Set) renew(ctx context.Context, kv jetstream.KeyValue, key string, k int, rev uint64) (newRev uint64, lost bool, err error) {
+	cctx, cancel := context.WithTimeout(ctx, s.timing.renewEvery)
+	defer cancel()
+	newRev, err = kv.Update(cctx, key, s.encode(&k, true), rev)
+	if err == nil || !(errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)) {
+		return newRev, false, err
+	}
+	e, gerr := kv.Get(cctx, key)
+	switch {
+	case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
+		newRev, err = kv.Create(cctx, key, s.encode(&k, true))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, false, fmt.Errorf("recreate shard key %s: %w", key, err) // look again next time
+		}
+		return newRev, false, err
+	case gerr != nil:
+		return 0, false, fmt.Errorf("read shard key %s after a refused renewal: %w", key, gerr)
+	}
+	var rec record
+	if json.Unmarshal(e.Value(), &rec) == nil && rec.Session == s.session {
+		return e.Revision(), false, nil
+	}
+	return 0, true, nil
 }
 
 // releasedRecently reports whether this process released shard k less than

@@ -29,7 +29,14 @@
 //	srv.AddActiveCheck(token)
 //	srv.AddActiveCheck(firstPoll)
 //	hb := srv.Heartbeat("poller", time.Minute) // the loop calls hb.Beat() each iteration
-//	go srv.Run(ctx)                            // returns after ctx is done and HTTP is shut down
+//	go srv.Serve(context.WithoutCancel(ctx), ln)
+//	...
+//	err = srv.Shutdown(sctx) // the last step of shutdown, bounded by what is left of it
+//
+// Heartbeats are beaten by the loops themselves (a dispatch loop, a
+// coordinator), never by a goroutine of their own that looks at other
+// packages' state: a loop waiting on NATS or on a lock is then exactly what
+// /healthz sees.
 package ops
 
 import (
@@ -89,8 +96,10 @@ type Options struct {
 	Version string
 	// Logger receives the server's lifecycle logs; discarded when nil.
 	Logger *slog.Logger
-	// ShutdownTimeout bounds the HTTP shutdown after the context passed to
-	// Run is done; DefaultShutdownTimeout when zero.
+	// ShutdownTimeout bounds the HTTP shutdown that follows the end of the
+	// context passed to Run or Serve; DefaultShutdownTimeout when zero. A
+	// caller that must fit the shutdown into its own budget calls Shutdown
+	// with a context carrying that deadline instead.
 	ShutdownTimeout time.Duration
 	// Now is the clock used for heartbeats; time.Now when nil. Tests set it.
 	Now func() time.Time
@@ -181,6 +190,12 @@ type Server struct {
 	standbyWhy  string
 	heartbeats  map[int]*Heartbeat
 	nextBeatKey int
+
+	httpMu   sync.Mutex
+	hs       *http.Server  // set by Serve
+	closing  bool          // Shutdown was called
+	shutDown chan struct{} // closed when Shutdown has finished
+	shutErr  error         // Shutdown's result, read after shutDown is closed
 }
 
 type registeredCheck struct {
@@ -229,7 +244,7 @@ func New(opts Options) (*Server, error) {
 	if err := opts.Registry.Register(buildInfo); err != nil {
 		return nil, fmt.Errorf("register build info metric: %w", err)
 	}
-	s := &Server{opts: opts, logger: logger, heartbeats: map[int]*Heartbeat{}}
+	s := &Server{opts: opts, logger: logger, heartbeats: map[int]*Heartbeat{}, shutDown: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
@@ -415,9 +430,9 @@ func writeReport(w http.ResponseWriter, rep Report, ok bool) {
 	_ = json.NewEncoder(w).Encode(rep)
 }
 
-// Run listens on Options.Addr and serves until ctx is done, then shuts the
-// HTTP server down within Options.ShutdownTimeout. It returns nil after a
-// clean shutdown.
+// Run listens on Options.Addr and serves until ctx is done or Shutdown is
+// called, then shuts the HTTP server down (within Options.ShutdownTimeout
+// when ctx ended). It returns nil after a clean shutdown.
 func (s *Server) Run(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)
@@ -427,9 +442,11 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller opened; it closes ln. While it
-// serves it runs the loops of the Refresher checks, and waits for them
-// before it returns.
+// Serve is Run on a listener the caller opened; it closes ln. It serves
+// until ctx is done (then shuts down within Options.ShutdownTimeout) or until
+// Shutdown is called (then it returns Shutdown's result once Shutdown has
+// finished). While it serves it runs the loops of the Refresher checks, and
+// waits for them before it returns. Serve may be called once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
@@ -439,6 +456,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       s.opts.IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	s.httpMu.Lock()
+	if s.closing {
+		s.httpMu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	s.hs = hs
+	s.httpMu.Unlock()
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	s.mu.Lock()
 	s.loopCtx = loopCtx
@@ -456,17 +481,51 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	select {
 	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			<-s.shutDown // Shutdown was called: wait until it is done
+			return s.shutErr
+		}
 		return fmt.Errorf("serve operator http: %w", err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
 	defer cancel()
-	shutdownErr := hs.Shutdown(sctx)
+	shutdownErr := s.Shutdown(sctx)
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve operator http: %w", err)
 	}
-	if shutdownErr != nil {
-		return fmt.Errorf("shut down operator http: %w", shutdownErr)
+	return shutdownErr
+}
+
+// Shutdown stops the HTTP server: it stops accepting connections, waits for
+// the requests in flight until ctx ends, and then closes whatever is left,
+// so it returns by ctx's deadline. Serve returns once Shutdown has finished.
+// It returns an error when requests had to be cut off. Calls after the
+// first return the first one's result once it is done; a call before Serve
+// makes Serve return at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.httpMu.Lock()
+	if s.closing {
+		s.httpMu.Unlock()
+		select {
+		case <-s.shutDown:
+			return s.shutErr
+		case <-ctx.Done():
+			return fmt.Errorf("shut down operator http: %w", ctx.Err())
+		}
+	}
+	s.closing = true
+	hs := s.hs
+	s.httpMu.Unlock()
+	defer close(s.shutDown)
+	if hs == nil {
+		return nil
+	}
+	if err := hs.Shutdown(ctx); err != nil {
+		_ = hs.Close()
+		s.shutErr = fmt.Errorf("shut down operator http: %w", err)
+		s.logger.Warn("operator http stopped with requests cut off", "err", err)
+		return s.shutErr
 	}
 	s.logger.Info("operator http stopped")
 	return nil

@@ -478,3 +478,102 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond) // polling interval of the condition, not a synchronisation
 	}
 }
+
+// TestShutdownIsBoundedByTheCallersContext: Shutdown waits for a request in
+// flight while its context allows, cuts it off when the context ends, and
+// Serve returns after it in both cases, whatever Options.ShutdownTimeout.
+func TestShutdownIsBoundedByTheCallersContext(t *testing.T) {
+	tests := []struct {
+		name     string
+		budget   time.Duration
+		release  bool // the request in flight finishes before the budget ends
+		wantErr  bool
+		maxTaken time.Duration
+	}{
+		{name: "request finishes within the budget", budget: 30 * time.Second, release: true, maxTaken: 10 * time.Second},
+		{name: "budget ends first", budget: 300 * time.Millisecond, wantErr: true, maxTaken: 5 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newServer(t, Options{ShutdownTimeout: time.Hour})
+			entered := make(chan struct{})
+			release := make(chan struct{})
+			var once sync.Once
+			s.AddCheck(CheckFunc("slow", func() (bool, string) {
+				once.Do(func() { close(entered) })
+				<-release
+				return true, ""
+			}))
+			t.Cleanup(func() {
+				select {
+				case <-release:
+				default:
+					close(release)
+				}
+			})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(context.Background(), ln) }()
+
+			answered := make(chan int, 1)
+			go func() {
+				resp, err := http.Get("http://" + ln.Addr().String() + "/readyz")
+				if err != nil {
+					answered <- 0
+					return
+				}
+				resp.Body.Close()
+				answered <- resp.StatusCode
+			}()
+			select {
+			case <-entered:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the request never reached the check")
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), tt.budget)
+			defer cancel()
+			start := time.Now()
+			shut := make(chan error, 1)
+			go func() { shut <- s.Shutdown(ctx) }()
+			if tt.release {
+				// Shutdown is waiting for the request: let it finish.
+				close(release)
+			}
+			var shutErr error
+			select {
+			case shutErr = <-shut:
+			case <-time.After(tt.maxTaken):
+				t.Fatalf("Shutdown did not return within %s", tt.maxTaken)
+			}
+			taken := time.Since(start)
+			if (shutErr != nil) != tt.wantErr {
+				t.Fatalf("Shutdown = %v, want error %v", shutErr, tt.wantErr)
+			}
+			if tt.wantErr && taken < tt.budget {
+				t.Errorf("Shutdown gave up after %s, before its budget of %s", taken, tt.budget)
+			}
+			select {
+			case err := <-served:
+				if (err != nil) != tt.wantErr {
+					t.Errorf("Serve = %v, want error %v", err, tt.wantErr)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Serve did not return after Shutdown")
+			}
+			code := <-answered
+			if tt.release && code != http.StatusOK {
+				t.Errorf("request in flight answered %d, want 200", code)
+			}
+			if !tt.release && code != 0 {
+				t.Errorf("request in flight answered %d after its connection was cut", code)
+			}
+			if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
+				t.Error("server still answering after Shutdown")
+			}
+		})
+	}
+}

@@ -54,6 +54,9 @@ const (
 	DefaultPermanentRetry = 5 * time.Minute
 	DefaultBackoffMax     = 5 * time.Minute
 	DefaultSlotWidth      = 10 * time.Millisecond
+	// BeatEvery is the longest the dispatch loop goes without calling
+	// PollerOptions.Beat, idle or waiting for a free worker.
+	BeatEvery = time.Second
 )
 
 // PollerOptions configures a Poller.
@@ -87,6 +90,17 @@ type PollerOptions struct {
 	StaleAfter time.Duration
 	// SlotWidth is the scheduling granularity; default 10ms.
 	SlotWidth time.Duration
+	// DrainTimeout bounds the end of Run: after Run's context ends, the
+	// requests already sent complete (each within RequestTimeout) and their
+	// observations are handed to the Sink for at most this long, then Run
+	// returns and what is left is dropped. Default: twice RequestTimeout.
+	// The bridge sets it to BRIDGE_SHUTDOWN_TIMEOUT.
+	DrainTimeout time.Duration
+	// Beat, when set, is called by the dispatch loop each time round and at
+	// least every BeatEvery while it waits (for the next due agent or for a
+	// free worker), so a liveness heartbeat shows the loop is not wedged
+	// without looking at the poller from outside. It must return at once.
+	Beat func()
 	// Logger receives one line per agent state change; default discards.
 	Logger *slog.Logger
 	// Metrics may be nil.
@@ -200,6 +214,8 @@ type Poller struct {
 	sink           Sink
 	interval       int64
 	requestTimeout time.Duration
+	drainTimeout   time.Duration
+	beat           func()
 	workers        int
 	permanentRetry int64
 	backoffInitial time.Duration
@@ -249,7 +265,7 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 	}
 	p := &Poller{
 		getter: opts.Getter, sink: opts.Sink, interval: int64(opts.Interval),
-		requestTimeout: opts.RequestTimeout, workers: opts.MaxConcurrency,
+		requestTimeout: opts.RequestTimeout, drainTimeout: opts.DrainTimeout, beat: opts.Beat, workers: opts.MaxConcurrency,
 		permanentRetry: int64(opts.PermanentRetry), backoffInitial: opts.BackoffInitial,
 		backoffMax: opts.BackoffMax, staleAfter: int64(opts.StaleAfter), slotWidth: int64(opts.SlotWidth),
 		log: opts.Logger, metrics: opts.Metrics, clock: opts.Clock,
@@ -257,6 +273,9 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 	}
 	if p.requestTimeout <= 0 {
 		p.requestTimeout = min(opts.Interval, 10*time.Second)
+	}
+	if p.drainTimeout <= 0 {
+		p.drainTimeout = 2 * p.requestTimeout
 	}
 	if p.workers <= 0 {
 		p.workers = DefaultMaxConcurrency
@@ -398,23 +417,51 @@ func (p *Poller) insertLocked(a *agent, due int64) {
 	}
 }
 
-// Run polls until ctx is done, then waits for its workers and returns
-// ctx's error.
+// Run polls until ctx is done, then finishes what it started and returns
+// ctx's error: no poll is scheduled or started after ctx ends (an agent due,
+// queued for a worker or waiting on the rate limiter is left for a later
+// Run), but every request already sent completes (within RequestTimeout)
+// and its observation is handed to the Sink with a context that ctx's end
+// does not cancel, bounded by DrainTimeout. Run returns only after those
+// hand-offs (or DrainTimeout).
 func (p *Poller) Run(ctx context.Context) error {
+	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(p.drainTimeout, cancelDrain)
+		context.AfterFunc(drain, func() { t.Stop() })
+	})
+	defer stop()
 	var wg sync.WaitGroup
 	for range p.workers {
-		wg.Go(func() { p.work(ctx) })
+		wg.Go(func() { p.work(ctx, drain) })
 	}
 	p.dispatch(ctx)
 	wg.Wait()
-	return ctx.Err()
+	// Agents handed out but not started: back on the wheel, due now.
+	for {
+		select {
+		case a := <-p.jobs:
+			p.requeue(a)
+		default:
+			return ctx.Err()
+		}
+	}
 }
 
-// dispatch hands due agents to the workers, slot by slot.
+// requeue puts an agent that was handed out but not polled back on the
+// wheel, due at once.
+func (p *Poller) requeue(a *agent) {
+	p.reschedule(a, p.since())
+	p.inflight.Add(-1)
+}
+
+// dispatch hands due agents to the workers, slot by slot, and beats.
 func (p *Poller) dispatch(ctx context.Context) {
 	var due []*agent
 	n := int64(len(p.wheel))
 	for {
+		p.doBeat()
 		p.mu.Lock()
 		nowSlot := p.since() / p.slotWidth
 		due = due[:0]
@@ -457,19 +504,27 @@ func (p *Poller) dispatch(ctx context.Context) {
 		p.mu.Unlock()
 
 		for i, a := range due {
-			select {
-			case p.jobs <- a:
-			case <-ctx.Done():
-				p.inflight.Add(-int64(len(due) - i))
+			if !p.handOut(ctx, a) {
+				for _, b := range due[i:] {
+					p.requeue(b)
+				}
+				clear(due)
 				return
 			}
 		}
 		clear(due)
 
+		var wait time.Duration = math.MaxInt64
+		if wakeAt != math.MaxInt64 {
+			wait = time.Duration(wakeAt*p.slotWidth - p.since())
+		}
+		if p.beat != nil {
+			wait = min(wait, BeatEvery)
+		}
 		var timer Timer
 		var timerC <-chan time.Time
-		if wakeAt != math.MaxInt64 {
-			timer = p.clock.NewTimer(time.Duration(wakeAt*p.slotWidth - p.since()))
+		if wait != math.MaxInt64 {
+			timer = p.clock.NewTimer(wait)
 			timerC = timer.C()
 		}
 		select {
@@ -486,14 +541,54 @@ func (p *Poller) dispatch(ctx context.Context) {
 	}
 }
 
-// work polls agents handed out by dispatch.
-func (p *Poller) work(ctx context.Context) {
+// handOut gives a to a worker, beating while all are busy. It reports false
+// when ctx ended first.
+func (p *Poller) handOut(ctx context.Context, a *agent) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if p.beat == nil {
+		select {
+		case p.jobs <- a:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		t := p.clock.NewTimer(BeatEvery)
+		select {
+		case p.jobs <- a:
+			t.Stop()
+			return true
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C():
+			p.doBeat()
+		}
+	}
+}
+
+func (p *Poller) doBeat() {
+	if p.beat != nil {
+		p.beat()
+	}
+}
+
+// work polls agents handed out by dispatch until ctx ends; a poll under way
+// then finishes under drain.
+func (p *Poller) work(ctx, drain context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case a := <-p.jobs:
-			p.poll(ctx, a)
+			if ctx.Err() != nil {
+				p.requeue(a) // not started: left for a later Run
+				return
+			}
+			p.poll(ctx, drain, a)
 			p.inflight.Add(-1)
 		}
 	}
@@ -516,14 +611,18 @@ func (p *Poller) deferIfPaused(a *agent) bool {
 }
 
 // poll polls one agent, reports the observation and reschedules the agent.
-func (p *Poller) poll(ctx context.Context, a *agent) {
+// Nothing is sent once ctx has ended; a request sent completes under drain
+// (and RequestTimeout) and its observation goes to the Sink under drain.
+func (p *Poller) poll(ctx, drain context.Context, a *agent) {
 	if p.deferIfPaused(a) {
 		return
 	}
 	if err := p.limiter.Wait(ctx); err != nil {
+		p.reschedule(a, p.since()) // not started: left for a later Run
 		return
 	}
 	if err := p.gate.acquire(ctx); err != nil {
+		p.reschedule(a, p.since()) // not started: left for a later Run
 		return
 	}
 	if p.deferIfPaused(a) {
@@ -531,7 +630,7 @@ func (p *Poller) poll(ctx context.Context, a *agent) {
 		return
 	}
 	start := p.clock.Now()
-	rctx, cancel := context.WithTimeout(ctx, p.requestTimeout)
+	rctx, cancel := context.WithTimeout(drain, p.requestTimeout)
 	snap, err := p.getter.Get(rctx, a.id)
 	cancel()
 	end := p.clock.Now()
@@ -541,8 +640,10 @@ func (p *Poller) poll(ctx context.Context, a *agent) {
 		kind = pe.Kind
 	}
 	p.gate.release(kind)
-	if ctx.Err() != nil {
-		return // shutting down: the result says nothing about the agent
+	if drain.Err() != nil {
+		// The drain was cut short: the result says nothing about the agent.
+		p.reschedule(a, p.since())
+		return
 	}
 	class := ClassOf(err)
 	p.metrics.poll(class, end.Sub(start), end)
@@ -552,12 +653,17 @@ func (p *Poller) poll(ctx context.Context, a *agent) {
 		obs.Snapshot = &snap
 	}
 	next := p.record(a, class, err, int64(end.Sub(p.epoch)))
-	if err := p.sink.Observe(ctx, obs); err != nil && ctx.Err() == nil {
+	if err := p.sink.Observe(drain, obs); err != nil && drain.Err() == nil {
 		p.log.Warn("observation not taken", "agent", a.id, "err", err)
 	}
+	p.reschedule(a, next)
+}
+
+// reschedule queues a, unless it was removed, for due (ns since epoch).
+func (p *Poller) reschedule(a *agent, due int64) {
 	p.mu.Lock()
 	if !a.removed {
-		p.insertLocked(a, next)
+		p.insertLocked(a, due)
 	}
 	p.mu.Unlock()
 }

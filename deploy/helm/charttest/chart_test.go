@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"go/build"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -254,6 +256,67 @@ func TestChartRendersSecureTypedObjects(t *testing.T) {
 			}
 
 			checkWorkloadIdentity(t, values, r)
+			checkTerminationGrace(t, pod.Spec, cm)
+		})
+	}
+}
+
+// graceMargin is the time the pod gets after BRIDGE_SHUTDOWN_TIMEOUT before
+// SIGKILL, as the chart derives it.
+const graceMargin = 10 * time.Second
+
+// checkTerminationGrace asserts that the pod's grace period leaves the
+// bridge its whole shutdown timeout plus the margin.
+func checkTerminationGrace(t *testing.T, spec corev1.PodSpec, cm *corev1.ConfigMap) {
+	t.Helper()
+	timeout, err := time.ParseDuration(cm.Data["BRIDGE_SHUTDOWN_TIMEOUT"])
+	if err != nil {
+		t.Fatalf("BRIDGE_SHUTDOWN_TIMEOUT %q: %v", cm.Data["BRIDGE_SHUTDOWN_TIMEOUT"], err)
+	}
+	want := int64(math.Ceil((timeout + graceMargin).Seconds()))
+	if g := spec.TerminationGracePeriodSeconds; g == nil || *g < want {
+		t.Errorf("terminationGracePeriodSeconds = %v, want at least %d (BRIDGE_SHUTDOWN_TIMEOUT %s + %s)", deref(g), want, timeout, graceMargin)
+	}
+}
+
+func deref(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// TestTerminationGraceFollowsShutdownTimeout: the grace period is derived
+// from config.shutdownTimeout (rounded up to whole seconds) plus the margin,
+// unless set explicitly to at least that.
+func TestTerminationGraceFollowsShutdownTimeout(t *testing.T) {
+	minimal := []string{"-f", filepath.Join(chartDir, "ci", "minimal-values.yaml")}
+	tests := []struct {
+		name string
+		set  []string
+		want int64
+	}{
+		{"default 30s", nil, 40},
+		{"minutes and seconds", []string{"config.shutdownTimeout=1m30s"}, 100},
+		{"fraction rounded up", []string{"config.shutdownTimeout=2.5s"}, 13},
+		{"milliseconds", []string{"config.shutdownTimeout=500ms"}, 11},
+		{"hours", []string{"config.shutdownTimeout=1h2m"}, 3730},
+		{"explicit and long enough", []string{"config.shutdownTimeout=20s", "terminationGracePeriodSeconds=90"}, 90},
+		{"explicit at the minimum", []string{"terminationGracePeriodSeconds=40"}, 40},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := slices.Clone(minimal)
+			for _, s := range tt.set {
+				args = append(args, "--set", s)
+			}
+			r := render(t, args...)
+			d := r.deployments[0]
+			g := d.Spec.Template.Spec.TerminationGracePeriodSeconds
+			if g == nil || *g != tt.want {
+				t.Errorf("terminationGracePeriodSeconds = %v, want %d", deref(g), tt.want)
+			}
+			checkTerminationGrace(t, d.Spec.Template.Spec, r.configMaps[d.Name])
 		})
 	}
 }
@@ -527,6 +590,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"agent not a GUID", []string{"--set", "nats.url=nats://n:4222", "--set", "config.orgUrl=https://c.crm.dynamics.com", "--set", "agents.ids={agent-1}"}, "agents/ids/0"},
 		{"secret inline in extraEnv", append(minimal, "--set", "extraEnv[0].name=BRIDGE_NATS_PASSWORD", "--set", "extraEnv[0].value=hunter2"), "holds a secret value inline"},
 		{"two pollers without lease", append(minimal, "--set", "lease.enabled=false"), "lease.enabled must be true"},
+		{"grace period shorter than the shutdown", append(minimal, "--set", "config.shutdownTimeout=1m", "--set", "terminationGracePeriodSeconds=60"), "terminationGracePeriodSeconds 60 is too short for config.shutdownTimeout 1m: at least 70"},
 		{"client secret without tenant", append(minimal, "--set", "auth.azure.clientId=c", "--set", "auth.azure.clientSecret.existingSecret=s"), "auth.azure.clientSecret needs"},
 	}
 	for _, tt := range tests {

@@ -121,6 +121,53 @@ message naming the value.
 {{- if and (not $v.lease.enabled) (gt (int $v.lease.shardCount) 1) }}
 {{- fail "lease.shardCount above 1 needs lease.enabled" }}
 {{- end }}
+{{- $minGrace := include "bridge.minTerminationGrace" . | int }}
+{{- if and (not (kindIs "invalid" $v.terminationGracePeriodSeconds)) (lt (int $v.terminationGracePeriodSeconds) $minGrace) }}
+{{- fail (printf "terminationGracePeriodSeconds %d is too short for config.shutdownTimeout %s: at least %d (the shutdown timeout plus %ds to exit); leave it empty to derive it" (int $v.terminationGracePeriodSeconds) $v.config.shutdownTimeout $minGrace (include "bridge.shutdownGraceMargin" . | int)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Seconds the pod gets after the bridge's shutdown timeout before SIGKILL: the
+process exit and the kubelet's own latency. The only place the margin is set.
+*/}}
+{{- define "bridge.shutdownGraceMargin" -}}
+10
+{{- end }}
+
+{{/*
+Whole seconds of a Go duration string ("30s", "1m30s", "2.5s", "500ms"),
+rounded up.
+*/}}
+{{- define "bridge.durationSeconds" -}}
+{{- $units := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" . | float64 }}
+{{- $unit := regexReplaceAll "^[0-9]+(\\.[0-9]+)?" . "" }}
+{{- $total = addf $total (mulf $num (get $units $unit)) }}
+{{- end }}
+{{- ceil $total | int }}
+{{- end }}
+
+{{/*
+The least terminationGracePeriodSeconds that lets the bridge finish its
+shutdown: BRIDGE_SHUTDOWN_TIMEOUT (config.shutdownTimeout) plus the margin.
+*/}}
+{{- define "bridge.minTerminationGrace" -}}
+{{- add (include "bridge.durationSeconds" .Values.config.shutdownTimeout | int) (include "bridge.shutdownGraceMargin" . | int) }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the value when set (validated above), else
+derived from config.shutdownTimeout.
+*/}}
+{{- define "bridge.terminationGrace" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- include "bridge.minTerminationGrace" . }}
+{{- else }}
+{{- .Values.terminationGracePeriodSeconds | int }}
+{{- end }}
 {{- end }}
 
 {{/* Environment of the bridge container (beyond the ConfigMap). */}}
