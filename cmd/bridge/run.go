@@ -250,8 +250,11 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	if err != nil {
 		return fmt.Errorf("build detector: %w", err)
 	}
-	states, err := store.LoadAll(ctx)
-	if err != nil {
+	var states []detector.AgentState
+	if err := publish.RetryUnavailable(ctx, "state bucket "+cfg.StateBucket, func(ctx context.Context) error {
+		states, err = store.LoadAll(ctx)
+		return err
+	}, retryJS); err != nil {
 		return fmt.Errorf("load agent states: %w", err)
 	}
 	det.Restore(states...)
