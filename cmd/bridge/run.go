@@ -251,10 +251,12 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		return fmt.Errorf("build detector: %w", err)
 	}
 	var states []detector.AgentState
+	loadJS := retryJS
+	loadJS.AttemptTimeout = time.Minute // every agent's value: larger than one API call
 	if err := publish.RetryUnavailable(ctx, "state bucket "+cfg.StateBucket, func(ctx context.Context) error {
 		states, err = store.LoadAll(ctx)
 		return err
-	}, retryJS); err != nil {
+	}, loadJS); err != nil {
 		return fmt.Errorf("load agent states: %w", err)
 	}
 	det.Restore(states...)
