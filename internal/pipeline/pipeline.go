@@ -232,15 +232,19 @@ func (p *Pipeline) SetAgents(ids []string) {
 	for id := range p.active {
 		if _, ok := want[id]; !ok {
 			gone = append(gone, id)
-			if f := p.flows[id]; f == nil {
-				delete(p.order, id)
-			}
 		}
 	}
 	p.active = want
 	p.mu.Unlock()
+	for _, id := range gone {
+		// Under the agent's order lock: a change being produced for it
+		// completes first, and the next sees it gone.
+		mu := p.orderLock(id)
+		mu.Lock()
+		p.opts.Detector.Forget(id)
+		mu.Unlock()
+	}
 	if len(gone) > 0 {
-		p.opts.Detector.Forget(gone...)
 		p.opts.Publisher.Forget(gone...)
 		p.opts.View.Forget(gone...)
 	}
@@ -290,6 +294,9 @@ func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *d
 	mu := p.orderLock(agentID)
 	mu.Lock()
 	defer mu.Unlock()
+	if !p.takes(agentID) {
+		return nil // left this process's set while waiting for the lock
+	}
 	if p.adopting(agentID) {
 		if note != nil {
 			note()

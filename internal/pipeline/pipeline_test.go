@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -306,5 +307,49 @@ func TestSnapshots(t *testing.T) {
 	by := checkSequences(t, readStream(t, url))
 	if got := typesOf(by[agentA]); len(got) < 5 || got[3] != detector.TypePresenceSnapshot {
 		t.Fatalf("stream %v", got)
+	}
+}
+
+// TestAgentsLeavingTheSetGetNoEvents: once an agent leaves the set this
+// process polls (its shard's lease moved), no stale or other event is
+// produced for it, while the agents it still polls go on.
+func TestAgentsLeavingTheSetGetNoEvents(t *testing.T) {
+	url := startServer(t)
+	now := time.Now()
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	b := startBridge(t, url, time.Minute, func() time.Time { return time.Unix(0, clock.Load()) })
+	b.pipe.SetAgents([]string{agentA, agentB})
+	for _, o := range []source.Observation{
+		snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok(),
+		snap{agentB, "Bo", away, "Away", "Away", 1, 0, now}.ok(),
+	} {
+		observe(t, b.pipe, o)
+	}
+	for range 6 {
+		select {
+		case <-b.published:
+		case <-time.After(10 * time.Second):
+			t.Fatal("first sight of both agents not published")
+		}
+	}
+	b.pipe.SetAgents([]string{strings.ToUpper(agentA)}) // B moved to another replica
+	// Polls in flight when B left still report; B's is dropped.
+	late := now.Add(2 * time.Minute)
+	observe(t, b.pipe, failed(agentA, source.ClassServer, late))
+	observe(t, b.pipe, snap{agentB, "Bo", busy, "Busy", "Busy", 1, 0, late}.ok())
+	clock.Store(late.UnixNano())
+	select {
+	case e := <-b.published:
+		if e.AgentID != agentA || e.Type != detector.TypePresenceStale {
+			t.Fatalf("published %s of %s, want presence.stale of A only", e.Type, e.AgentID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("A, still polled, did not go stale")
+	}
+	b.stop(t)
+	by := checkSequences(t, readStream(t, url))
+	if got := typesOf(by[agentB]); len(got) != 3 {
+		t.Fatalf("agent B's events %v: only its first sight, nothing after it left the set", got)
 	}
 }
