@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/simulator"
@@ -29,9 +30,17 @@ func cmdSimulate(ctx context.Context, fs *flag.FlagSet, args []string, stdout, s
 		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
 		return exitConfig
 	}
+	if !preflight(stderr, "simulate", "another `bridge simulate` running?", []listenAddr{{*addr, "--addr"}}, "") {
+		return exitConfig
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge simulate: listen on %s (--addr): %v\n", *addr, err)
+		return exitFail
+	}
 	fmt.Fprintf(stdout, "simulated organisation: http://%s (token %q, %d agents)\n", *addr, simulator.DefaultToken, len(sim.AgentIDs()))
 	fmt.Fprintf(stdout, "agents: BRIDGE_AGENT_IDS=%s\n", joinComma(sim.AgentIDs()))
-	if err := sim.ListenAndServe(ctx, *addr); err != nil {
+	if err := sim.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
 		return exitFail
 	}
