@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,14 +32,40 @@ type ReplayOptions struct {
 	Type string
 }
 
+// ErrEmptyRange is wrapped by the error of a replay whose Until is before
+// its Since.
+var ErrEmptyRange = errors.New("--until is before --since")
+
+// ReplaySummary says what a replay wrote.
+type ReplaySummary struct {
+	// Events is the number of events written.
+	Events int
+	// First and Last are the times (the CloudEvent time attribute) of the
+	// first and the last event written; zero when none was.
+	First, Last time.Time
+}
+
+// String renders the summary as one line, e.g. "replay: 42 events written,
+// from 2026-11-27T09:00:00Z to 2026-11-27T10:00:00Z (1h0m0s)".
+func (s ReplaySummary) String() string {
+	switch s.Events {
+	case 0:
+		return "replay: no event in the selected range"
+	case 1:
+		return fmt.Sprintf("replay: 1 event written, at %s", s.First.UTC().Format(time.RFC3339))
+	}
+	return fmt.Sprintf("replay: %d events written, from %s to %s (%s)", s.Events,
+		s.First.UTC().Format(time.RFC3339), s.Last.UTC().Format(time.RFC3339), s.Last.Sub(s.First).Round(time.Second))
+}
+
 // Replay writes the selected events to w as CloudEvents JSON (structured
 // mode), one event per line, in stream order, and returns once it reaches
 // Until or the end of the stream as it was at the start (events published
-// meanwhile are not exported). When progress is a terminal it shows a
-// progress bar there. It returns the first error, including ctx's.
-func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, progress io.Writer) error {
-	_, err := replay(ctx, js, opts, w, barWriter(progress))
-	return err
+// meanwhile are not exported), with a summary of what it wrote. When
+// progress is a terminal it shows a progress bar there. It returns the
+// first error, including ctx's, and refuses an Until before Since.
+func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, progress io.Writer) (ReplaySummary, error) {
+	return replay(ctx, js, opts, w, barWriter(progress))
 }
 
 // barWriter returns progress when it is a terminal, nil otherwise.
@@ -50,9 +77,19 @@ func barWriter(progress io.Writer) io.Writer {
 	return progress
 }
 
-// replay is Replay with the progress bar written to bar when it is not nil;
-// it returns the number of events written.
-func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar io.Writer) (int, error) {
+// replay is Replay with the progress bar written to bar when it is not nil.
+func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar io.Writer) (ReplaySummary, error) {
+	var sum ReplaySummary
+	if !opts.Since.IsZero() && !opts.Until.IsZero() && opts.Until.Before(opts.Since) {
+		return sum, fmt.Errorf("replay: %w (%s < %s)", ErrEmptyRange,
+			opts.Until.UTC().Format(time.RFC3339), opts.Since.UTC().Format(time.RFC3339))
+	}
+	n, err := replayTo(ctx, js, opts, w, bar, &sum)
+	sum.Events = n
+	return sum, err
+}
+
+func replayTo(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar io.Writer, sum *ReplaySummary) (int, error) {
 	if opts.Stream == "" {
 		opts.Stream = DefaultStream
 	}
@@ -121,6 +158,10 @@ func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, 
 			return n, fmt.Errorf("write event %s: %w", ev.ID(), err)
 		}
 		n++
+		if n == 1 {
+			sum.First = ev.Time()
+		}
+		sum.Last = ev.Time()
 		if pb != nil {
 			_ = pb.Add(1) // the bar is cosmetic; its write errors do not stop the export
 		}
