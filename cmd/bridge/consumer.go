@@ -47,7 +47,7 @@ type consumerFilters struct {
 }
 
 func (f *consumerFilters) register(fs *flag.FlagSet, sinceHelp string) {
-	fs.StringVar(&f.agent, "agent", "", "only this agent: its ID ({braces} accepted) or its name as `bridge state` shows it")
+	fs.StringVar(&f.agent, "agent", "", "only this agent: its ID ({braces} accepted) or its name as bridge state shows it")
 	fs.StringVar(&f.typ, "type", "", "only this event type, e.g. presence.changed or agent.offline")
 	fs.StringVar(&f.since, "since", "", sinceHelp)
 }
