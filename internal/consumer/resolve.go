@@ -15,35 +15,13 @@ import (
 	"golang.org/x/text/transform"
 	"golang.org/x/text/unicode/norm"
 
+	"github.com/ccaas/presence-bridge/internal/config"
 	"github.com/ccaas/presence-bridge/schemas"
 )
 
-// NormalizeAgentID returns an agent ID in the contract's form (a lower-case
-// 8-4-4-4-12 GUID) and true, accepting the braces Dataverse shows around
-// GUIDs ({394382B6-A4D4-EE11-904C-00224808A166}) and white space around
-// it; false when s is not a GUID.
-func NormalizeAgentID(s string) (string, bool) {
-	s = strings.TrimSpace(s)
-	if len(s) == 38 && s[0] == '{' && s[37] == '}' {
-		s = s[1:37]
-	}
-	if len(s) != 36 {
-		return "", false
-	}
-	for i := 0; i < 36; i++ {
-		c := s[i]
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if c != '-' {
-				return "", false
-			}
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
-		default:
-			return "", false
-		}
-	}
-	return strings.ToLower(s), true
-}
+// NormalizeAgentID returns an agent ID in the contract's form, accepting
+// braces ({GUID}); false when s is not a GUID. See config.NormalizeAgentID.
+func NormalizeAgentID(s string) (string, bool) { return config.NormalizeAgentID(s) }
 
 // EventTypes returns the contract's event types, sorted: every type with a
 // data schema in schemas/.

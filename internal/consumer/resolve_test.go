@@ -11,29 +11,6 @@ import (
 	"github.com/ccaas/presence-bridge/internal/detector"
 )
 
-func TestNormalizeAgentID(t *testing.T) {
-	tests := []struct {
-		in, want string
-		ok       bool
-	}{
-		{"394382b6-a4d4-ee11-904c-00224808a166", "394382b6-a4d4-ee11-904c-00224808a166", true},
-		{"394382B6-A4D4-EE11-904C-00224808A166", "394382b6-a4d4-ee11-904c-00224808a166", true},
-		{"{394382B6-A4D4-EE11-904C-00224808A166}", "394382b6-a4d4-ee11-904c-00224808a166", true},
-		{" {394382b6-a4d4-ee11-904c-00224808a166} ", "394382b6-a4d4-ee11-904c-00224808a166", true},
-		{"{394382b6-a4d4-ee11-904c-00224808a166", "", false},
-		{"394382b6a4d4ee11904c00224808a166", "", false},
-		{"394382b6-a4d4-ee11-904c-00224808a16g", "", false},
-		{"Olga", "", false},
-		{"", "", false},
-	}
-	for _, tt := range tests {
-		got, ok := NormalizeAgentID(tt.in)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("NormalizeAgentID(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
-		}
-	}
-}
-
 // TestEventTypesAreTheDetectors: the types the CLI accepts (from the
 // contract's schemas) are exactly those the bridge emits.
 func TestEventTypesAreTheDetectors(t *testing.T) {
