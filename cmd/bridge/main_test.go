@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ccaas/presence-bridge/internal/config"
 )
 
 // raceEnabled is set when the tests run with -race, so the binary under
@@ -123,29 +122,5 @@ func TestHelpListsEveryFlagAndVariable(t *testing.T) {
 	out, err = exec.Command(bridgeBin, "version").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "bridge test-build" {
 		t.Errorf("bridge version = %q, %v; want the stamped version", out, err)
-	}
-}
-
-// TestREADMEListsEveryVariableAndCommand keeps the README's configuration
-// table and command list in step with the code.
-func TestREADMEListsEveryVariableAndCommand(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(b)
-	for _, v := range config.Vars() {
-		row := "| `" + v.Name + "` |"
-		if !strings.Contains(readme, row) {
-			t.Errorf("README.md has no configuration row for %s", v.Name)
-		}
-		if v.Default != "" && !strings.Contains(readme, row+" `"+v.Default+"` |") {
-			t.Errorf("README.md does not give %s's default %q", v.Name, v.Default)
-		}
-	}
-	for _, c := range commands() {
-		if !strings.Contains(readme, "bridge "+c.name) {
-			t.Errorf("README.md does not mention bridge %s", c.name)
-		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/simulator"
@@ -38,22 +39,13 @@ func cmdSimulate(ctx context.Context, fs *flag.FlagSet, args []string, stdout, s
 		fmt.Fprintf(stderr, "bridge simulate: listen on %s (--addr): %v\n", *addr, err)
 		return exitFail
 	}
-	fmt.Fprintf(stdout, "simulated organisation: http://%s (token %q, %d agents)\n", *addr, simulator.DefaultToken, len(sim.AgentIDs()))
-	fmt.Fprintf(stdout, "agents: BRIDGE_AGENT_IDS=%s\n", joinComma(sim.AgentIDs()))
+	fmt.Fprintf(stdout, "simulated organisation on http://%s (%s); to poll it, in another terminal:\n", *addr, plural(len(sim.AgentIDs()), "agent", "agents"))
+	fmt.Fprintf(stdout, "  export BRIDGE_ORG_URL=http://%s\n", *addr)
+	fmt.Fprintf(stdout, "  export BRIDGE_TOKEN=%s\n", simulator.DefaultToken)
+	fmt.Fprintf(stdout, "  export BRIDGE_AGENT_IDS=%s\n", strings.Join(sim.AgentIDs(), ","))
 	if err := sim.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
 		return exitFail
 	}
 	return exitOK
-}
-
-func joinComma(ids []string) string {
-	out := ""
-	for i, id := range ids {
-		if i > 0 {
-			out += ","
-		}
-		out += id
-	}
-	return out
 }
