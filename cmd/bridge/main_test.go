@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
 )
 
 // raceEnabled is set when the tests run with -race, so the binary under
