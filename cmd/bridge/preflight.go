@@ -55,7 +55,11 @@ func preflight(stderr io.Writer, cmd, likelyCause string, addrs []listenAddr, da
 		var locked *embeddednats.LockedError
 		switch {
 		case errors.As(err, &locked):
-			problems = append(problems, fmt.Sprintf("%v (BRIDGE_DATA_DIR): %s Stop it, or set BRIDGE_DATA_DIR to another directory.", locked, likelyCause))
+			holder := "another process"
+			if locked.PID > 0 {
+				holder = fmt.Sprintf("process %d", locked.PID)
+			}
+			problems = append(problems, fmt.Sprintf("data directory %s (BRIDGE_DATA_DIR) is in use by %s: %s Stop it, or set BRIDGE_DATA_DIR to another directory.", locked.Dir, holder, likelyCause))
 		case err != nil:
 			problems = append(problems, fmt.Sprintf("BRIDGE_DATA_DIR: %v", err))
 		default:
