@@ -53,12 +53,12 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 		<-tick.C // the pace of the organisation's changes, not a synchronisation
 		h.sim.Step()
 	}
-	waitFor(t, 30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	for name, addr := range addrs {
-		waitFor(t, 30*time.Second, "bridge "+name+" polling every agent again after the changes", func() bool {
+		waitFor(t, 30*time.Second, "bridge "+name+" polling every agent during the changes", func() bool {
 			return metricSum(scrape(addr, "/metrics"), okPolls) >= polled[name]+agents
 		})
 	}
+	waitFor(t, 30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	for name, p := range map[string]*proc{"a": a, "b": b} {
 		if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 			t.Fatalf("bridge %s: exit status %d after SIGTERM", name, code)
