@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -59,8 +60,16 @@ func TestNewcomerPath(t *testing.T) {
 	}
 
 	demo := h.start(demoEnv, "demo")
+	var agents int
+	waitFor(t, 90*time.Second, "the demo's banner", func() bool {
+		m := regexp.MustCompile(`demo: (\d+) simulated agents`).FindStringSubmatch(demo.output())
+		if m != nil {
+			agents, _ = strconv.Atoi(m[1])
+		}
+		return agents > 1
+	})
 	waitFor(t, 90*time.Second, "the demo's first event lines", func() bool {
-		return len(eventLineRE.FindAllString(demo.output(), -1)) >= 25
+		return len(eventLineRE.FindAllString(demo.output(), -1)) >= agents
 	})
 	banner := demo.output()
 	for _, want := range []string{"nats://" + natsAddr, "kept in " + data, "to start fresh: stop the demo, delete " + data} {
@@ -76,7 +85,7 @@ func TestNewcomerPath(t *testing.T) {
 		args, _ := run("./bridge state", nil)
 		out, _, code := runCLI(t, cliEnv, args...)
 		stateOut = out
-		return code == 0 && strings.Count(out, "\n") == 26
+		return code == 0 && strings.Count(out, "\n") == agents+1
 	})
 	row := strings.Fields(strings.Split(stateOut, "\n")[1])
 	idRE := regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
@@ -133,8 +142,8 @@ func TestNewcomerPath(t *testing.T) {
 	// tail: from 10 minutes ago, and one agent by name and one type; the
 	// lines are the demo's own format.
 	args, _ = run("./bridge tail --since 10m", nil)
-	out, code = runFor(t, cliEnv, 60*time.Second, func(out string) bool { return len(eventLineRE.FindAllString(out, -1)) >= 25 }, args...)
-	if code != 0 || len(eventLineRE.FindAllString(out, -1)) < 25 {
+	out, code = runFor(t, cliEnv, 60*time.Second, func(out string) bool { return len(eventLineRE.FindAllString(out, -1)) >= agents }, args...)
+	if code != 0 || len(eventLineRE.FindAllString(out, -1)) < agents {
 		t.Errorf("bridge %v: exit %d, want event lines:\n%s", args, code, out)
 	}
 	firstDemoLine := eventLineRE.FindString(demo.output())
@@ -162,7 +171,7 @@ func TestNewcomerPath(t *testing.T) {
 	out, stderr, code = runCLI(t, cliEnv, args...)
 	n := strings.Count(out, "\n")
 	m := regexp.MustCompile(`(?m)^replay: (\d+) events written, from \S+ to \S+ \(\S+\)$`).FindStringSubmatch(stderr)
-	if code != 0 || m == nil || m[1] != strconv.Itoa(n) || n < 25 {
+	if code != 0 || m == nil || m[1] != strconv.Itoa(n) || n < agents {
 		t.Errorf("bridge %v: exit %d, %d lines on stdout, stderr %q; want a summary counting them", args, code, n, stderr)
 	}
 
@@ -209,7 +218,7 @@ func TestNewcomerPath(t *testing.T) {
 		t.Fatalf("demo exit status %d after Ctrl-C\n%s", code, demo.output())
 	}
 	final := demo.output()
-	if !strings.Contains(final, "demo: stopped cleanly") || !strings.Contains(final, "\nsummary: 25 agents, ") {
+	if !strings.Contains(final, "demo: stopped cleanly") || !strings.Contains(final, fmt.Sprintf("\nsummary: %d agents, ", agents)) {
 		t.Errorf("the demo's end lacks a final summary:\n%s", final)
 	}
 	next := strings.SplitAfter(final, "next: ")
