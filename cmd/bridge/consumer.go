@@ -47,9 +47,18 @@ type consumerFilters struct {
 }
 
 func (f *consumerFilters) register(fs *flag.FlagSet, sinceHelp string) {
-	fs.StringVar(&f.agent, "agent", "", "only this agent ID")
-	fs.StringVar(&f.typ, "type", "", "only this event type, e.g. presence.changed")
+	fs.StringVar(&f.agent, "agent", "", "only this agent: its ID ({braces} accepted) or its name as bridge state shows it")
+	fs.StringVar(&f.typ, "type", "", "only this event type, e.g. presence.changed or agent.offline")
 	fs.StringVar(&f.since, "since", "", sinceHelp)
+}
+
+// check validates the filters that need no connection.
+func (f *consumerFilters) check() error {
+	if err := consumer.CheckType(f.typ); err != nil {
+		return fmt.Errorf("--type: %w", err)
+	}
+	_, err := parseTime("since", f.since)
+	return err
 }
 
 // parseTime accepts a duration back from now (10m) or an RFC 3339 time.
@@ -64,12 +73,39 @@ func parseTime(flagName, s string) (time.Time, error) {
 	return t, nil
 }
 
+// resolveAgent turns --agent into an agent ID: a GUID as it is, a name
+// through the state bucket.
+func resolveAgent(ctx context.Context, cfg config.Config, js jetstream.JetStream, agent string) (string, error) {
+	if agent == "" {
+		return "", nil
+	}
+	if id, ok := consumer.NormalizeAgentID(agent); ok {
+		return id, nil
+	}
+	kv, err := js.KeyValue(ctx, cfg.StateBucket)
+	if err != nil {
+		return "", fmt.Errorf("--agent %q is not a GUID, and the state bucket %s to look the name up in is not readable: %w", agent, cfg.StateBucket, err)
+	}
+	id, err := consumer.ResolveAgent(ctx, kv, agent)
+	if err != nil {
+		return "", fmt.Errorf("--agent: %w", err)
+	}
+	return id, nil
+}
+
 // consumerCommand wraps the setup every consumer subcommand shares:
-// flags, configuration, NATS.
-func consumerCommand(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer,
+// flags, their validation (check: a usage error, exit 2), configuration,
+// NATS.
+func consumerCommand(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer, check func() error,
 	run func(ctx context.Context, cfg config.Config, nc *nats.Conn, js jetstream.JetStream) error) int {
 	if done, code := parseFlags(fs, args); done {
 		return code
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+			return exitConfig
+		}
 	}
 	cfg, ok := loadConfig(stderr, config.Needs{})
 	if !ok {
@@ -91,12 +127,16 @@ func consumerCommand(ctx context.Context, fs *flag.FlagSet, args []string, stder
 func cmdTail(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	var f consumerFilters
 	f.register(fs, "start with events since this long ago (10m) or this time (RFC 3339); default: new events only")
-	return consumerCommand(ctx, fs, args, stderr, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+	return consumerCommand(ctx, fs, args, stderr, f.check, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
 		since, err := parseTime("since", f.since)
 		if err != nil {
 			return err
 		}
-		return consumer.Tail(ctx, js, consumer.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: f.agent, Type: f.typ, Since: since}, stdout)
+		agent, err := resolveAgent(ctx, cfg, js, f.agent)
+		if err != nil {
+			return err
+		}
+		return consumer.Tail(ctx, js, consumer.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: agent, Type: f.typ, Since: since}, stdout)
 	})
 }
 
@@ -104,29 +144,56 @@ func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 	var f consumerFilters
 	f.register(fs, "export events since this long ago (10m) or this time (RFC 3339); default: the stream's beginning")
 	until := fs.String("until", "", "stop at events after this time (RFC 3339) or this long ago; default: the end of the stream at start")
-	return consumerCommand(ctx, fs, args, stderr, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
-		since, err := parseTime("since", f.since)
+	// Both bounds are read against one clock reading, so --since 2h
+	// --until 1h is the hour between them.
+	now := time.Now()
+	var since, u time.Time
+	check := func() error {
+		if err := f.check(); err != nil {
+			return err
+		}
+		var err error
+		if since, err = consumer.ParseSince(f.since, now); err != nil {
+			return fmt.Errorf("--since: %w", err)
+		}
+		if u, err = consumer.ParseSince(*until, now); err != nil {
+			return fmt.Errorf("--until: %w", err)
+		}
+		if !since.IsZero() && !u.IsZero() && u.Before(since) {
+			return fmt.Errorf("--until %s is before --since %s: the range is empty", u.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))
+		}
+		return nil
+	}
+	return consumerCommand(ctx, fs, args, stderr, check, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+		agent, err := resolveAgent(ctx, cfg, js, f.agent)
 		if err != nil {
 			return err
 		}
-		u, err := parseTime("until", *until)
-		if err != nil {
-			return err
-		}
-		return consumer.Replay(ctx, js, consumer.ReplayOptions{
-			Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Since: since, Until: u, Agent: f.agent, Type: f.typ,
+		sum, err := consumer.Replay(ctx, js, consumer.ReplayOptions{
+			Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Since: since, Until: u, Agent: agent, Type: f.typ,
 		}, stdout, stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, sum)
+		return nil
 	})
 }
 
 func cmdState(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	agent := fs.String("agent", "", "only this agent ID")
-	return consumerCommand(ctx, fs, args, stderr, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+	agent := fs.String("agent", "", "only this agent: its ID ({braces} accepted) or its name")
+	return consumerCommand(ctx, fs, args, stderr, nil, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
 		kv, err := js.KeyValue(ctx, cfg.StateBucket)
 		if err != nil {
 			return fmt.Errorf("state bucket %s: %w", cfg.StateBucket, err)
 		}
-		return consumer.State(ctx, kv, *agent, stdout)
+		id := ""
+		if *agent != "" {
+			if id, err = consumer.ResolveAgent(ctx, kv, *agent); err != nil {
+				return fmt.Errorf("--agent: %w", err)
+			}
+		}
+		return consumer.State(ctx, kv, id, stdout)
 	})
 }
 
@@ -136,6 +203,8 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
+	// Every step's detail lines print under that step's own line.
+	stdout = consumer.NewCheckOutput(stdout)
 	var (
 		cfg       config.Config
 		plan      sourcePlan
@@ -159,7 +228,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		}
 	}
 	steps := []consumer.Step{
-		{Name: "config", Critical: true, Run: func(context.Context) error {
+		{Name: "config", Critical: true, Next: "set the variables named above (bridge check -h lists them)", Run: func(context.Context) error {
 			var err error
 			if cfg, err = config.Load(config.Needs{Organisation: true}); err != nil {
 				return err
@@ -167,7 +236,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			plan, err = planSource(cfg)
 			return err
 		}},
-		{Name: "token", Critical: true, Run: bounded(func(ctx context.Context) error {
+		{Name: "token", Critical: true, Next: "check BRIDGE_TOKEN or BRIDGE_TOKEN_FILE, or the AZURE_* variables of the app registration", Run: bounded(func(ctx context.Context) error {
 			log := logging.Discard()
 			tokens, err := tokenProvider(cfg, nil, log)
 			if err != nil {
@@ -192,7 +261,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			}
 			return nil
 		})},
-		{Name: "presence (CCaaS_GetPresence for the first agent)", Run: bounded(func(ctx context.Context) error {
+		{Name: "presence (CCaaS_GetPresence for the first agent)", Next: "follow the fix line above; docs/dataverse.md lists every Dataverse error code with its fix", Run: bounded(func(ctx context.Context) error {
 			snap, rl, err := client.Probe(ctx, plan.agents[0])
 			if err != nil {
 				return explain(fmt.Errorf("agent %s: %w", plan.agents[0], err))
@@ -201,13 +270,13 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			if form := client.CallForm(); form != announced {
 				fmt.Fprintf(stdout, "      switched to the %s form: the organisation refused the %s form\n", form, announced)
 			}
-			fmt.Fprintf(stdout, "      %s form: %s (%s) is %q, %d browser sessions\n", client.CallForm(), consumer.Printable(snap.AgentName), consumer.Printable(snap.AgentID), consumer.Printable(snap.PresenceName), snap.ActiveBrowserSessions)
+			fmt.Fprintf(stdout, "      %s form: %s (%s) is %q, %s\n", client.CallForm(), consumer.Printable(snap.AgentName), consumer.Printable(snap.AgentID), consumer.Printable(snap.PresenceName), plural(snap.ActiveBrowserSessions, "browser session", "browser sessions"))
 			return nil
 		})},
 		{Name: "quota scope (x-ms-ratelimit headers of two agents)", Run: bounded(func(ctx context.Context) error {
 			return checkQuotaScope(ctx, stdout, client, plan, first, firstOK)
 		})},
-		{Name: "presence catalogue (msdyn_presences)", Run: bounded(func(ctx context.Context) error {
+		{Name: "presence catalogue (msdyn_presences)", Next: "grant the application user read on msdyn_presence, or set BRIDGE_PRESENCE_MAP", Run: bounded(func(ctx context.Context) error {
 			ps, err := client.ListPresences(ctx)
 			if err != nil && cfg.PresenceMap != "" {
 				fmt.Fprintf(stdout, "      not readable (%s); BRIDGE_PRESENCE_MAP covers custom presences\n", consumer.Printable(err.Error()))
@@ -216,10 +285,10 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			if err != nil {
 				return explain(fmt.Errorf("%w (grant read on msdyn_presence or set BRIDGE_PRESENCE_MAP)", err))
 			}
-			fmt.Fprintf(stdout, "      %d presences\n", len(ps))
+			fmt.Fprintf(stdout, "      %s\n", plural(len(ps), "presence", "presences"))
 			return nil
 		})},
-		{Name: "nats", Critical: true, Run: bounded(func(ctx context.Context) error {
+		{Name: "nats", Critical: true, Next: "start NATS, or set BRIDGE_NATS_URL (and its credentials) to a reachable server", Run: bounded(func(ctx context.Context) error {
 			if cfg.Embedded() {
 				fmt.Fprintln(stdout, "      BRIDGE_NATS_URL is empty: bridge run starts an embedded JetStream in", cfg.DataDir)
 				return nil
@@ -228,7 +297,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			nc, js, err = connectNATS(ctx, cfg)
 			return err
 		})},
-		{Name: "stream", Run: bounded(func(ctx context.Context) error {
+		{Name: "stream", Next: "create the stream, or let bridge run create it (BRIDGE_STREAM_MANAGE=true)", Run: bounded(func(ctx context.Context) error {
 			if js == nil {
 				return nil // embedded: created at start
 			}

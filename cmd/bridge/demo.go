@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/config"
+	"github.com/ccaas/presence-bridge/internal/consumer"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
+	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
 )
@@ -44,7 +46,19 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	if cfg.HTTPAddr == ":8080" {
 		cfg.HTTPAddr = "127.0.0.1:8080"
 	}
+	// An address in use or a data directory in use (most often another
+	// demo) stops the demo before it prints anything.
+	if !preflight(stderr, "demo", bridgeRunning, localAddrs(cfg), cfg.DataDir) {
+		return exitConfig
+	}
 	log, err := logging.New(stderr, "text", "warn")
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge demo: %v\n", err)
+		return exitFail
+	}
+	// Events are rendered exactly as `bridge tail` renders them: encoded
+	// as the CloudEvents the stream receives, then consumer.Line.
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: demoOrganisation, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
 	if err != nil {
 		fmt.Fprintf(stderr, "bridge demo: %v\n", err)
 		return exitFail
@@ -88,23 +102,36 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		}()
 	}
 
-	names := map[string]string{}
-	for _, a := range sim.Agents() {
-		names[a.AgentID] = a.AgentName
-	}
-	fmt.Fprintf(stdout, "demo: %d simulated agents at %s, embedded JetStream at nats://%s (data in %s), polling every %s\n",
-		len(names), cfg.OrgURL, cfg.EmbeddedNATSListen, cfg.DataDir, cfg.PollInterval)
-	fmt.Fprintf(stdout, "demo: metrics and health on http://%s; watch with: nats sub 'ccaas.agents.>'\n", cfg.HTTPAddr)
+	fmt.Fprintf(stdout, "demo: %s at %s, embedded JetStream at nats://%s, polling every %s\n",
+		plural(len(sim.AgentIDs()), "simulated agent", "simulated agents"), cfg.OrgURL, cfg.EmbeddedNATSListen, cfg.PollInterval)
+	fmt.Fprintf(stdout, "demo: events and agent states are kept in %s and continue on the next run (to start fresh: stop the demo, delete %s)\n", cfg.DataDir, cfg.DataDir)
+	fmt.Fprintf(stdout, "demo: metrics and health on http://%s; Ctrl-C stops the demo\n", cfg.HTTPAddr)
 
 	var mu sync.Mutex // serialises lines on stdout
 	printEvent := func(ev detector.Event) {
-		prev, cur := detector.Describe(ev)
-		name := names[ev.AgentID]
+		line := ""
+		if ce, err := enc.CloudEvent(ev); err != nil {
+			line = fmt.Sprintf("%s  %s  %s  (not renderable: %v)", ev.Time.UTC().Format(time.RFC3339), ev.AgentID, ev.Type, err)
+		} else {
+			line = consumer.Line(&ce)
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintf(stdout, "%s  %-22s %-18s %s → %s\n", ev.Time.Format("15:04:05.000"), truncateName(name, 22), ev.Type, prev, cur)
+		fmt.Fprintln(stdout, line)
 	}
-	started := func(pipe *pipeline.Pipeline, poller *source.Poller) {
+	var (
+		pipe   *pipeline.Pipeline
+		poller *source.Poller
+	)
+	summary := func() string {
+		st, ps := pipe.Stats(), poller.Status()
+		return fmt.Sprintf("summary: %s, %s, %s; events: %s", plural(ps.Agents, "agent", "agents"),
+			plural(int(st.Observations), "poll", "polls"), plural(int(st.Errors), "error", "errors"), byType(st.Events))
+	}
+	started := func(p *pipeline.Pipeline, po *source.Poller) {
+		mu.Lock()
+		pipe, poller = p, po
+		mu.Unlock()
 		scenario()
 		wg.Add(1)
 		go func() {
@@ -117,21 +144,26 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 					return
 				case <-t.C:
 				}
-				st, ps := pipe.Stats(), poller.Status()
 				mu.Lock()
-				fmt.Fprintf(stdout, "summary: agents=%d polls=%d errors=%d events: %s\n", ps.Agents, st.Observations, st.Errors, byType(st.Events))
+				fmt.Fprintln(stdout, summary())
 				mu.Unlock()
 			}
 		}()
 	}
 	plan := sourcePlan{agents: sim.AgentIDs()}
-	err = runBridge(ctx, cfg, plan, log, hooks{onPublished: printEvent, onStarted: started, tokens: source.StaticToken(simulator.DefaultToken)})
+	err = runBridge(ctx, cfg, plan, log, hooks{onPublished: printEvent, onStarted: started, tokens: source.StaticToken(simulator.DefaultToken), eventSource: demoOrganisation})
 	stopSim()
 	if err != nil {
 		fmt.Fprintf(stderr, "bridge demo: %v\n", err)
 		return exitFail
 	}
-	fmt.Fprintln(stdout, "demo: stopped cleanly")
+	mu.Lock()
+	defer mu.Unlock()
+	if pipe != nil {
+		fmt.Fprintln(stdout, summary())
+	}
+	fmt.Fprintf(stdout, "demo: stopped cleanly; the events stay in %s for the next run\n", cfg.DataDir)
+	fmt.Fprint(stdout, demoNext)
 	return exitOK
 }
 
@@ -139,11 +171,25 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 // BRIDGE_SNAPSHOT_INTERVAL is not set.
 const demoSnapshotInterval = 30 * time.Second
 
-func truncateName(s string, n int) string {
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
+// demoOrganisation is the CloudEvent source of the demo's events: the same
+// on every run (the simulator's port changes), so the events kept in the
+// data directory all come from one organisation.
+const demoOrganisation = "https://demo.crm.dynamics.invalid"
+
+// demoNext is what the demo suggests when it stops. Each command is run by
+// TestNewcomerPath.
+const demoNext = `next: run the demo again and, in a second terminal (go build -o bridge ./cmd/bridge first):
+  ./bridge tail --since 10m                   # the events as they arrive, from 10 minutes ago
+  ./bridge state                              # every agent's current state
+  ./bridge replay --since 1h > events.ndjson  # the last hour as CloudEvents JSON lines
+`
+
+// plural renders n with the singular or plural noun.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
 	}
-	return s
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func byType(m map[string]uint64) string {

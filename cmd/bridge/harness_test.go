@@ -316,9 +316,17 @@ func (c *collector) snapshot() ([]event, []error) {
 	return append([]event(nil), c.events...), append([]error(nil), c.errs...)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitScale stretches every waitFor deadline. A deadline only detects a
+// hang; it is not a performance assertion, and a loaded 2-core runner with
+// the race detector can be several times slower than an idle one. A test
+// that passes waits no longer for it.
+const waitScale = 3
+
+// waitFor polls cond until it holds or the deadline (within, stretched by
+// waitScale) passes.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
+	within *= waitScale
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -32,7 +32,8 @@ const (
 type command struct {
 	name    string
 	summary string
-	// env lists the groups of variables that apply (see envGroups).
+	// env lists the variables the command reads: group keys (see
+	// groupTitles) for whole groups, or single BRIDGE_ names.
 	env []string
 	// run executes the subcommand with its own flag set; it returns the
 	// process exit status.
@@ -42,12 +43,12 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "poll the organisation's agents and publish their presence changes (production mode; the default)", []string{"org", "poll", "detect", "nats", "ha", "ops"}, cmdRun},
-		{"demo", "simulated organisation (25 agents), embedded JetStream and the bridge in one process, printing each event", []string{"detect", "ops"}, cmdDemo},
+		{"demo", "simulated organisation (25 agents), embedded JetStream and the bridge in one process, printing each event", demoVars, cmdDemo},
 		{"simulate", "serve a simulated Dynamics 365 organisation (CCaaS_GetPresence, msdyn_presences) with optional faults", nil, cmdSimulate},
 		{"check", "validate configuration, get a token, call CCaaS_GetPresence for one agent, reach NATS and the stream", []string{"org", "poll", "nats"}, cmdCheck},
-		{"tail", "follow the event stream, one readable line per event", []string{"nats"}, cmdTail},
-		{"replay", "export events as CloudEvents JSON lines (NDJSON) for pipelines", []string{"nats"}, cmdReplay},
-		{"state", "print the current state of every agent from the state bucket", []string{"nats"}, cmdState},
+		{"tail", "follow the event stream, one readable line per event", consumerVars, cmdTail},
+		{"replay", "export events as CloudEvents JSON lines (NDJSON) for pipelines", consumerVars, cmdReplay},
+		{"state", "print the current state of every agent from the state bucket", consumerVars, cmdState},
 		{"bench", "measure the publish path against the raw JetStream limit and the CloudEvents SDK sender", nil, cmdBench},
 		{"pollbench", "measure the poll path (CPU per poll, memory per agent) against a simulator process, beside a bare net/http loop", nil, cmdPollBench},
 		{"version", "print the version", nil, cmdVersion},

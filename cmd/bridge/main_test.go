@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/ccaas/presence-bridge/internal/config"
 )
 
 // raceEnabled is set when the tests run with -race, so the binary under
@@ -133,26 +131,37 @@ func TestHelpListsEveryFlagAndVariable(t *testing.T) {
 	}
 }
 
-// TestREADMEListsEveryVariableAndCommand keeps the README's configuration
-// table and command list in step with the code.
-func TestREADMEListsEveryVariableAndCommand(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
+// TestHelpListsWhatEachCommandReads: each command's help lists the
+// variables it reads, described as that command reads them, and no other.
+func TestHelpListsWhatEachCommandReads(t *testing.T) {
+	tests := []struct {
+		command      string
+		want, absent []string
+	}{
+		{"tail", []string{"BRIDGE_NATS_URL", "embedded server of a bridge or demo on this machine", "BRIDGE_STREAM", "BRIDGE_STATE_BUCKET"},
+			[]string{"empty runs an embedded JetStream", "BRIDGE_POLL_INTERVAL", "BRIDGE_ORG_URL", "BRIDGE_DATA_DIR", "BRIDGE_LOG_FORMAT"}},
+		{"replay", []string{"BRIDGE_NATS_URL", "-until"}, []string{"empty runs an embedded JetStream", "BRIDGE_LEASE_TTL"}},
+		{"state", []string{"BRIDGE_STATE_BUCKET"}, []string{"BRIDGE_HTTP_ADDR", "BRIDGE_POLL_INTERVAL"}},
+		{"demo", []string{"BRIDGE_DATA_DIR", "BRIDGE_EMBEDDED_NATS_LISTEN", "BRIDGE_HTTP_ADDR"},
+			[]string{"BRIDGE_ORG_URL", "BRIDGE_NATS_URL", "BRIDGE_POLL_INTERVAL", "BRIDGE_LOG_FORMAT", "BRIDGE_LEASE_ENABLED"}},
+		{"run", []string{"BRIDGE_ORG_URL", "BRIDGE_POLL_INTERVAL", "BRIDGE_NATS_URL", "BRIDGE_LEASE_TTL", "BRIDGE_LOG_FORMAT"}, nil},
 	}
-	readme := string(b)
-	for _, v := range config.Vars() {
-		row := "| `" + v.Name + "` |"
-		if !strings.Contains(readme, row) {
-			t.Errorf("README.md has no configuration row for %s", v.Name)
-		}
-		if v.Default != "" && !strings.Contains(readme, row+" `"+v.Default+"` |") {
-			t.Errorf("README.md does not give %s's default %q", v.Name, v.Default)
-		}
-	}
-	for _, c := range commands() {
-		if !strings.Contains(readme, "bridge "+c.name) {
-			t.Errorf("README.md does not mention bridge %s", c.name)
-		}
+	for _, tt := range tests {
+		t.Run(tt.command, func(t *testing.T) {
+			out, err := exec.Command(bridgeBin, tt.command, "-h").CombinedOutput()
+			if err != nil {
+				t.Fatalf("bridge %s -h: %v\n%s", tt.command, err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("bridge %s -h does not say %q:\n%s", tt.command, w, out)
+				}
+			}
+			for _, a := range tt.absent {
+				if strings.Contains(string(out), a) {
+					t.Errorf("bridge %s -h says %q, which it does not read:\n%s", tt.command, a, out)
+				}
+			}
+		})
 	}
 }

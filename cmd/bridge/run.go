@@ -46,6 +46,9 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string, _, stderr io.W
 		fmt.Fprintf(stderr, "bridge: invalid configuration:\n  %v\n", err)
 		return exitConfig
 	}
+	if !preflight(stderr, "run", bridgeRunning, localAddrs(cfg), embeddedDataDir(cfg)) {
+		return exitConfig
+	}
 	if err := runBridge(ctx, cfg, plan, log, hooks{}); err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			// SIGTERM or SIGINT during start: a requested stop, not a failure.
@@ -116,6 +119,9 @@ type hooks struct {
 	onStarted func(*pipeline.Pipeline, *source.Poller)
 	// tokens overrides the token provider (the demo's simulator token).
 	tokens source.TokenProvider
+	// eventSource overrides the CloudEvent source, BRIDGE_ORG_URL (the
+	// demo's organisation keeps one identity across runs).
+	eventSource string
 }
 
 // runBridge runs the bridge until ctx ends, then shuts it down in order:
@@ -235,7 +241,11 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		return err
 	}
 
-	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: cfg.OrgURL, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version, MaxPayload: int(nc.MaxPayload())})
+	eventSource := cfg.OrgURL
+	if h.eventSource != "" {
+		eventSource = h.eventSource
+	}
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: eventSource, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version, MaxPayload: int(nc.MaxPayload())})
 	if err != nil {
 		return fmt.Errorf("build encoder: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"strings"
 
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/simulator"
@@ -29,8 +31,14 @@ func cmdSimulate(ctx context.Context, fs *flag.FlagSet, args []string, stdout, s
 		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
 		return exitConfig
 	}
-	fmt.Fprintf(stdout, "simulated organisation: http://%s (token %q, %d agents)\n", *addr, simulator.DefaultToken, len(sim.AgentIDs()))
-	fmt.Fprintf(stdout, "agents: BRIDGE_AGENT_IDS=%s\n", joinComma(sim.AgentIDs()))
+	if !preflight(stderr, "simulate", "another `bridge simulate` running?", []listenAddr{{*addr, "--addr"}}, "") {
+		return exitConfig
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge simulate: listen on %s (--addr): %v\n", *addr, err)
+		return exitFail
+	}
 	callForm, scope := opts.CallForm, opts.Quota.Scope
 	if callForm == "" {
 		callForm = simulator.CallFormBare
@@ -38,21 +46,14 @@ func cmdSimulate(ctx context.Context, fs *flag.FlagSet, args []string, stdout, s
 	if scope == "" {
 		scope = simulator.QuotaScopeAgent
 	}
-	fmt.Fprintf(stdout, "call form: %s; quota charged to: %s\n", callForm, scope)
-	if err := sim.ListenAndServe(ctx, *addr); err != nil {
+	fmt.Fprintf(stdout, "simulated organisation on http://%s (%s; call form %s, quota charged to %s); to poll it, in another terminal:\n",
+		*addr, plural(len(sim.AgentIDs()), "agent", "agents"), callForm, scope)
+	fmt.Fprintf(stdout, "  export BRIDGE_ORG_URL=http://%s\n", *addr)
+	fmt.Fprintf(stdout, "  export BRIDGE_TOKEN=%s\n", simulator.DefaultToken)
+	fmt.Fprintf(stdout, "  export BRIDGE_AGENT_IDS=%s\n", strings.Join(sim.AgentIDs(), ","))
+	if err := sim.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "bridge simulate: %v\n", err)
 		return exitFail
 	}
 	return exitOK
-}
-
-func joinComma(ids []string) string {
-	out := ""
-	for i, id := range ids {
-		if i > 0 {
-			out += ","
-		}
-		out += id
-	}
-	return out
 }

@@ -150,6 +150,21 @@ var (
 // IsGUID reports whether s is a GUID in its 8-4-4-4-12 hexadecimal form.
 func IsGUID(s string) bool { return guidRE.MatchString(s) }
 
+// NormalizeAgentID returns an agent ID in the contract's form (a lower-case
+// 8-4-4-4-12 GUID) and true, accepting the braces Dataverse shows around
+// GUIDs ({394382B6-A4D4-EE11-904C-00224808A166}) and white space around
+// it; false when s is not a GUID.
+func NormalizeAgentID(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if len(s) == 38 && s[0] == '{' && s[37] == '}' {
+		s = s[1:37]
+	}
+	if !IsGUID(s) {
+		return "", false
+	}
+	return strings.ToLower(s), true
+}
+
 // Validate checks every value, normalises agent IDs to lower case, and
 // returns one *FieldError per problem, joined.
 func (c *Config) Validate(needs Needs) error {
@@ -318,16 +333,18 @@ func (c *Config) Validate(needs Needs) error {
 	readable("BRIDGE_AGENT_IDS_FILE", c.AgentIDsFile)
 	ids := make([]string, 0, len(c.AgentIDs))
 	seen := make(map[string]bool, len(c.AgentIDs))
-	for _, id := range c.AgentIDs {
-		id = strings.TrimSpace(id)
-		if id == "" {
+	listed := false
+	for _, raw := range c.AgentIDs {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
 			continue
 		}
-		if !IsGUID(id) {
-			bad("BRIDGE_AGENT_IDS", "%q is not a GUID (expected the form 394382b6-a4d4-ee11-904c-00224808a166)", id)
+		listed = true
+		id, ok := NormalizeAgentID(raw)
+		if !ok {
+			bad("BRIDGE_AGENT_IDS", "%q is not a GUID (expected the form 394382b6-a4d4-ee11-904c-00224808a166, braces allowed)", raw)
 			continue
 		}
-		id = strings.ToLower(id)
 		if seen[id] {
 			bad("BRIDGE_AGENT_IDS", "agent %s is listed twice", id)
 			continue
@@ -336,7 +353,8 @@ func (c *Config) Validate(needs Needs) error {
 		ids = append(ids, id)
 	}
 	c.AgentIDs = ids
-	if needs.Organisation && len(c.AgentIDs) == 0 && c.AgentIDsFile == "" {
+	// Set but invalid is reported above, not as missing too.
+	if needs.Organisation && !listed && c.AgentIDsFile == "" {
 		bad("BRIDGE_AGENT_IDS", "is required (or BRIDGE_AGENT_IDS_FILE): the agents to poll, comma-separated GUIDs")
 	}
 	return errors.Join(errs...)

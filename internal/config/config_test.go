@@ -44,7 +44,7 @@ func TestLoadValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("BRIDGE_ORG_URL", "https://contoso.crm.dynamics.com/")
-	t.Setenv("BRIDGE_AGENT_IDS", "394382B6-A4D4-EE11-904C-00224808A166, cc05cf62-6242-ee11-be6e-6045bdd7ac2c")
+	t.Setenv("BRIDGE_AGENT_IDS", "394382B6-A4D4-EE11-904C-00224808A166, {CC05CF62-6242-EE11-BE6E-6045BDD7AC2C}")
 	t.Setenv("BRIDGE_TOKEN_FILE", tok)
 	t.Setenv("BRIDGE_NATS_URL", "nats://a:4222,nats://b:4222")
 	c, err := Load(Needs{Organisation: true})
@@ -140,6 +140,45 @@ func TestVarsAreAllPrefixed(t *testing.T) {
 	for _, v := range vars {
 		if !strings.HasPrefix(v.Name, "BRIDGE_") || v.Group == "" || v.Description == "" {
 			t.Errorf("variable %+v lacks the BRIDGE_ prefix, a group or a description", v)
+		}
+	}
+}
+
+// TestInvalidAgentIDIsNotAlsoMissing: a set but invalid BRIDGE_AGENT_IDS is
+// reported once, as invalid, not a second time as required.
+func TestInvalidAgentIDIsNotAlsoMissing(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("BRIDGE_ORG_URL", "https://contoso.crm.dynamics.com")
+	t.Setenv("BRIDGE_TOKEN", "t")
+	t.Setenv("BRIDGE_AGENT_IDS", "agent-7")
+	_, err := Load(Needs{Organisation: true})
+	if err == nil || !strings.Contains(err.Error(), `"agent-7" is not a GUID`) {
+		t.Fatalf("Load = %v, want agent-7 named as not a GUID", err)
+	}
+	if strings.Contains(err.Error(), "is required") || strings.Count(err.Error(), "BRIDGE_AGENT_IDS") != 1 {
+		t.Fatalf("Load = %q, want one line for BRIDGE_AGENT_IDS", err)
+	}
+}
+
+func TestNormalizeAgentID(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"394382b6-a4d4-ee11-904c-00224808a166", "394382b6-a4d4-ee11-904c-00224808a166", true},
+		{"394382B6-A4D4-EE11-904C-00224808A166", "394382b6-a4d4-ee11-904c-00224808a166", true},
+		{"{394382B6-A4D4-EE11-904C-00224808A166}", "394382b6-a4d4-ee11-904c-00224808a166", true},
+		{" {394382b6-a4d4-ee11-904c-00224808a166} ", "394382b6-a4d4-ee11-904c-00224808a166", true},
+		{"{394382b6-a4d4-ee11-904c-00224808a166", "", false},
+		{"394382b6a4d4ee11904c00224808a166", "", false},
+		{"394382b6-a4d4-ee11-904c-00224808a16g", "", false},
+		{"Olga", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := NormalizeAgentID(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("NormalizeAgentID(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
 	}
 }

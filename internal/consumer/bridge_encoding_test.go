@@ -60,7 +60,7 @@ func TestReadsTheBridgesEncoding(t *testing.T) {
 	}
 
 	var nd bytes.Buffer
-	if err := Replay(t.Context(), js, ReplayOptions{}, &nd, &nd); err != nil {
+	if _, err := Replay(t.Context(), js, ReplayOptions{}, &nd, &nd); err != nil {
 		t.Fatalf("Replay: %v", err)
 	}
 	for _, frag := range []string{`"id":"` + alice + `-7"`, `"bridgeversion":"1.2.3"`, `"sequence":"00000000000000000007"`, `"data":{"agentId":"` + alice + `"`} {

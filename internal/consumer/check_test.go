@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -21,8 +23,8 @@ func TestCheck(t *testing.T) {
 		{
 			name:    "a problem a line, indented under the step",
 			steps:   []Step{{Name: "config", Run: fail("BRIDGE_ORG_URL: is required\nBRIDGE_AGENT_IDS: is required"), Critical: true}},
-			want:    "FAIL  config: BRIDGE_ORG_URL: is required\n      BRIDGE_AGENT_IDS: is required\n",
-			wantErr: "check failed: 1 of 1 steps did not pass",
+			want:    "FAIL  config: BRIDGE_ORG_URL: is required\n      BRIDGE_AGENT_IDS: is required\n\n0 passed, 1 failed, 0 skipped\nnext: fix what the FAIL line of config says, then run bridge check again\n",
+			wantErr: "check failed: 1 of 1 failed, 0 skipped",
 		},
 		{
 			name:    "control characters in a reason are escaped",
@@ -33,18 +35,19 @@ func TestCheck(t *testing.T) {
 		{
 			name:  "all pass",
 			steps: []Step{{Name: "config", Run: pass, Critical: true}, {Name: "token", Run: pass}, {Name: "nats", Run: pass}},
-			want:  "PASS  config\nPASS  token\nPASS  nats\n",
+			want:  "PASS  config\nPASS  token\nPASS  nats\n\nall 3 steps passed\n",
 		},
 		{
 			name: "one fails, the rest still run",
 			steps: []Step{
 				{Name: "config", Run: pass, Critical: true},
-				{Name: "token", Run: fail("get token: 401 Unauthorized")},
+				{Name: "token", Run: fail("get token: 401 Unauthorized"), Next: "check BRIDGE_TOKEN"},
 				{Name: "nats", Run: pass},
-				{Name: "stream", Run: fail("stream CCAAS_AGENTS not found")},
+				{Name: "stream", Run: fail("stream CCAAS_AGENTS not found"), Next: "create the stream"},
 			},
-			want:    "PASS  config\nFAIL  token: get token: 401 Unauthorized\nPASS  nats\nFAIL  stream: stream CCAAS_AGENTS not found\n",
-			wantErr: "check failed: 2 of 4 steps did not pass",
+			want: "PASS  config\nFAIL  token: get token: 401 Unauthorized\nPASS  nats\nFAIL  stream: stream CCAAS_AGENTS not found\n" +
+				"\n2 passed, 2 failed, 0 skipped\nnext: check BRIDGE_TOKEN, then run bridge check again\n",
+			wantErr: "check failed: 2 of 4 failed, 0 skipped",
 		},
 		{
 			name: "critical failure skips the rest",
@@ -53,8 +56,9 @@ func TestCheck(t *testing.T) {
 				{Name: "token", Run: pass},
 				{Name: "nats", Run: pass},
 			},
-			want:    "FAIL  config: BRIDGE_ORG_URL: missing scheme\nSKIP  token: config failed\nSKIP  nats: config failed\n",
-			wantErr: "check failed: 3 of 3 steps did not pass",
+			want: "FAIL  config: BRIDGE_ORG_URL: missing scheme\nSKIP  token: config failed\nSKIP  nats: config failed\n" +
+				"\n0 passed, 1 failed, 2 skipped\nnext: fix what the FAIL line of config says, then run bridge check again\n",
+			wantErr: "check failed: 1 of 3 failed, 2 skipped",
 		},
 	}
 	for _, tt := range tests {
@@ -80,7 +84,35 @@ func TestCheckCancelled(t *testing.T) {
 	var out bytes.Buffer
 	ran := false
 	err := Check(ctx, &out, Step{Name: "nats", Run: func(context.Context) error { ran = true; return nil }})
-	if ran || out.String() != "FAIL  nats: context canceled\n" || !errors.Is(err, ErrCheckFailed) {
+	if ran || !strings.HasPrefix(out.String(), "FAIL  nats: context canceled\n") || !errors.Is(err, ErrCheckFailed) {
 		t.Fatalf("Check after cancel: ran=%v output %q err %v", ran, out.String(), err)
+	}
+}
+
+// TestCheckDetailsFollowTheirStep: a step's detail lines come after its own
+// PASS or FAIL line, never above it.
+func TestCheckDetailsFollowTheirStep(t *testing.T) {
+	var buf bytes.Buffer
+	out := NewCheckOutput(&buf)
+	detail := func(text string, err error) func(context.Context) error {
+		return func(context.Context) error {
+			fmt.Fprintln(out, "      "+text)
+			return err
+		}
+	}
+	err := Check(t.Context(), out,
+		Step{Name: "presence", Run: detail("Olga is \"Available\", 1 browser session", nil)},
+		Step{Name: "catalogue", Run: detail("not readable", errors.New("403 Forbidden"))},
+		Step{Name: "nats", Run: detail("embedded", nil)},
+	)
+	want := "PASS  presence\n      Olga is \"Available\", 1 browser session\n" +
+		"FAIL  catalogue: 403 Forbidden\n      not readable\n" +
+		"PASS  nats\n      embedded\n" +
+		"\n2 passed, 1 failed, 0 skipped\nnext: fix what the FAIL line of catalogue says, then run bridge check again\n"
+	if buf.String() != want {
+		t.Errorf("Check output:\n%s\nwant:\n%s", buf.String(), want)
+	}
+	if !errors.Is(err, ErrCheckFailed) {
+		t.Errorf("Check = %v, want ErrCheckFailed", err)
 	}
 }

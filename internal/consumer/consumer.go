@@ -1,8 +1,10 @@
 // Package consumer is the logic behind the bridge's consumer and operator
-// subcommands: Tail (follow the stream, one readable line per event),
-// Replay (export events as CloudEvents JSON lines), State (the current-state
-// bucket as a table), Check (run named steps and print PASS/FAIL), and
-// ParseSince (the --since/--until flag values).
+// subcommands: Tail (follow the stream, one readable line per event, the
+// same Line the demo prints), Replay (export events as CloudEvents JSON
+// lines, with a summary), State (the current-state bucket as a table),
+// Check (run named steps and print PASS/FAIL/SKIP with each step's
+// details under it), ResolveAgent and CheckType (the --agent and --type
+// flag values), and ParseSince (the --since/--until flag values).
 //
 // It reads the stream the way any consumer would: header values are
 // percent-decoded as the CloudEvents NATS binding requires, events are
@@ -16,10 +18,14 @@
 //	js, _ := jetstream.New(nc)
 //	since, err := consumer.ParseSince(flagSince, time.Now())
 //	err = consumer.Tail(ctx, js, consumer.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: id, Type: typ, Since: since}, os.Stdout)
-//	err = consumer.Replay(ctx, js, consumer.ReplayOptions{...}, os.Stdout, os.Stderr)
+//	sum, err := consumer.Replay(ctx, js, consumer.ReplayOptions{...}, os.Stdout, os.Stderr)
+//	fmt.Fprintln(os.Stderr, sum) // "replay: 42 events written, from … to … (1h0m0s)"
 //	kv, _ := js.KeyValue(ctx, cfg.StateBucket)
+//	id, err := consumer.ResolveAgent(ctx, kv, flagAgent) // a GUID ({braces} accepted) or a name
+//	err = consumer.CheckType(flagType)                   // one of EventTypes, or a suggestion
 //	err = consumer.State(ctx, kv, id, os.Stdout)
-//	err = consumer.Check(ctx, os.Stdout, steps...) // non-nil: exit 1
+//	out := consumer.NewCheckOutput(os.Stdout)            // steps print their details to out
+//	err = consumer.Check(ctx, out, steps...)             // non-nil: exit 1
 package consumer
 
 import (

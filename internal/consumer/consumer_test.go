@@ -65,7 +65,7 @@ func TestLine(t *testing.T) {
 		{"presence.resumed", `{"agentName":"A","errorClass":"server_error"}`,
 			"2025-03-04T09:00:00Z  A  presence.resumed  resumed after stale (server_error)"},
 		{"presence.snapshot", `{"agentName":"A","state":{"presence":{"name":"In a meeting","baseStatus":"Away"},"sessions":{"activeBrowserSessions":1}}}`,
-			"2025-03-04T09:00:00Z  A  presence.snapshot  snapshot, presence In a meeting (Away), 1 sessions"},
+			"2025-03-04T09:00:00Z  A  presence.snapshot  snapshot, presence In a meeting (Away), 1 session"},
 		{"sessions.changed", `{"agentName":"A","change":"logout","previous":{"activeBrowserSessions":2},"current":{"activeBrowserSessions":0}}`,
 			"2025-03-04T09:00:00Z  A  sessions.changed  sessions 2 → 0 (logout)"},
 		{"channels.changed", `{"agentName":"A","previous":null,"current":{"allowed":["chat"],"disabled":[]},"added":{"allowed":["chat"],"disabled":[]},"removed":{"allowed":[],"disabled":[]}}`,

@@ -32,26 +32,53 @@ type ReplayOptions struct {
 	Type string
 }
 
+// ErrEmptyRange is wrapped by the error of a replay whose Until is before
+// its Since.
+var ErrEmptyRange = errors.New("--until is before --since")
+
+// ReplaySummary says what a replay wrote.
+type ReplaySummary struct {
+	// Events is the number of events written.
+	Events int
+	// First and Last are the times (the CloudEvent time attribute) of the
+	// first and the last event written; zero when none was.
+	First, Last time.Time
+	// Skipped is the number of messages skipped as undecodable.
+	Skipped int
+}
+
+// String renders the summary as one line, e.g. "replay: 42 events written,
+// from 2026-11-27T09:00:00Z to 2026-11-27T10:00:00Z (1h0m0s)".
+func (s ReplaySummary) String() string {
+	var line string
+	switch s.Events {
+	case 0:
+		line = "replay: no event in the selected range"
+	case 1:
+		line = fmt.Sprintf("replay: 1 event written, at %s", s.First.UTC().Format(time.RFC3339))
+	default:
+		line = fmt.Sprintf("replay: %d events written, from %s to %s (%s)", s.Events,
+			s.First.UTC().Format(time.RFC3339), s.Last.UTC().Format(time.RFC3339), s.Last.Sub(s.First).Round(time.Second))
+	}
+	switch s.Skipped {
+	case 0:
+		return line
+	case 1:
+		return line + "; 1 undecodable message skipped"
+	}
+	return fmt.Sprintf("%s; %d undecodable messages skipped", line, s.Skipped)
+}
+
 // Replay writes the selected events to w as CloudEvents JSON (structured
 // mode), one event per line, in stream order, and returns once it reaches
 // Until or the end of the stream as it was at the start (events published
-// meanwhile are not exported). A message that is not a decodable CloudEvent
-// is skipped: one line on progress names its stream sequence and the
-// reason, and a last line counts the skipped messages. When progress is a
-// terminal it also shows a progress bar there. It returns the first error,
-// including ctx's.
-func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, progress io.Writer) error {
-	res, err := replay(ctx, js, opts, w, barWriter(progress), progress)
-	if res.skipped > 0 {
-		fmt.Fprintf(progress, "replay: %d events exported, %d undecodable messages skipped\n", res.written, res.skipped)
-	}
-	return err
-}
-
-// replayResult counts what replay did.
-type replayResult struct {
-	written int // events written
-	skipped int // messages skipped as undecodable
+// meanwhile are not exported), with a summary of what it wrote. A message
+// that is not a decodable CloudEvent is skipped: one line on progress names
+// its stream sequence and the reason, and the summary counts it. When
+// progress is a terminal it also shows a progress bar there. It returns the
+// first error, including ctx's, and refuses an Until before Since.
+func Replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, progress io.Writer) (ReplaySummary, error) {
+	return replay(ctx, js, opts, w, barWriter(progress), progress)
 }
 
 // barWriter returns progress when it is a terminal, nil otherwise.
@@ -65,18 +92,28 @@ func barWriter(progress io.Writer) io.Writer {
 
 // replay is Replay with the progress bar written to bar when it is not nil
 // and each skipped message reported on report.
-func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar, report io.Writer) (replayResult, error) {
-	var res replayResult
+func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar, report io.Writer) (ReplaySummary, error) {
+	var sum ReplaySummary
+	if !opts.Since.IsZero() && !opts.Until.IsZero() && opts.Until.Before(opts.Since) {
+		return sum, fmt.Errorf("replay: %w (%s < %s)", ErrEmptyRange,
+			opts.Until.UTC().Format(time.RFC3339), opts.Since.UTC().Format(time.RFC3339))
+	}
+	n, err := replayTo(ctx, js, opts, w, bar, report, &sum)
+	sum.Events = n
+	return sum, err
+}
+
+func replayTo(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar, report io.Writer, sum *ReplaySummary) (int, error) {
 	if opts.Stream == "" {
 		opts.Stream = DefaultStream
 	}
 	stream, err := js.Stream(ctx, opts.Stream)
 	if err != nil {
-		return res, fmt.Errorf("look up stream %s: %w", opts.Stream, err)
+		return 0, fmt.Errorf("look up stream %s: %w", opts.Stream, err)
 	}
 	last := stream.CachedInfo().State.LastSeq
 	if last == 0 {
-		return res, nil
+		return 0, nil
 	}
 	policy, start := deliverFrom(opts.Since, jetstream.DeliverAllPolicy)
 	filter := FilterSubject(opts.SubjectPrefix, opts.Agent, opts.Type)
@@ -86,16 +123,16 @@ func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, 
 		OptStartTime:   start,
 	})
 	if err != nil {
-		return res, fmt.Errorf("create ordered consumer on stream %s for %s: %w", opts.Stream, filter, err)
+		return 0, fmt.Errorf("create ordered consumer on stream %s for %s: %w", opts.Stream, filter, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return res, fmt.Errorf("consume stream %s: %w", opts.Stream, err)
+		return 0, fmt.Errorf("consume stream %s: %w", opts.Stream, err)
 	}
 	defer it.Stop()
 	info := cons.CachedInfo()
 	if info == nil || info.NumPending == 0 {
-		return res, nil
+		return 0, nil
 	}
 
 	var pb *progressbar.ProgressBar
@@ -110,31 +147,38 @@ func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, 
 		defer pb.Finish()
 	}
 
+	n := 0
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return res, fmt.Errorf("read stream %s: %w", opts.Stream, err)
+			return n, fmt.Errorf("read stream %s: %w", opts.Stream, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
-			return res, fmt.Errorf("read metadata of message on %s: %w", msg.Subject(), err)
+			return n, fmt.Errorf("read metadata of message on %s: %w", msg.Subject(), err)
 		}
 		if meta.Sequence.Stream > last || (!opts.Until.IsZero() && meta.Timestamp.After(opts.Until)) {
-			return res, nil
+			return n, nil
 		}
-		if err := replayOne(ctx, msg, w); errors.Is(err, errUndecodable) {
-			res.skipped++
+		at, err := replayOne(ctx, msg, w)
+		switch {
+		case errors.Is(err, errUndecodable):
+			sum.Skipped++
 			fmt.Fprintln(report, Printable(fmt.Sprintf("replay: skip stream sequence %d: %v", meta.Sequence.Stream, err)))
-		} else if err != nil {
-			return res, err
-		} else {
-			res.written++
+		case err != nil:
+			return n, err
+		default:
+			n++
+			if n == 1 {
+				sum.First = at
+			}
+			sum.Last = at
 		}
 		if pb != nil {
 			_ = pb.Add(1) // the bar is cosmetic; its write errors do not stop the export
 		}
 		if meta.NumPending == 0 || meta.Sequence.Stream == last {
-			return res, nil
+			return n, nil
 		}
 	}
 }
@@ -142,19 +186,20 @@ func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, 
 // errUndecodable marks a message replay skips.
 var errUndecodable = errors.New("undecodable message")
 
-// replayOne writes msg as one CloudEvents JSON line; a message that is not a
-// CloudEvent the bridge could have published fails with errUndecodable.
-func replayOne(ctx context.Context, msg jetstream.Msg, w io.Writer) error {
+// replayOne writes msg as one CloudEvents JSON line and returns the event's
+// time; a message that is not a CloudEvent the bridge could have published
+// fails with errUndecodable.
+func replayOne(ctx context.Context, msg jetstream.Msg, w io.Writer) (time.Time, error) {
 	ev, err := Decode(ctx, msg)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUndecodable, err)
+		return time.Time{}, fmt.Errorf("%w: %w", errUndecodable, err)
 	}
 	b, err := ev.MarshalJSON()
 	if err != nil {
-		return fmt.Errorf("%w: encode event %s as JSON: %w", errUndecodable, ev.ID(), err)
+		return time.Time{}, fmt.Errorf("%w: encode event %s as JSON: %w", errUndecodable, ev.ID(), err)
 	}
 	if _, err := w.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("write event %s: %w", ev.ID(), err)
+		return time.Time{}, fmt.Errorf("write event %s: %w", ev.ID(), err)
 	}
-	return nil
+	return ev.Time(), nil
 }

@@ -80,13 +80,15 @@ func TestReplay(t *testing.T) {
 			publishFixture(t, js, 5*time.Second, all[5:]...)
 
 			var out, progress bytes.Buffer
-			if err := Replay(t.Context(), js, tt.opts(t1, t2), &out, &progress); err != nil {
+			sum, err := Replay(t.Context(), js, tt.opts(t1, t2), &out, &progress)
+			if err != nil {
 				t.Fatalf("Replay: %v", err)
 			}
 			if progress.Len() != 0 {
 				t.Errorf("progress written to a non-terminal: %q", progress.String())
 			}
 			var ids []string
+			var times []time.Time
 			for _, line := range strings.SplitAfter(out.String(), "\n") {
 				if line == "" {
 					continue
@@ -102,9 +104,16 @@ func TestReplay(t *testing.T) {
 					t.Fatalf("invalid CloudEvent: %v: %s", err, line)
 				}
 				ids = append(ids, e.ID())
+				times = append(times, e.Time())
 			}
 			if !slices.Equal(ids, tt.wantIDs) {
 				t.Errorf("replayed IDs %v, want %v", ids, tt.wantIDs)
+			}
+			if sum.Events != len(ids) {
+				t.Errorf("summary counts %d events, %d written", sum.Events, len(ids))
+			}
+			if len(times) > 0 && (!sum.First.Equal(times[0]) || !sum.Last.Equal(times[len(times)-1])) {
+				t.Errorf("summary spans %s..%s, events %s..%s", sum.First, sum.Last, times[0], times[len(times)-1])
 			}
 			if tt.golden != "" {
 				checkGolden(t, tt.golden, out.Bytes())
@@ -134,11 +143,12 @@ func TestReplayProgressBar(t *testing.T) {
 	js := startJetStream(t)
 	publishFixture(t, js, 0, fixture()...)
 	var out, bar, report bytes.Buffer
-	res, err := replay(t.Context(), js, ReplayOptions{}, &out, &bar, &report)
+	sum, err := replay(t.Context(), js, ReplayOptions{}, &out, &bar, &report)
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
-	if n := res.written; n != 7 || strings.Count(out.String(), "\n") != 7 {
+	n := sum.Events
+	if n != 7 || strings.Count(out.String(), "\n") != 7 {
 		t.Fatalf("replayed %d events (%d lines), want 7", n, strings.Count(out.String(), "\n"))
 	}
 	if !strings.Contains(bar.String(), "replay") {
@@ -169,7 +179,8 @@ func TestReplaySkipsUndecodable(t *testing.T) {
 	publishFixture(t, js, 4*time.Second, all[4:]...)
 
 	var out, progress bytes.Buffer
-	if err := Replay(t.Context(), js, ReplayOptions{}, &out, &progress); err != nil {
+	sum, err := Replay(t.Context(), js, ReplayOptions{}, &out, &progress)
+	if err != nil {
 		t.Fatalf("Replay: %v", err)
 	}
 	if n := strings.Count(out.String(), "\n"); n != len(all) {
@@ -178,11 +189,13 @@ func TestReplaySkipsUndecodable(t *testing.T) {
 	for _, want := range []string{
 		"replay: skip stream sequence 3: undecodable message",
 		"replay: skip stream sequence 6: undecodable message",
-		"replay: 7 events exported, 2 undecodable messages skipped\n",
 	} {
 		if !strings.Contains(progress.String(), want) {
 			t.Errorf("report %q lacks %q", progress.String(), want)
 		}
+	}
+	if sum.Events != len(all) || sum.Skipped != 2 || !strings.HasSuffix(sum.String(), "; 2 undecodable messages skipped") {
+		t.Errorf("summary %+v (%q), want %d events and 2 skipped", sum, sum.String(), len(all))
 	}
 }
 
@@ -193,12 +206,17 @@ func TestReplayErrors(t *testing.T) {
 		wantErr string
 	}{
 		{name: "unknown stream", opts: ReplayOptions{Stream: "NOPE"}, wantErr: "look up stream NOPE: "},
+		{
+			name:    "until before since",
+			opts:    ReplayOptions{Since: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), Until: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)},
+			wantErr: "replay: --until is before --since (2026-11-27T09:00:00Z < 2026-11-27T10:00:00Z)",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			js := startJetStream(t)
 			var out bytes.Buffer
-			err := Replay(t.Context(), js, tt.opts, &out, &out)
+			_, err := Replay(t.Context(), js, tt.opts, &out, &out)
 			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
 				t.Fatalf("Replay = %v, want prefix %q", err, tt.wantErr)
 			}
@@ -209,7 +227,28 @@ func TestReplayErrors(t *testing.T) {
 func TestReplayEmptyStream(t *testing.T) {
 	js := startJetStream(t)
 	var out bytes.Buffer
-	if err := Replay(t.Context(), js, ReplayOptions{}, &out, &out); err != nil || out.Len() != 0 {
-		t.Fatalf("Replay of an empty stream = %v, output %q; want nil and nothing", err, out.String())
+	sum, err := Replay(t.Context(), js, ReplayOptions{}, &out, &out)
+	if err != nil || out.Len() != 0 || sum.Events != 0 {
+		t.Fatalf("Replay of an empty stream = %v, %+v, output %q; want nil and nothing", err, sum, out.String())
+	}
+	if got := sum.String(); got != "replay: no event in the selected range" {
+		t.Errorf("summary %q", got)
+	}
+}
+
+func TestReplaySummaryString(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	tests := []struct {
+		sum  ReplaySummary
+		want string
+	}{
+		{ReplaySummary{}, "replay: no event in the selected range"},
+		{ReplaySummary{Events: 1, First: t0, Last: t0}, "replay: 1 event written, at 2026-11-27T09:00:00Z"},
+		{ReplaySummary{Events: 42, First: t0, Last: t0.Add(61*time.Minute + 400*time.Millisecond)}, "replay: 42 events written, from 2026-11-27T09:00:00Z to 2026-11-27T10:01:00Z (1h1m0s)"},
+	}
+	for _, tt := range tests {
+		if got := tt.sum.String(); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.sum, got, tt.want)
+		}
 	}
 }

@@ -62,18 +62,19 @@ func summarize(typ string, d map[string]any, raw []byte) string {
 		}
 		return s
 	case "agent.offline":
-		return fmt.Sprintf("offline (%s), presence %s, %s sessions", str(d["reason"]), presenceLabel(d["presence"]), num(d["activeBrowserSessions"]))
+		return fmt.Sprintf("offline (%s), presence %s, %s", str(d["reason"]), presenceLabel(d["presence"]), sessionsCount(d["activeBrowserSessions"]))
 	case "agent.online":
-		return fmt.Sprintf("online, presence %s, %s sessions", presenceLabel(d["presence"]), num(d["activeBrowserSessions"]))
+		return fmt.Sprintf("online, presence %s, %s", presenceLabel(d["presence"]), sessionsCount(d["activeBrowserSessions"]))
 	case "agent.unattended":
-		return fmt.Sprintf("unattended, presence %s, %s sessions", presenceLabel(d["presence"]), num(d["activeBrowserSessions"]))
+		return fmt.Sprintf("unattended, presence %s, %s", presenceLabel(d["presence"]), sessionsCount(d["activeBrowserSessions"]))
 	case "presence.stale":
 		return fmt.Sprintf("stale, no successful poll since %s (%s)", str(d["lastSuccessAt"]), str(d["errorClass"]))
 	case "presence.resumed":
 		return fmt.Sprintf("resumed after stale (%s)", str(d["errorClass"]))
 	case "presence.snapshot":
 		st, _ := d["state"].(map[string]any)
-		return fmt.Sprintf("snapshot, presence %s, %s sessions", presenceLabel(st["presence"]), sessionsLabel(st["sessions"]))
+		ss, _ := st["sessions"].(map[string]any)
+		return fmt.Sprintf("snapshot, presence %s, %s", presenceLabel(st["presence"]), sessionsCount(ss["activeBrowserSessions"]))
 	default:
 		return strings.TrimSpace(string(raw))
 	}
@@ -111,6 +112,15 @@ func sessionsLabel(v any) string {
 		return compact(v)
 	}
 	return num(s["activeBrowserSessions"])
+}
+
+// sessionsCount renders a number of browser sessions: "1 session",
+// "2 sessions".
+func sessionsCount(v any) string {
+	if f, ok := v.(float64); ok && f == 1 {
+		return "1 session"
+	}
+	return num(v) + " sessions"
 }
 
 func channelsLabel(v any) string {

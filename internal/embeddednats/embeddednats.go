@@ -10,6 +10,10 @@
 //	defer srv.Shutdown()
 //	nc, err := nats.Connect(srv.ClientURL())
 //
+// Start refuses a listen address in use at once, and a data directory another
+// process uses (see [LockDataDir]): the directory stays locked until
+// Shutdown.
+//
 // Options.Configure lets a caller adjust the nats-server options before the
 // server starts (authentication, TLS, clustering); the bridge leaves it nil.
 package embeddednats
@@ -61,8 +65,9 @@ type Options struct {
 
 // Server is a running embedded nats-server.
 type Server struct {
-	srv *server.Server
-	log *slog.Logger
+	srv  *server.Server
+	log  *slog.Logger
+	lock *DirLock
 }
 
 // Start starts the server and waits until it accepts clients or ctx ends.
@@ -91,6 +96,23 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil || port < -1 || port > 65535 {
 		return nil, fmt.Errorf("start embedded nats: listen address %q: port must be -1..65535", opts.Listen)
 	}
+	// Refuse at once an address another process holds: nats-server would
+	// only log it and never become ready.
+	if err := CheckListen(opts.Listen); err != nil {
+		return nil, fmt.Errorf("start embedded nats: listen on %s: %w", opts.Listen, err)
+	}
+	// One process per store: a second server on the same files would
+	// corrupt them.
+	lock, err := LockDataDir(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	started := false
+	defer func() {
+		if !started {
+			lock.Release()
+		}
+	}()
 	sopts := &server.Options{
 		ServerName: opts.ServerName,
 		Host:       host,
@@ -126,7 +148,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("start embedded nats on %s: not ready after %s", opts.Listen, opts.ReadyTimeout)
 		}
 	}
-	s := &Server{srv: srv, log: log}
+	started = true
+	s := &Server{srv: srv, log: log, lock: lock}
 	log.Info("embedded NATS server listening", "url", srv.ClientURL(), "store_dir", filepath.Join(sopts.StoreDir, "jetstream"))
 	return s, nil
 }
@@ -162,6 +185,7 @@ func (s *Server) NATS() *server.Server { return s.srv }
 func (s *Server) Shutdown() {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
+	s.lock.Release()
 	s.log.Info("embedded NATS server stopped")
 }
 

@@ -42,7 +42,8 @@ const Redacted = "[REDACTED]"
 const minSubstringLen = 4
 
 // New returns a logger writing to w in the given format ("json" or "text",
-// case-insensitive; "" means "json") at the given level ("debug", "info",
+// case-insensitive; "" means "json"; durations as Go duration strings in
+// both) at the given level ("debug", "info",
 // "warn" or "error", case-insensitive; "" means "info"). An unknown format
 // or level gives an error naming the bad value.
 func New(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -50,7 +51,7 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationsAsText}
 	switch strings.ToLower(strings.TrimSpace(format)) {
 	case FormatJSON, "":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -59,6 +60,16 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("log format %q is not one of json, text", format)
 	}
+}
+
+// durationsAsText writes every time.Duration as Go's duration string
+// ("1.5s", "2m0s") in both formats: the JSON handler would otherwise write
+// nanoseconds, the text handler already writes the string.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // ParseLevel parses "debug", "info", "warn" (or "warning") and "error",

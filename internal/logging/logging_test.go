@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNew(t *testing.T) {
@@ -116,6 +117,31 @@ func TestRedaction(t *testing.T) {
 			}
 			if !strings.Contains(out, tt.want) {
 				t.Errorf("output %q does not contain %q", out, tt.want)
+			}
+		})
+	}
+}
+
+// TestDurationsAsText: both formats write durations as Go duration strings,
+// also inside groups and through the redaction wrapper.
+func TestDurationsAsText(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			var buf bytes.Buffer
+			l, err := New(&buf, format, "info")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l = WithRedaction(l, NewSecrets("s3cr3t-value"))
+			l.Info("polled", "interval", 1500*time.Millisecond, slog.Group("backoff", "next", 2*time.Minute))
+			out := buf.String()
+			for _, want := range []string{"1.5s", "2m0s"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("%s log %q lacks the duration %s", format, out, want)
+				}
+			}
+			if strings.Contains(out, "1500000000") || strings.Contains(out, "120000000000") {
+				t.Errorf("%s log %q writes nanoseconds", format, out)
 			}
 		})
 	}

@@ -70,6 +70,9 @@ type agentCollector struct {
 }
 
 func (c *agentCollector) add(line int, raw string) {
+	if len(raw) == 38 && raw[0] == '{' && raw[37] == '}' {
+		raw = raw[1:37] // braces, as Dataverse shows GUIDs
+	}
 	id, ok := NormalizeGUID(raw)
 	if !ok {
 		c.problems = append(c.problems, AgentListProblem{Line: line, Text: truncate(raw)})

@@ -80,7 +80,7 @@ func TestParseAgentFile(t *testing.T) {
 	in := "# agents of the Lisbon site\n" +
 		agentA + "\n" +
 		"\n" +
-		strings.ToUpper(agentB) + "   # Bob\n" +
+		"{" + strings.ToUpper(agentB) + "}   # Bob, braces as Dataverse shows IDs\n" +
 		"not-a-guid\n" +
 		agentA + "\n"
 	ids, err := source.ParseAgentFile("agents.txt", strings.NewReader(in))
