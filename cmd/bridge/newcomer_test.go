@@ -256,7 +256,7 @@ func TestNewcomerPath(t *testing.T) {
 	}
 	args, _ = run("./bridge check", nil)
 	out, stderr, code = runCLI(t, runEnv, args...)
-	if code != 0 || !strings.HasSuffix(out, "\nall 6 steps passed\n") {
+	if code != 0 || !strings.HasSuffix(out, "\nall 8 steps passed\n") {
 		t.Errorf("bridge check against the simulator: exit %d\n%s%s", code, out, stderr)
 	}
 	args, _ = run("./bridge run", nil)
@@ -314,8 +314,8 @@ func checkStore(t *testing.T, dataDir string, printed int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := msg.Header.Get("ce-source"); got != demoOrganisation {
-		t.Errorf("ce-source %q, want the demo's organisation %q on every run", got, demoOrganisation)
+	if got := msg.Header.Get("ce-source"); !strings.HasPrefix(got, demoOrganisation+"/api/data/v9.2/systemusers(") {
+		t.Errorf("ce-source %q, want an agent of the demo's organisation %q on every run", got, demoOrganisation)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, embeddednats.LockFileName)); err != nil {
 		t.Errorf("lock file: %v", err)
