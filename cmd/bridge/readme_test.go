@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"flag"
 	"net"
 	"os"
@@ -274,4 +275,24 @@ func exitCodeOf(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// TestExamplesShareOneDecoder: each example is a standalone program that
+// copies decodeEvent (cloudevent.go) on purpose, using public libraries
+// only; the copies must stay the same.
+func TestExamplesShareOneDecoder(t *testing.T) {
+	var first []byte
+	for _, ex := range []string{"alerting", "pipeline-export", "routing-view"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", ex, "cloudevent.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			first = b
+			continue
+		}
+		if !bytes.Equal(b, first) {
+			t.Errorf("examples/%s/cloudevent.go differs from examples/alerting/cloudevent.go", ex)
+		}
+	}
 }
