@@ -29,8 +29,8 @@ func TestCheck(t *testing.T) {
 		{
 			name:    "control characters in a reason are escaped",
 			steps:   []Step{{Name: "presence", Run: fail("agent x: 403: \x1b[2J\x1b]0;pwned\a\nsecond line\r")}},
-			want:    "FAIL  presence: agent x: 403: \\x1b[2J\\x1b]0;pwned\\a\n      second line\\r\n",
-			wantErr: "check failed: 1 of 1 steps did not pass",
+			want:    "FAIL  presence: agent x: 403: \\x1b[2J\\x1b]0;pwned\\a\n      second line\\r\n\n0 passed, 1 failed, 0 skipped\nnext: fix what the FAIL line of presence says, then run bridge check again\n",
+			wantErr: "check failed: 1 of 1 failed, 0 skipped",
 		},
 		{
 			name:  "all pass",
