@@ -141,31 +141,7 @@ func (r *rig) restartNATS() {
 // validating each event; any message that fails is a test error.
 func (h *harness) streamEvents(ctx context.Context) []event {
 	h.t.Helper()
-	st, err := h.js.Stream(ctx, "CCAAS_AGENTS")
-	if err != nil {
-		h.t.Fatalf("look up stream: %v", err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		h.t.Fatalf("stream info: %v", err)
-	}
-	var out []event
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		raw, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			h.t.Fatalf("get stream message %d: %v", seq, err)
-		}
-		ev, err := h.decode(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
-		if err != nil {
-			h.t.Errorf("stream message %d: %v", seq, err)
-			continue
-		}
-		out = append(out, ev)
-	}
-	return out
+	return plainEvents(h.bridgeEvents(ctx, nil))
 }
 
 // streamCount is the number of messages in the stream, 0 before it exists.
