@@ -178,6 +178,12 @@ func (p *proc) output() string {
 // signal sends sig and waits for the exit, returning the exit status.
 func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) int {
 	t.Helper()
+	// The bridge installs its signal handler before it writes anything: a
+	// signal sent earlier would kill it with the signal's default action.
+	waitFor(t, 30*time.Second, "the bridge's first output line", func() bool {
+		_, gone := exited(p)
+		return gone || p.output() != ""
+	})
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal bridge: %v", err)
 	}
