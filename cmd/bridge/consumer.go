@@ -360,16 +360,24 @@ func checkQuotaScope(ctx context.Context, stdout io.Writer, client *source.Clien
 	if err != nil {
 		return explain(fmt.Errorf("agent %s: %w", plan.agents[0], err))
 	}
-	if first.BurstRemaining < 0 || second.BurstRemaining < 0 || again.BurstRemaining < 0 {
+	_, secondAgain, err := client.Probe(ctx, plan.agents[1])
+	if err != nil {
+		return explain(fmt.Errorf("agent %s: %w", plan.agents[1], err))
+	}
+	if first.BurstRemaining < 0 || second.BurstRemaining < 0 || again.BurstRemaining < 0 || secondAgain.BurstRemaining < 0 {
 		fmt.Fprintf(stdout, "      the organisation sends no x-ms-ratelimit headers: cannot tell; BRIDGE_QUOTA_SCOPE=%s\n", plan.scope)
 		return nil
 	}
+	// One counter for every agent (caller scope) drops at each of the four
+	// calls in turn, whatever else is charged to it meanwhile (a running
+	// bridge); two counters (agent scope) do not, since each agent's is
+	// only charged by calls for that agent.
 	seen := source.ScopeAgent
-	if again.BurstRemaining <= first.BurstRemaining-2 {
+	if first.BurstRemaining > second.BurstRemaining && second.BurstRemaining > again.BurstRemaining && again.BurstRemaining > secondAgain.BurstRemaining {
 		seen = source.ScopeCaller
 	}
-	fmt.Fprintf(stdout, "      remaining requests: first agent %d, second agent %d, first agent again %d: the organisation charges %s\n",
-		first.BurstRemaining, second.BurstRemaining, again.BurstRemaining, map[source.QuotaScope]string{
+	fmt.Fprintf(stdout, "      remaining requests after calls for agents A, B, A, B: %d, %d, %d, %d: the organisation charges %s\n",
+		first.BurstRemaining, second.BurstRemaining, again.BurstRemaining, secondAgain.BurstRemaining, map[source.QuotaScope]string{
 			source.ScopeAgent: "each impersonated agent (agent scope)", source.ScopeCaller: "the application user for every agent (caller scope)"}[seen])
 	if seen != plan.scope {
 		return fmt.Errorf("BRIDGE_QUOTA_SCOPE=%s but the organisation applies %s scope\nfix: set BRIDGE_QUOTA_SCOPE=%s so the start-up limits check and the pacing match how calls are charged", plan.scope, seen, seen)

@@ -49,46 +49,68 @@ func (s *eventSource) batch(i, n int) []detector.Event {
 // in stream order, failing on an event the SDK cannot decode.
 func streamContents(t *testing.T, js jetstream.JetStream, stream string) map[string][]uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// Right after a stream leader change the new leader may not answer yet
+	// ("no responders"): read the whole stream again until it does.
+	for {
+		got, err := readStream(ctx, js, stream)
+		if err == nil {
+			return got
+		}
+		if errors.Is(err, errStoredEvent) || ctx.Err() != nil {
+			t.Fatalf("read the stream: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond): // the pace of the retries, not a synchronisation
+		}
+	}
+}
+
+// errStoredEvent marks a stored message that is not a valid event.
+var errStoredEvent = errors.New("stored event")
+
+// readStream reads the stream once: every event's sequence by agent.
+func readStream(ctx context.Context, js jetstream.JetStream, stream string) (map[string][]uint64, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatalf("stream: %v", err)
+		return nil, fmt.Errorf("stream: %w", err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		t.Fatalf("stream info: %v", err)
+		return nil, fmt.Errorf("stream info: %w", err)
 	}
 	got := map[string][]uint64{}
 	if info.State.Msgs == 0 {
-		return got
+		return got, nil
 	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		t.Fatalf("ordered consumer: %v", err)
+		return nil, fmt.Errorf("ordered consumer: %w", err)
 	}
 	for n := uint64(0); n < info.State.Msgs; {
 		batch, err := cons.Fetch(int(min(500, info.State.Msgs-n)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatalf("fetch: %v", err)
+			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		for m := range batch.Messages() {
 			n++
 			ce, err := Decode(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
 			if err != nil {
-				t.Fatalf("decode stored event: %v", err)
+				return nil, fmt.Errorf("%w: decode: %w", errStoredEvent, err)
 			}
 			seq, err := ParseSequence(ce)
 			if err != nil {
-				t.Fatalf("stored event: %v", err)
+				return nil, fmt.Errorf("%w: %w", errStoredEvent, err)
 			}
 			got[ce.Subject()] = append(got[ce.Subject()], seq)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			t.Fatalf("fetch batch: %v", err)
+			return nil, fmt.Errorf("fetch batch: %w", err)
 		}
 	}
-	return got
+	return got, nil
 }
 
 // checkExactlyOnceInOrder checks that every agent's stored sequences are
@@ -606,7 +628,7 @@ func TestPublisherClusterLeaderLoss(t *testing.T) {
 	for i := range 3 {
 		name := fmt.Sprintf("n%d", i+1)
 		srv, err := embeddednats.Start(ctx, embeddednats.Options{
-			Listen: "127.0.0.1:-1", DataDir: t.TempDir(), ServerName: name, ReadyTimeout: 20 * time.Second,
+			Listen: "127.0.0.1:-1", DataDir: t.TempDir(), ServerName: name, ReadyTimeout: time.Minute, // a loaded runner can take long to form the cluster; this only catches a hang
 			Configure: func(o *server.Options) error {
 				o.Cluster = server.ClusterOpts{Name: "bridge-test", Host: "127.0.0.1", Port: routePorts[i]}
 				o.Routes = server.RoutesFromStr(joinComma(routes))

@@ -90,7 +90,7 @@ func testCluster(t *testing.T, n, seeds int) ([]*clusterNode, string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			srv, err := embeddednats.Start(ctx, embeddednats.Options{
-				Listen: "127.0.0.1:" + strconv.Itoa(node.port), DataDir: dir, ServerName: node.name, ReadyTimeout: 20 * time.Second,
+				Listen: "127.0.0.1:" + strconv.Itoa(node.port), DataDir: dir, ServerName: node.name, ReadyTimeout: time.Minute, // a loaded runner can take long to form the cluster; this only catches a hang
 				Configure: func(o *server.Options) error {
 					o.Cluster = server.ClusterOpts{Name: "bridge-retry-test", Host: "127.0.0.1", Port: routePorts[i]}
 					o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
