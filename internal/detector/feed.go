@@ -16,16 +16,18 @@ type heldPresence struct {
 
 // rowLocked takes a presence change the change feed read. The feed times
 // each change at the source, so rows are ordered by that time: a row that
-// began no later than the agent's current presence (a late or repeated
-// row, or one a newer poll already passed) says nothing new and is
-// ignored, so it never takes the agent back. A newer row becomes the
+// began before the agent's current presence (a late row, or one a newer
+// poll already passed) says nothing new and is ignored, so it never takes
+// the agent back. Dataverse times have whole seconds, so a row of the same
+// second as the current presence is taken: the feed hands over rows in the
+// order they were written and never the same row twice. A newer row becomes the
 // agent's presence, with the sessions and channels of its state, timed
 // from the row. Rows of an agent without a state yet, or stale, wait for
 // its next successful poll. a.mu is held.
 func (a *agent) rowLocked(o source.Observation, produce bool) *Change {
 	r := o.Row
 	st := a.state
-	if st == nil || st.Stale || r.PresenceID == "" || !r.ChangedAt.After(st.PresenceSince) {
+	if st == nil || st.Stale || r.PresenceID == "" || r.ChangedAt.Before(st.PresenceSince) {
 		return nil
 	}
 	id := strings.ToLower(r.PresenceID)
