@@ -105,6 +105,8 @@ type Observation struct {
 type PresenceRow struct {
 	// RowID is the history row's msdyn_agentstatushistoryid, lower-case.
 	RowID string
+	// AgentID is the agent (_msdyn_agentid_value), lower-case GUID.
+	AgentID string
 	// PresenceID is the new presence's msdyn_presence ID, lower-case GUID.
 	PresenceID string
 	// PresenceName and BaseStatus are the catalogue's for PresenceID ("" when
