@@ -307,8 +307,16 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		beat, stopBeat = hb.Beat, hb.Stop
 	}
 	defer stopBeat()
+	feed, feedPoller, err := buildFeed(ctx, cfg, js, storage, client, pipe, reg, log, retryJS)
+	if err != nil {
+		return err
+	}
+	var pollSink source.Sink = pipe
+	if feed != nil {
+		pollSink = feed.Sink(pipe) // while the feed reads, presence changes come from it
+	}
 	poller, err := source.NewPoller(source.PollerOptions{
-		Getter: client, Sink: pipe, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
+		Getter: client, Sink: pollSink, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
 		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax, StaleAfter: cfg.EffectiveStaleAfter(),
 		DrainTimeout: cfg.ShutdownTimeout, Beat: beat,
 		Logger: log, Metrics: srcMetrics, QuotaScope: plan.scope,
@@ -319,9 +327,15 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	assign := lease.NewAssignment(plan.agents, cfg.ShardCount, cfg.LeaseEnabled, func(ids []string) {
 		pipe.SetAgents(ids) // first: agents leaving are forgotten before their last polls report
 		poller.SetAgents(ids)
+		if feed != nil {
+			feed.SetAgents(ids)
+		}
 	})
 	if opsSrv != nil {
 		opsSrv.AddActiveCheck(ops.CheckFunc("source", source.Readiness(poller, client.TokenAccepted, cfg.ReadyMinShare)))
+		if feed != nil {
+			opsSrv.AddCheck(ops.CheckFunc("feed", feed.Readiness))
+		}
 	}
 
 	// The catalogue loads now (so first events carry base statuses) and
@@ -370,6 +384,10 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		defer stopBeat() // no beat is due once polling has stopped
 		return poller.Run(ctx)
 	})
+	if feed != nil {
+		feedPoller.p = poller
+		goLoop("feed", feed.Run) // saves its watermark when it stops
+	}
 	releaseLeases := func(context.Context) error { return nil }
 	if !cfg.LeaseEnabled {
 		assign.SetAgents(plan.agents)
