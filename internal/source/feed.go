@@ -45,6 +45,12 @@ const (
 	// DefaultFeedHold is how long polls must keep seeing a presence the
 	// feed has not reported before the poll's presence is published.
 	DefaultFeedHold = 30 * time.Second
+	// feedFallbackReads is how many read intervals the feed may fail
+	// before the bridge falls back to polling alone (at least
+	// minFeedFallback): a throttled read or two delays the feed, it does
+	// not stop it.
+	feedFallbackReads = 5
+	minFeedFallback   = 5 * time.Second
 	// maxFeedPages bounds one read (a catch-up after a long outage goes on
 	// at the next read).
 	maxFeedPages = 200
@@ -220,6 +226,9 @@ type FeedOptions struct {
 	// Hold is the Observation.FeedHold the feed's Sink wrapper gives polls
 	// while the feed is readable; DefaultFeedHold when zero.
 	Hold time.Duration
+	// FallbackAfter is how long reads may fail before the bridge falls
+	// back to polling alone; 5 intervals (at least 5 s) when zero.
+	FallbackAfter time.Duration
 	// Metrics counts reads and rows; nil builds unregistered ones.
 	Metrics *FeedMetrics
 	// Logger receives one line on each change between readable and
@@ -251,8 +260,9 @@ type Feed struct {
 	wm     Watermark
 	loaded bool
 
-	up        atomic.Bool
-	downSince atomic.Pointer[time.Time]
+	up        atomic.Bool                // the last read succeeded
+	downSince atomic.Pointer[time.Time] // first failed read of the current outage
+	fallback  atomic.Bool                // polling alone: unreadable for FallbackAfter
 	why       atomic.Pointer[string]
 }
 
@@ -278,6 +288,9 @@ func NewFeed(opts FeedOptions) (*Feed, error) {
 	}
 	if opts.Hold == 0 {
 		opts.Hold = DefaultFeedHold
+	}
+	if opts.FallbackAfter <= 0 {
+		opts.FallbackAfter = max(feedFallbackReads*opts.Interval, minFeedFallback)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -320,6 +333,17 @@ func (f *Feed) SetAgents(ids []string) {
 // Readable reports whether the last read succeeded.
 func (f *Feed) Readable() bool { return f.up.Load() }
 
+// Fallback reports whether the bridge polls alone: the feed has been
+// unreadable for FallbackAfter. Before its first read, and through shorter
+// failures, the feed counts as reporting presence.
+func (f *Feed) Fallback() bool {
+	if f.fallback.Load() {
+		return true
+	}
+	since := f.downSince.Load()
+	return since != nil && f.opts.Now().Sub(*since) >= f.opts.FallbackAfter
+}
+
 // Watermark returns the feed's watermark.
 func (f *Feed) Watermark() Watermark {
 	f.mu.Lock()
@@ -327,12 +351,13 @@ func (f *Feed) Watermark() Watermark {
 	return Watermark{CreatedOn: f.wm.CreatedOn, Seen: slices.Clone(f.wm.Seen)}
 }
 
-// Sink wraps the poller's Sink: while the feed is readable, poll results
-// carry FeedHold, so the detector takes presence changes from the feed and
-// polls reconcile; while it is not, polls report presence alone.
+// Sink wraps the poller's Sink: unless the bridge has fallen back to
+// polling alone, poll results carry FeedHold, so the detector takes
+// presence changes from the feed (in order, with their times) and polls
+// reconcile; in fallback, polls report presence alone.
 func (f *Feed) Sink(next Sink) Sink {
 	return SinkFunc(func(ctx context.Context, o Observation) error {
-		if o.Row == nil && f.up.Load() {
+		if o.Row == nil && !f.Fallback() {
 			o.FeedHold = f.opts.Hold
 		}
 		return next.Observe(ctx, o)
@@ -347,7 +372,10 @@ func (f *Feed) Readiness() (bool, string) {
 	}
 	reason := *f.why.Load()
 	if since := f.downSince.Load(); since != nil {
-		return true, fmt.Sprintf("change feed unreadable since %s (%s): polling alone", since.UTC().Format(time.RFC3339), reason)
+		if f.Fallback() {
+			return true, fmt.Sprintf("change feed unreadable since %s (%s): polling alone", since.UTC().Format(time.RFC3339), reason)
+		}
+		return true, fmt.Sprintf("change feed read failing since %s (%s): retrying", since.UTC().Format(time.RFC3339), reason)
 	}
 	return true, "change feed: " + reason
 }
@@ -521,22 +549,26 @@ func (f *Feed) Once(ctx context.Context) time.Duration {
 	return 0
 }
 
-// setUp marks the feed readable, logging the change.
+// setUp marks the feed readable, logging the end of a fallback.
 func (f *Feed) setUp(wm Watermark) {
+	f.metrics.Up.Set(1)
+	since := f.downSince.Swap(nil)
+	wasFallback := f.fallback.Swap(false)
 	if f.up.Swap(true) {
 		return
 	}
-	f.metrics.Up.Set(1)
-	if since := f.downSince.Swap(nil); since != nil {
+	switch {
+	case wasFallback && since != nil:
 		f.log.Info("change feed readable again; catching up from its watermark",
 			"watermark", wm.CreatedOn.UTC().Format(time.RFC3339), "unreadable_for", f.opts.Now().Sub(*since).Round(time.Millisecond).String())
-		return
+	case since == nil:
+		f.log.Info("change feed reading", "watermark", wm.CreatedOn.UTC().Format(time.RFC3339))
 	}
-	f.log.Info("change feed reading", "watermark", wm.CreatedOn.UTC().Format(time.RFC3339))
 }
 
-// down marks the feed unreadable after err, logging the change, and
-// returns the Retry-After to honour.
+// down records a failed read and, once reads have failed for
+// FallbackAfter, falls back to polling alone, logging it; it returns the
+// Retry-After to honour.
 func (f *Feed) down(err error) time.Duration {
 	class := "transport"
 	var he *HTTPError
@@ -548,15 +580,16 @@ func (f *Feed) down(err error) time.Duration {
 	f.metrics.Reads.WithLabelValues(class).Inc()
 	reason := class + ": " + err.Error()
 	f.why.Store(&reason)
-	if f.downSince.Load() == nil {
-		now := f.opts.Now()
-		f.downSince.Store(&now)
-		f.up.Store(false)
+	f.up.Store(false)
+	now := f.opts.Now()
+	f.downSince.CompareAndSwap(nil, &now)
+	f.log.Debug("change feed read failed", "class", class, "err", err)
+	if f.Fallback() && !f.fallback.Swap(true) {
 		f.metrics.Up.Set(0)
 		f.metrics.Fallbacks.Inc()
-		f.log.Warn("change feed unreadable; polling alone until it reads again", "class", class, "err", err)
+		f.log.Warn("change feed unreadable; polling alone until it reads again", "class", class, "since", f.downSince.Load().UTC().Format(time.RFC3339), "err", err)
 	}
-	return wait
+	return min(wait, f.opts.FallbackAfter)
 }
 
 // feedErrorClass names a failed read's status for the metric label.

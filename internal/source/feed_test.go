@@ -213,6 +213,10 @@ func TestFeedFallsBackAndCatchesUp(t *testing.T) {
 			r.advance(time.Second)
 			mustSet(t, r.sim, ids[0], simulator.PresenceBusy)
 			f.Once(t.Context())
+			if f.Readable() || f.Fallback() || hold() == 0 {
+				t.Fatal("one failed read: not readable, but no fallback yet")
+			}
+			r.advance(source.DefaultFeedInterval * 5)
 			f.Once(t.Context())
 			if f.Readable() || testutil.ToFloat64(m.Up) != 0 || testutil.ToFloat64(m.Fallbacks) != 1 {
 				t.Fatalf("after a %d: readable %v, up %v, fallbacks %v", status, f.Readable(), testutil.ToFloat64(m.Up), testutil.ToFloat64(m.Fallbacks))
