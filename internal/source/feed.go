@@ -260,9 +260,9 @@ type Feed struct {
 	wm     Watermark
 	loaded bool
 
-	up        atomic.Bool                // the last read succeeded
+	up        atomic.Bool               // the last read succeeded
 	downSince atomic.Pointer[time.Time] // first failed read of the current outage
-	fallback  atomic.Bool                // polling alone: unreadable for FallbackAfter
+	fallback  atomic.Bool               // polling alone: unreadable for FallbackAfter
 	why       atomic.Pointer[string]
 }
 
