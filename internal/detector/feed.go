@@ -27,10 +27,20 @@ type heldPresence struct {
 func (a *agent) rowLocked(o source.Observation, produce bool) *Change {
 	r := o.Row
 	st := a.state
-	if st == nil || st.Stale || r.PresenceID == "" || r.ChangedAt.Before(st.PresenceSince) {
+	if st == nil || st.Stale || r.PresenceID == "" {
 		return nil
 	}
 	id := strings.ToLower(r.PresenceID)
+	if r.ChangedAt.Before(st.PresenceSince) {
+		if id != st.Presence.ID && !r.ChangedAt.Before(st.PresenceSince.Truncate(time.Second)) {
+			// The same second as a presence a poll saw: before or after
+			// it? The poll the feed asks for decides (holdLocked).
+			tie := *r
+			a.tie = &tie
+		}
+		return nil
+	}
+	a.tie = nil
 	if a.hold != nil && a.hold.id == id {
 		a.hold = nil // the feed reports what a poll saw first
 	}
@@ -70,11 +80,20 @@ func (a *agent) rowLocked(o source.Observation, produce bool) *Change {
 // name and base status. a.mu is held.
 func (a *agent) holdLocked(snap *source.Snapshot, hold time.Duration) {
 	if hold <= 0 || a.state == nil {
-		a.hold = nil
+		a.hold, a.tie = nil, nil
 		return
 	}
 	cur := a.state.Presence
 	id := strings.ToLower(snap.PresenceID)
+	tie := a.tie
+	a.tie = nil
+	if tie != nil && tie.PresenceID == id && id != cur.ID {
+		// A row of the same second as the current presence, and the poll
+		// sees its presence now: it came after. Published timed from the row.
+		a.hold = nil
+		snap.PresenceChangedAt = tie.ChangedAt
+		return
+	}
 	if id != cur.ID {
 		if a.hold == nil || a.hold.id != id {
 			a.hold = &heldPresence{id: id, since: snap.ObservedAt}

@@ -110,6 +110,27 @@ func TestFeedOrdering(t *testing.T) {
 			},
 		},
 		{
+			name: "a row of the same second as a polled presence is ordered by the next poll",
+			steps: []step{
+				{at: 1500 * time.Millisecond, poll: &pAvailable, hold: hold},
+				{at: 2 * time.Second, row: &pBusy, began: time.Second}, // Busy began in the second Available was seen
+				{at: 2100 * time.Millisecond, poll: &pBusy, hold: hold},
+			},
+			want: []published{
+				{id: pAvailable.ID, prevSeconds: -1},
+				{id: pBusy.ID, changedAt: dur(time.Second), prevSeconds: 0},
+			},
+		},
+		{
+			name: "a row of the same second the next poll does not confirm is not published",
+			steps: []step{
+				{at: 1500 * time.Millisecond, poll: &pAvailable, hold: hold},
+				{at: 2 * time.Second, row: &pBusy, began: time.Second},
+				{at: 2100 * time.Millisecond, poll: &pAvailable, hold: hold},
+			},
+			want: []published{{id: pAvailable.ID, prevSeconds: -1}},
+		},
+		{
 			name: "rows before the agent's first poll wait for it",
 			steps: []step{
 				{at: 0, row: &pBusy, began: -time.Second},
