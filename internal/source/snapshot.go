@@ -21,6 +21,14 @@
 //	go (&source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}).Run(ctx)
 //	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
 //	poller.Run(ctx) // until ctx ends; poller.Status() for health
+//
+// With the change feed (BRIDGE_FEED, docs/feed.md), built before the poller:
+//
+//	err := client.CheckFeedTables(ctx) // BRIDGE_FEED=auto: on only when both tables are readable
+//	feed, _ := source.NewFeed(source.FeedOptions{Reader: client, Sink: pipe, Poller: poller, Store: watermarks, Interval: iv})
+//	poller, _ := source.NewPoller(source.PollerOptions{Sink: feed.Sink(pipe), ...}) // polls hold presence for the feed
+//	feed.SetAgents(ids)
+//	feed.Run(ctx) // until ctx ends; feed.Readiness() for /readyz
 package source
 
 import (
