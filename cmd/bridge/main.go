@@ -43,7 +43,7 @@ func commands() []command {
 	return []command{
 		{"run", "poll the organisation's agents and publish their presence changes (production mode; the default)", []string{"org", "poll", "detect", "nats", "ha", "ops"}, cmdRun},
 		{"demo", "simulated organisation (25 agents), embedded JetStream and the bridge in one process, printing each event", []string{"detect", "ops"}, cmdDemo},
-		{"simulate", "serve a simulated Dynamics 365 organisation (CCaaS_GetPresence, msdyn_presences) with optional faults", nil, cmdSimulate},
+		{"simulate", "serve a simulated Dynamics 365 organisation (CCaaS_GetPresence, msdyn_presences, the agent-status tables) with optional faults", nil, cmdSimulate},
 		{"check", "validate configuration, get a token, call CCaaS_GetPresence for one agent, reach NATS and the stream", []string{"org", "poll", "nats"}, cmdCheck},
 		{"tail", "follow the event stream, one readable line per event", []string{"nats"}, cmdTail},
 		{"replay", "export events as CloudEvents JSON lines (NDJSON) for pipelines", []string{"nats"}, cmdReplay},

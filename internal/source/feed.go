@@ -470,6 +470,7 @@ func (f *Feed) Once(ctx context.Context) time.Duration {
 	f.metrics.ReadSeconds.Observe(f.opts.Now().Sub(start).Seconds())
 	if skipped > 0 {
 		f.metrics.Rows.WithLabelValues("malformed").Add(float64(skipped))
+		f.log.Warn("change feed rows skipped: not of the documented shape", "rows", skipped)
 	}
 	if err != nil {
 		if ctx.Err() != nil {

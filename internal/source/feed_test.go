@@ -2,7 +2,9 @@ package source_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
@@ -273,5 +275,47 @@ func TestPollNow(t *testing.T) {
 	}
 	if count(r.faulty) != other {
 		t.Error("PollNow polled another agent")
+	}
+}
+
+// TestReadHistorySkipsForeignRows checks that rows without a valid ID,
+// agent, presence or time are skipped and counted, and that a next link
+// leaving the organisation is refused.
+func TestReadHistorySkipsForeignRows(t *testing.T) {
+	const good = `{"msdyn_agentstatushistoryid":"00000001-0000-4000-8000-000000000001","_msdyn_agentid_value":"394382b6-a4d4-ee11-904c-00224808a166","_msdyn_presenceid_value":"efdeb843-c07a-e811-8162-000d3aa11f50","msdyn_starttime":"2026-01-05T09:00:01Z","createdon":"2026-01-05T09:00:02Z"}`
+	tests := []struct {
+		name        string
+		body        string
+		wantRows    int
+		wantSkipped int
+		wantErr     bool
+	}{
+		{name: "one good row", body: `{"value":[` + good + `]}`, wantRows: 1},
+		{name: "foreign rows", body: `{"value":[` + good + `,{"msdyn_agentstatushistoryid":"x"},` +
+			strings.Replace(good, "2026-01-05T09:00:01Z", "yesterday", 1) + `,` +
+			strings.Replace(good, `"_msdyn_presenceid_value":"efdeb843-c07a-e811-8162-000d3aa11f50"`, `"_msdyn_presenceid_value":null`, 1) + `,` +
+			strings.Replace(good, "394382b6-a4d4-ee11-904c-00224808a166", "agent-7", 1) + `]}`, wantRows: 1, wantSkipped: 4},
+		{name: "no value array", body: `{"rows":[]}`, wantErr: true},
+		{name: "next link elsewhere", body: `{"value":[` + good + `],"@odata.nextLink":"https://elsewhere.example/api/data/v9.2/msdyn_agentstatushistories"}`, wantRows: 1, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, tt.body)
+			}))
+			defer srv.Close()
+			c, err := source.NewClient(source.ClientOptions{OrgURL: srv.URL, Tokens: source.StaticToken("t")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, skipped, err := c.ReadHistory(t.Context(), source.HistoryQuery{Since: time.Now()})
+			if (err != nil) != tt.wantErr || len(rows) != tt.wantRows || skipped != tt.wantSkipped {
+				t.Fatalf("rows %d, skipped %d, err %v; want %d, %d, error %v", len(rows), skipped, err, tt.wantRows, tt.wantSkipped, tt.wantErr)
+			}
+			if len(rows) > 0 && (rows[0].BaseStatus != "Busy" || rows[0].PresenceName != "Busy" || rows[0].AgentID != "394382b6-a4d4-ee11-904c-00224808a166") {
+				t.Errorf("row %+v: presence not resolved from the catalogue", rows[0])
+			}
+		})
 	}
 }
