@@ -25,9 +25,10 @@ func (l *laterPoller) PollNow(id string) {
 }
 
 // buildFeed builds the change feed as BRIDGE_FEED says: nil when off, or
-// when auto and the agent-status tables are not readable at start.
+// when auto and the agent-status tables are not readable at start. beat,
+// when set, is the feed loop's liveness heartbeat.
 func buildFeed(ctx context.Context, cfg config.Config, js jetstream.JetStream, storage jetstream.StorageType, client *source.Client,
-	sink source.Sink, reg prometheus.Registerer, log *slog.Logger, retry publish.RetryOptions) (*source.Feed, *laterPoller, error) {
+	sink source.Sink, reg prometheus.Registerer, log *slog.Logger, retry publish.RetryOptions, beat func()) (*source.Feed, *laterPoller, error) {
 	if cfg.Feed == "off" {
 		return nil, nil, nil
 	}
@@ -54,7 +55,7 @@ func buildFeed(ctx context.Context, cfg config.Config, js jetstream.JetStream, s
 	}
 	later := &laterPoller{}
 	feed, err := source.NewFeed(source.FeedOptions{Reader: client, Sink: sink, Poller: later, Store: store,
-		Interval: cfg.FeedInterval, Metrics: m, Logger: log})
+		Interval: cfg.FeedInterval, Metrics: m, Logger: log, Beat: beat})
 	if err != nil {
 		return nil, nil, err
 	}

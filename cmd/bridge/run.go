@@ -307,9 +307,19 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		beat, stopBeat = hb.Beat, hb.Stop
 	}
 	defer stopBeat()
-	feed, feedPoller, err := buildFeed(ctx, cfg, js, storage, client, pipe, reg, log, retryJS)
+	var feedBeat func()
+	stopFeedBeat := func() {}
+	if opsSrv != nil && cfg.Feed != "off" {
+		hb := opsSrv.Heartbeat("feed", source.DefaultFeedReadTimeout+2*time.Minute) // a read, a Retry-After and the interval
+		feedBeat, stopFeedBeat = hb.Beat, hb.Stop
+	}
+	defer stopFeedBeat()
+	feed, feedPoller, err := buildFeed(ctx, cfg, js, storage, client, pipe, reg, log, retryJS, feedBeat)
 	if err != nil {
 		return err
+	}
+	if feed == nil {
+		stopFeedBeat()
 	}
 	var pollSink source.Sink = pipe
 	if feed != nil {
@@ -386,7 +396,10 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	})
 	if feed != nil {
 		feedPoller.p = poller
-		goLoop("feed", feed.Run) // saves its watermark when it stops
+		goLoop("feed", func(ctx context.Context) error {
+			defer stopFeedBeat() // no beat is due once the feed has stopped
+			return feed.Run(ctx) // saves its watermark when it stops
+		})
 	}
 	releaseLeases := func(context.Context) error { return nil }
 	if !cfg.LeaseEnabled {

@@ -51,6 +51,8 @@ const (
 	// not stop it.
 	feedFallbackReads = 5
 	minFeedFallback   = 5 * time.Second
+	// DefaultFeedReadTimeout bounds one read, every page included.
+	DefaultFeedReadTimeout = 30 * time.Second
 	// maxFeedPages bounds one read (a catch-up after a long outage goes on
 	// at the next read).
 	maxFeedPages = 200
@@ -229,6 +231,9 @@ type FeedOptions struct {
 	// FallbackAfter is how long reads may fail before the bridge falls
 	// back to polling alone; 5 intervals (at least 5 s) when zero.
 	FallbackAfter time.Duration
+	// ReadTimeout bounds one read, every page included;
+	// DefaultFeedReadTimeout when zero.
+	ReadTimeout time.Duration
 	// Metrics counts reads and rows; nil builds unregistered ones.
 	Metrics *FeedMetrics
 	// Logger receives one line on each change between readable and
@@ -288,6 +293,9 @@ func NewFeed(opts FeedOptions) (*Feed, error) {
 	}
 	if opts.Hold == 0 {
 		opts.Hold = DefaultFeedHold
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultFeedReadTimeout
 	}
 	if opts.FallbackAfter <= 0 {
 		opts.FallbackAfter = max(feedFallbackReads*opts.Interval, minFeedFallback)
@@ -382,7 +390,8 @@ func (f *Feed) Readiness() (bool, string) {
 
 // Run reads every Interval until ctx ends, then saves the watermark and
 // returns nil. A failed read is retried at the next tick (after
-// Retry-After when throttled).
+// Retry-After when throttled, at most FallbackAfter). Beat is called before
+// every read: a read lasts at most ReadTimeout.
 func (f *Feed) Run(ctx context.Context) error {
 	f.load(ctx)
 	t := time.NewTimer(0)
@@ -466,7 +475,9 @@ func (f *Feed) Once(ctx context.Context) time.Duration {
 		return 0
 	}
 	start := f.opts.Now()
-	rows, skipped, err := f.opts.Reader.ReadHistory(ctx, q)
+	rctx, cancel := context.WithTimeout(ctx, f.opts.ReadTimeout)
+	rows, skipped, err := f.opts.Reader.ReadHistory(rctx, q)
+	cancel()
 	f.metrics.ReadSeconds.Observe(f.opts.Now().Sub(start).Seconds())
 	if skipped > 0 {
 		f.metrics.Rows.WithLabelValues("malformed").Add(float64(skipped))
