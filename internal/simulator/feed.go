@@ -29,6 +29,9 @@ var (
 // odata.maxpagesize.
 const defaultMaxPageSize = 5000
 
+// maxHistoryRows bounds the history table: the oldest rows go first.
+const maxHistoryRows = 200000
+
 // historyRow is one msdyn_agentstatushistory row.
 type historyRow struct {
 	id, agentID, presenceID string
@@ -80,6 +83,9 @@ func (f *feedTables) record(c Change, lag time.Duration) {
 	f.n++
 	h := &historyRow{id: rowID(1, f.n), agentID: c.AgentID, presenceID: c.State.PresenceID, start: c.At, created: written, modified: written}
 	f.history = append(f.history, h)
+	if len(f.history) > maxHistoryRows {
+		f.history = slices.Delete(f.history, 0, len(f.history)-maxHistoryRows)
+	}
 	f.current[c.AgentID] = h
 	st := f.status[c.AgentID]
 	if st == nil {
@@ -87,20 +93,37 @@ func (f *feedTables) record(c Change, lag time.Duration) {
 		f.status[c.AgentID] = st
 		f.order = append(f.order, c.AgentID)
 	}
-	st.versions = append(st.versions, statusVersion{presenceID: c.State.PresenceID, presenceModified: c.At, modified: written})
+	// Versions written before this change are visible now or never will
+	// be again: keep the last of them.
+	keep := 0
+	for i, v := range st.versions {
+		if !v.modified.After(c.At) {
+			keep = i
+		}
+	}
+	st.versions = append(st.versions[keep:], statusVersion{presenceID: c.State.PresenceID, presenceModified: c.At, modified: written})
 }
 
-// rows returns the table's rows visible at now, as column values.
-func (f *feedTables) rows(table string, now time.Time) []map[string]any {
+// rows returns the table's rows visible at now, as column values; history
+// rows created before from (a bound the query's filter implies) are left
+// out.
+func (f *feedTables) rows(table string, now, from time.Time) []map[string]any {
 	var out []map[string]any
 	if table == EndpointAgentStatusHistories {
-		n, _ := slices.BinarySearchFunc(f.history, now, func(h *historyRow, t time.Time) int {
-			if h.created.After(t) {
-				return 1
-			}
-			return -1
-		})
-		for _, h := range f.history[:n] {
+		createdBy := func(t time.Time) int {
+			n, _ := slices.BinarySearchFunc(f.history, t, func(h *historyRow, t time.Time) int {
+				if h.created.After(t) {
+					return 1
+				}
+				return -1
+			})
+			return n
+		}
+		lo, hi := 0, createdBy(now)
+		if !from.IsZero() {
+			lo = min(createdBy(from.Add(-time.Second)), hi)
+		}
+		for _, h := range f.history[lo:hi] {
 			row := map[string]any{
 				"msdyn_agentstatushistoryid": h.id, "_msdyn_agentid_value": h.agentID, "_msdyn_presenceid_value": h.presenceID,
 				"msdyn_starttime": h.start, "msdyn_endtime": nil, "createdon": h.created, "modifiedon": h.created,
@@ -230,7 +253,7 @@ func (s *Simulator) serveFeed(w http.ResponseWriter, r *http.Request, table stri
 	}
 
 	s.mu.Lock()
-	all := s.feed.rows(table, rec.At)
+	all := s.feed.rows(table, rec.At, createdFrom(q.Get("$filter")))
 	s.mu.Unlock()
 	var rows []map[string]any
 	for _, row := range all {
@@ -251,6 +274,14 @@ func (s *Simulator) serveFeed(w http.ResponseWriter, r *http.Request, table stri
 			}
 			return 0
 		})
+	}
+	if top := q.Get("$top"); top != "" {
+		n, err := strconv.Atoi(top)
+		if err != nil || n < 0 {
+			bad(fmt.Sprintf("Invalid value '%s' for $top.", truncate(top, 20)))
+			return
+		}
+		rows = rows[:min(n, len(rows))]
 	}
 	offset = min(offset, len(rows))
 	page := rows[offset:min(offset+pageSize, len(rows))]
@@ -307,6 +338,34 @@ func (s *Simulator) serveFeed(w http.ResponseWriter, r *http.Request, table stri
 	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b.Bytes())
+}
+
+// createdFrom returns the lower bound on createdon that a filter starting
+// with "createdon ge <time> and" (or made of that comparison alone)
+// implies, or zero: only a bound every matching row meets.
+func createdFrom(filter string) time.Time {
+	toks := tokenize(filter)
+	if len(toks) < 3 || toks[0] != "createdon" || (toks[1] != "ge" && toks[1] != "gt") || (len(toks) > 3 && toks[3] != "and") {
+		return time.Time{}
+	}
+	depth := 0
+	for _, tok := range toks {
+		switch tok {
+		case "(":
+			depth++
+		case ")":
+			depth--
+		case "or":
+			if depth == 0 {
+				return time.Time{} // (createdon ge t and a) or b: no bound
+			}
+		}
+	}
+	t, err := time.Parse(time.RFC3339Nano, toks[2])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 type orderKey struct {

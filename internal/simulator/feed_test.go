@@ -85,6 +85,14 @@ func TestFeedTablesFollowTheGroundTruth(t *testing.T) {
 	if len(rows) != 1 || !strings.Contains(rows[0], simulator.PresenceAway) {
 		t.Fatalf("filtered rows %v, want the one change to Away", rows)
 	}
+	// A top-level or: the createdon bound does not hold for every row.
+	f = url.Values{"$filter": {"createdon ge " + since + " or _msdyn_agentid_value eq " + agents[1]}}.Encode()
+	if rows, _ = readHistory(t, e, f, 100); len(rows) != 2 {
+		t.Fatalf("rows %v, want the change to Away and agent 1's first row", rows)
+	}
+	if rows, _ = readHistory(t, e, "$top=2", 1); len(rows) != 2 {
+		t.Fatalf("$top=2 gave %d rows", len(rows))
+	}
 }
 
 // TestFeedTablesRefuse checks the faults and the query errors.
