@@ -80,9 +80,6 @@ type agent struct {
 	// hold is a presence polls see that the change feed has not reported
 	// yet (see source.Observation.FeedHold).
 	hold *heldPresence
-	// tie is a feed row of the same second as a presence a poll saw,
-	// waiting for the next poll to order them.
-	tie *source.PresenceRow
 }
 
 // New returns a Detector with no state; Restore gives it the stored states.

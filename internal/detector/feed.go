@@ -16,31 +16,22 @@ type heldPresence struct {
 
 // rowLocked takes a presence change the change feed read. The feed times
 // each change at the source, so rows are ordered by that time: a row that
-// began before the agent's current presence (a late row, or one a newer
-// poll already passed) says nothing new and is ignored, so it never takes
-// the agent back. Dataverse times have whole seconds, so a row of the same
-// second as the current presence is taken: the feed hands over rows in the
-// order they were written and never the same row twice. A newer row becomes the
-// agent's presence, with the sessions and channels of its state, timed
-// from the row. Rows of an agent without a state yet, or stale, wait for
-// its next successful poll. a.mu is held.
+// began before the second of the agent's current presence (a late row, or
+// one a newer poll already passed) says nothing new and is ignored, so it
+// never takes the agent back. Dataverse times have whole seconds: a row of
+// the same second as a presence a poll saw is taken as after it (two
+// changes of one agent within that one second, both before the poll, would
+// show the first again; rows read twice never come here, the feed drops
+// them by ID). A newer row becomes the agent's presence, with the sessions
+// and channels of its state, timed from the row. Rows of an agent without
+// a state yet, or stale, wait for its next successful poll. a.mu is held.
 func (a *agent) rowLocked(o source.Observation, produce bool) *Change {
 	r := o.Row
 	st := a.state
-	if st == nil || st.Stale || r.PresenceID == "" {
+	if st == nil || st.Stale || r.PresenceID == "" || r.ChangedAt.Before(st.PresenceSince.Truncate(time.Second)) {
 		return nil
 	}
 	id := strings.ToLower(r.PresenceID)
-	if r.ChangedAt.Before(st.PresenceSince) {
-		if id != st.Presence.ID && !r.ChangedAt.Before(st.PresenceSince.Truncate(time.Second)) {
-			// The same second as a presence a poll saw: before or after
-			// it? The poll the feed asks for decides (holdLocked).
-			tie := *r
-			a.tie = &tie
-		}
-		return nil
-	}
-	a.tie = nil
 	if a.hold != nil && a.hold.id == id {
 		a.hold = nil // the feed reports what a poll saw first
 	}
@@ -80,20 +71,11 @@ func (a *agent) rowLocked(o source.Observation, produce bool) *Change {
 // name and base status. a.mu is held.
 func (a *agent) holdLocked(snap *source.Snapshot, hold time.Duration) {
 	if hold <= 0 || a.state == nil {
-		a.hold, a.tie = nil, nil
+		a.hold = nil
 		return
 	}
 	cur := a.state.Presence
 	id := strings.ToLower(snap.PresenceID)
-	tie := a.tie
-	a.tie = nil
-	if tie != nil && tie.PresenceID == id && id != cur.ID {
-		// A row of the same second as the current presence, and the poll
-		// sees its presence now: it came after. Published timed from the row.
-		a.hold = nil
-		snap.PresenceChangedAt = tie.ChangedAt
-		return
-	}
 	if id != cur.ID {
 		if a.hold == nil || a.hold.id != id {
 			a.hold = &heldPresence{id: id, since: snap.ObservedAt}

@@ -110,7 +110,7 @@ func TestFeedOrdering(t *testing.T) {
 			},
 		},
 		{
-			name: "a row of the same second as a polled presence is ordered by the next poll",
+			name: "a row of the same second as a polled presence is taken as after it",
 			steps: []step{
 				{at: 1500 * time.Millisecond, poll: &pAvailable, hold: hold},
 				{at: 2 * time.Second, row: &pBusy, began: time.Second}, // Busy began in the second Available was seen
@@ -122,10 +122,10 @@ func TestFeedOrdering(t *testing.T) {
 			},
 		},
 		{
-			name: "a row of the same second the next poll does not confirm is not published",
+			name: "a row of a second before a polled presence is ignored",
 			steps: []step{
 				{at: 1500 * time.Millisecond, poll: &pAvailable, hold: hold},
-				{at: 2 * time.Second, row: &pBusy, began: time.Second},
+				{at: 2 * time.Second, row: &pBusy, began: 0},
 				{at: 2100 * time.Millisecond, poll: &pAvailable, hold: hold},
 			},
 			want: []published{{id: pAvailable.ID, prevSeconds: -1}},
