@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
+	"github.com/ccaas/presence-bridge/internal/feedbench"
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/publish/bench"
 	"github.com/ccaas/presence-bridge/internal/source/pollbench"
@@ -56,6 +58,37 @@ func cmdBench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 	}
 	if _, err := bench.RunBench(ctx, o, stdout); err != nil {
 		fmt.Fprintf(stderr, "bridge bench: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// cmdFeedBench measures the change feed against polling alone, in one run
+// of the whole bridge on an in-process JetStream and simulator.
+func cmdFeedBench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	var o feedbench.Options
+	fs.IntVar(&o.Agents, "agents", 10000, "agents in the simulated organisation")
+	fs.DurationVar(&o.Measure, "measure", time.Minute, "measured period of each mode")
+	fs.DurationVar(&o.ChangeEvery, "change-every", 5*time.Minute, "mean time between two changes of one agent")
+	fs.DurationVar(&o.Lag, "lag", 500*time.Millisecond, "delay between a change and its history row")
+	fs.DurationVar(&o.PollAlone, "poll", 10*time.Second, "poll interval of polling alone")
+	fs.DurationVar(&o.PollWithFeed, "poll-with-feed", time.Minute, "poll interval beside the feed")
+	fs.DurationVar(&o.FeedInterval, "feed-interval", time.Second, "read interval of the feed")
+	fs.BoolVar(&o.JSON, "json", false, "write the results as JSON")
+	verbose := fs.Bool("v", false, "log progress to stderr")
+	if done, code := parseFlags(fs, args); done {
+		return code
+	}
+	if *verbose {
+		l, err := logging.New(stderr, "text", "info")
+		if err != nil {
+			fmt.Fprintf(stderr, "bridge feedbench: %v\n", err)
+			return exitFail
+		}
+		o.Logger = l
+	}
+	if _, err := feedbench.Run(ctx, o, stdout); err != nil {
+		fmt.Fprintf(stderr, "bridge feedbench: %v\n", err)
 		return exitFail
 	}
 	return exitOK

@@ -125,7 +125,7 @@ func TestConsumerCommandsAgainstARunningBridge(t *testing.T) {
 
 	t.Run("check passes", func(t *testing.T) {
 		out, stderr, code := runCLI(t, env, "check")
-		if code != 0 || strings.Contains(out, "FAIL") || strings.Count(out, "PASS") != 8 {
+		if code != 0 || strings.Contains(out, "FAIL") || strings.Count(out, "PASS") != 9 {
 			t.Fatalf("bridge check: exit %d\n%s%s", code, out, stderr)
 		}
 	})

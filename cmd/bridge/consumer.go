@@ -288,6 +288,18 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			fmt.Fprintf(stdout, "      %s\n", plural(len(ps), "presence", "presences"))
 			return nil
 		})},
+		{Name: "change feed (msdyn_agentstatus, msdyn_agentstatushistory)", Next: "grant the application user read on msdyn_agentstatus and msdyn_agentstatushistory (organisation scope), or set BRIDGE_FEED=off", Run: bounded(func(ctx context.Context) error {
+			err := client.CheckFeedTables(ctx)
+			switch {
+			case err == nil:
+				fmt.Fprintf(stdout, "      both tables readable; BRIDGE_FEED=%s\n", cfg.Feed)
+				return nil
+			case cfg.Feed == "on":
+				return explain(fmt.Errorf("%w (grant read on msdyn_agentstatus and msdyn_agentstatushistory, organisation scope)", err))
+			}
+			fmt.Fprintf(stdout, "      not readable (%s): with BRIDGE_FEED=%s the bridge polls alone\n", consumer.Printable(err.Error()), cfg.Feed)
+			return nil
+		})},
 		{Name: "nats", Critical: true, Next: "start NATS, or set BRIDGE_NATS_URL (and its credentials) to a reachable server", Run: bounded(func(ctx context.Context) error {
 			if cfg.Embedded() {
 				fmt.Fprintln(stdout, "      BRIDGE_NATS_URL is empty: bridge run starts an embedded JetStream in", cfg.DataDir)

@@ -44,13 +44,14 @@ func commands() []command {
 	return []command{
 		{"run", "poll the organisation's agents and publish their presence changes (production mode; the default)", []string{"org", "poll", "detect", "nats", "ha", "ops"}, cmdRun},
 		{"demo", "simulated organisation (25 agents), embedded JetStream and the bridge in one process, printing each event", demoVars, cmdDemo},
-		{"simulate", "serve a simulated Dynamics 365 organisation (CCaaS_GetPresence, msdyn_presences) with optional faults", nil, cmdSimulate},
+		{"simulate", "serve a simulated Dynamics 365 organisation (CCaaS_GetPresence, msdyn_presences, the agent-status tables) with optional faults", nil, cmdSimulate},
 		{"check", "validate configuration, get a token, call CCaaS_GetPresence for one agent, reach NATS and the stream", []string{"org", "poll", "nats"}, cmdCheck},
 		{"tail", "follow the event stream, one readable line per event", consumerVars, cmdTail},
 		{"replay", "export events as CloudEvents JSON lines (NDJSON) for pipelines", consumerVars, cmdReplay},
 		{"state", "print the current state of every agent from the state bucket", consumerVars, cmdState},
 		{"bench", "measure the publish path against the raw JetStream limit and the CloudEvents SDK sender", nil, cmdBench},
 		{"pollbench", "measure the poll path (CPU per poll, memory per agent) against a simulator process, beside a bare net/http loop", nil, cmdPollBench},
+		{"feedbench", "measure the change feed: 10,000 agents, polling alone at 10s beside the feed with polls at 60s (requests, detection latency, short presences)", nil, cmdFeedBench},
 		{"version", "print the version", nil, cmdVersion},
 	}
 }

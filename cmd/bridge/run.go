@@ -322,8 +322,26 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		beat, stopBeat = hb.Beat, hb.Stop
 	}
 	defer stopBeat()
+	var feedBeat func()
+	stopFeedBeat := func() {}
+	if opsSrv != nil && cfg.Feed != "off" {
+		hb := opsSrv.Heartbeat("feed", source.DefaultFeedReadTimeout+2*time.Minute) // a read, a Retry-After and the interval
+		feedBeat, stopFeedBeat = hb.Beat, hb.Stop
+	}
+	defer stopFeedBeat()
+	feed, feedPoller, err := buildFeed(ctx, cfg, js, storage, client, pipe, reg, log, retryJS, feedBeat)
+	if err != nil {
+		return err
+	}
+	if feed == nil {
+		stopFeedBeat()
+	}
+	var pollSink source.Sink = pipe
+	if feed != nil {
+		pollSink = feed.Sink(pipe) // while the feed reads, presence changes come from it
+	}
 	poller, err := source.NewPoller(source.PollerOptions{
-		Getter: client, Sink: pipe, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
+		Getter: client, Sink: pollSink, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
 		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax, StaleAfter: cfg.EffectiveStaleAfter(),
 		DrainTimeout: cfg.ShutdownTimeout, Beat: beat,
 		Logger: log, Metrics: srcMetrics, QuotaScope: plan.scope,
@@ -334,9 +352,15 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	assign := lease.NewAssignment(plan.agents, cfg.ShardCount, cfg.LeaseEnabled, func(ids []string) {
 		pipe.SetAgents(ids) // first: agents leaving are forgotten before their last polls report
 		poller.SetAgents(ids)
+		if feed != nil {
+			feed.SetAgents(ids)
+		}
 	})
 	if opsSrv != nil {
 		opsSrv.AddActiveCheck(ops.CheckFunc("source", source.Readiness(poller, client.TokenAccepted, cfg.ReadyMinShare)))
+		if feed != nil {
+			opsSrv.AddCheck(ops.CheckFunc("feed", feed.Readiness))
+		}
 	}
 
 	// The catalogue loads now (so first events carry base statuses) and
@@ -385,6 +409,13 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		defer stopBeat() // no beat is due once polling has stopped
 		return poller.Run(ctx)
 	})
+	if feed != nil {
+		feedPoller.p = poller
+		goLoop("feed", func(ctx context.Context) error {
+			defer stopFeedBeat() // no beat is due once the feed has stopped
+			return feed.Run(ctx) // saves its watermark when it stops
+		})
+	}
 	releaseLeases := func(context.Context) error { return nil }
 	if !cfg.LeaseEnabled {
 		assign.SetAgents(plan.agents)

@@ -42,6 +42,11 @@ type Config struct {
 	QuotaScope             string        `envconfig:"BRIDGE_QUOTA_SCOPE" default:"agent" group:"poll" desc:"who Dataverse charges each call to: agent (the impersonated agent, as the contract says) or caller (the application user: all agents share 6,000 requests per 5 minutes)"`
 	ReadyMinShare          float64       `envconfig:"BRIDGE_READY_MIN_SHARE" default:"0.5" group:"poll" desc:"share of agents whose last poll must have succeeded for /readyz to answer ready (0 to 1)"`
 
+	// Change feed.
+	Feed         string        `envconfig:"BRIDGE_FEED" default:"off" group:"poll" desc:"change feed from the agent-status tables (docs/feed.md): off, on, or auto (on when bridge check finds msdyn_agentstatus and msdyn_agentstatushistory readable at start)"`
+	FeedInterval time.Duration `envconfig:"BRIDGE_FEED_INTERVAL" default:"1s" group:"poll" desc:"how often the change feed reads the rows written since its watermark"`
+	FeedBucket   string        `envconfig:"BRIDGE_FEED_BUCKET" default:"ccaas_bridge_feed" group:"poll" desc:"JetStream key-value bucket holding the change feed's watermark"`
+
 	// Change detection.
 	StateBucket      string        `envconfig:"BRIDGE_STATE_BUCKET" default:"ccaas_agents" group:"detect" desc:"JetStream key-value bucket holding every agent's current state"`
 	StaleAfter       time.Duration `envconfig:"BRIDGE_STALE_AFTER" default:"0" group:"detect" desc:"no successful poll for this long publishes presence.stale (0: 3 intervals + backoff cap)"`
@@ -203,6 +208,7 @@ func (c *Config) Validate(needs Needs) error {
 	positive("BRIDGE_DUPLICATE_WINDOW", c.DuplicateWindow)
 	positive("BRIDGE_PUBLISH_TIMEOUT", c.PublishTimeout)
 	positive("BRIDGE_LEASE_TTL", c.LeaseTTL)
+	positive("BRIDGE_FEED_INTERVAL", c.FeedInterval)
 	positive("BRIDGE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 	notNegative("BRIDGE_STALE_AFTER", c.StaleAfter)
 	notNegative("BRIDGE_SNAPSHOT_INTERVAL", c.SnapshotInterval)
@@ -245,7 +251,7 @@ func (c *Config) Validate(needs Needs) error {
 			break
 		}
 	}
-	for v, name := range map[string]string{"BRIDGE_STREAM": c.Stream, "BRIDGE_STATE_BUCKET": c.StateBucket, "BRIDGE_LEASE_BUCKET": c.LeaseBucket} {
+	for v, name := range map[string]string{"BRIDGE_STREAM": c.Stream, "BRIDGE_STATE_BUCKET": c.StateBucket, "BRIDGE_LEASE_BUCKET": c.LeaseBucket, "BRIDGE_FEED_BUCKET": c.FeedBucket} {
 		if !nameRE.MatchString(name) {
 			bad(v, "must be letters, digits, '-' or '_' (got %q)", name)
 		}
@@ -316,6 +322,12 @@ func (c *Config) Validate(needs Needs) error {
 		c.QuotaScope = strings.ToLower(c.QuotaScope)
 	default:
 		bad("BRIDGE_QUOTA_SCOPE", "must be agent or caller (got %q)", c.QuotaScope)
+	}
+	switch strings.ToLower(c.Feed) {
+	case "off", "on", "auto":
+		c.Feed = strings.ToLower(c.Feed)
+	default:
+		bad("BRIDGE_FEED", "must be off, on or auto (got %q)", c.Feed)
 	}
 	if c.ReadyMinShare < 0 || c.ReadyMinShare > 1 {
 		bad("BRIDGE_READY_MIN_SHARE", "must be between 0 and 1 (got %v)", c.ReadyMinShare)

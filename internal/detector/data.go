@@ -16,8 +16,13 @@ type PresenceChangedData struct {
 	// PreviousSince is when the bridge first observed the previous presence.
 	PreviousSince *time.Time `json:"previousSince"`
 	// PreviousDurationSeconds is how long the agent was in the previous
-	// presence as the bridge observed it.
+	// presence as the bridge observed it (from the source's times when the
+	// change feed reported both presences).
 	PreviousDurationSeconds *float64 `json:"previousDurationSeconds"`
+	// ChangedAt is when the change happened at the source, as the change
+	// feed reported it; nil when a poll detected it (the CloudEvent time is
+	// then the only time known).
+	ChangedAt *time.Time `json:"changedAt,omitempty"`
 	// Unattended is the agent's unattended flag after this observation.
 	Unattended bool `json:"unattended"`
 	// Offline is the agent's offline flag after this observation.

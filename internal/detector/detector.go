@@ -77,6 +77,9 @@ type agent struct {
 	polled      bool
 	lastSuccess time.Time
 	lastClass   source.ErrorClass
+	// hold is a presence polls see that the change feed has not reported
+	// yet (see source.Observation.FeedHold).
+	hold *heldPresence
 }
 
 // New returns a Detector with no state; Restore gives it the stored states.
@@ -155,6 +158,9 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 	a := d.agent(o.AgentID)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if o.Row != nil {
+		return a.rowLocked(o, produce)
+	}
 	a.polled = true
 	if o.Class != source.ClassOK || o.Snapshot == nil {
 		a.lastClass = o.Class
@@ -168,6 +174,7 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		snap.ObservedAt = o.At
 	}
 	a.lastSuccess, a.lastClass = snap.ObservedAt, ""
+	a.holdLocked(&snap, o.FeedHold)
 	a.snap = &snap
 	if !produce {
 		return nil

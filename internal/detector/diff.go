@@ -54,8 +54,18 @@ func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
 			d.PreviousSince = &prev.PresenceSince
 			d.PreviousDurationSeconds = since(&prev.PresenceSince, at)
 		}
+		began := at
+		if !snap.PresenceChangedAt.IsZero() {
+			// The source's own time of the change (a feed row): previous
+			// durations come from the real times.
+			began = snap.PresenceChangedAt.UTC()
+			d.ChangedAt = &began
+			if prev != nil {
+				d.PreviousDurationSeconds = since(&prev.PresenceSince, began)
+			}
+		}
 		b.add(TypePresenceChanged, d)
-		next.Presence, next.PresenceSince = cur, at
+		next.Presence, next.PresenceSince = cur, began
 	}
 
 	if prev == nil || prev.Sessions != sess {
@@ -216,6 +226,9 @@ func (s *AgentState) apply(e Event) error {
 	switch d := e.Data.(type) {
 	case PresenceChangedData:
 		s.Presence, s.PresenceSince = d.Current, at
+		if d.ChangedAt != nil {
+			s.PresenceSince = d.ChangedAt.UTC()
+		}
 		s.setFlags(d.Offline, d.Unattended, at)
 	case SessionsChangedData:
 		s.Sessions, s.SessionsSince = d.Current, at

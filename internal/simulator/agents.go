@@ -395,6 +395,7 @@ func (s *Simulator) record(a *agent, next AgentState, kind ChangeKind, forced bo
 	a.state = next
 	s.seq++
 	c := Change{Seq: s.seq, At: now, AgentID: next.AgentID, Kind: kind, Forced: forced, Fields: f, State: next.clone()}
+	s.feed.record(c, s.opts.FeedLag)
 	s.changes = append(s.changes, c)
 	if s.opts.MaxChanges > 0 && len(s.changes) > s.opts.MaxChanges {
 		s.changes = slices.Delete(s.changes, 0, len(s.changes)-s.opts.MaxChanges)

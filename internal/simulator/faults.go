@@ -75,6 +75,11 @@ type Faults struct {
 	// PresencesStatus, when not zero, is the status of every msdyn_presences
 	// request (e.g. 403 for an organisation that does not grant the read).
 	PresencesStatus int
+	// FeedStatus, when not zero, is the status of every request to the
+	// agent-status tables (msdyn_agentstatuses, msdyn_agentstatushistories):
+	// 403 for a missing read privilege, 404 for a table the organisation
+	// does not have, 429 with Retry-After RetryAfter, or a 5xx.
+	FeedStatus int
 }
 
 func (f Faults) withDefaults() Faults {
@@ -118,6 +123,9 @@ func (f Faults) validate() error {
 		if !slices.Contains(AllMalformedKinds(), k) {
 			return fmt.Errorf("fault MalformedKinds: unknown kind %q", k)
 		}
+	}
+	if f.FeedStatus != 0 && (f.FeedStatus < 400 || f.FeedStatus > 599) {
+		return fmt.Errorf("fault FeedStatus %d: not an error status", f.FeedStatus)
 	}
 	if f.PresencesStatus != 0 && (f.PresencesStatus < 400 || f.PresencesStatus > 599) {
 		return fmt.Errorf("fault PresencesStatus %d: not an error status", f.PresencesStatus)

@@ -12,7 +12,7 @@ import (
 // --quota-requests, --quota-window, --quota-concurrent, --no-quota,
 // --rate-429, --retry-after, --retry-after-date, --burst-429-every,
 // --burst-429-length, --rate-5xx, --latency, --latency-jitter,
-// --rate-malformed, --presences-status, --request-log, --call-form,
+// --rate-malformed, --presences-status, --feed-status, --feed-lag, --request-log, --call-form,
 // --customapis-status, --quota-scope, --quota-execution, --nulls,
 // --extra-keys, --gzip, --inactive. Call it before
 // fs.Parse and pass o to New after.
@@ -37,6 +37,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Faults.LatencyJitter, "latency-jitter", o.Faults.LatencyJitter, "uniformly random latency added on top, up to this")
 	fs.Float64Var(&o.Faults.RateMalformed, "rate-malformed", o.Faults.RateMalformed, "probability of a malformed 200 body per request")
 	fs.IntVar(&o.Faults.PresencesStatus, "presences-status", o.Faults.PresencesStatus, "status of every msdyn_presences request, e.g. 403 (0: serve it)")
+	fs.IntVar(&o.Faults.FeedStatus, "feed-status", o.Faults.FeedStatus, "status of every request to the agent-status tables, e.g. 403, 404, 429 (0: serve them)")
+	fs.DurationVar(&o.FeedLag, "feed-lag", o.FeedLag, "delay between a presence change and its rows in the agent-status tables")
 	fs.IntVar(&o.RequestLogSize, "request-log", o.RequestLogSize, "arrival times kept per agent")
 	fs.StringVar(&o.CallForm, "call-form", o.CallForm, "CCaaS_GetPresence forms accepted: bare (default), function (ApiVersion required) or both")
 	fs.IntVar(&o.CustomAPIsStatus, "customapis-status", o.CustomAPIsStatus, "status of every customapis request, e.g. 403 (0: serve it)")

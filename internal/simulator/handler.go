@@ -20,6 +20,11 @@ const (
 	EndpointPresence   = "CCaaS_GetPresence"
 	EndpointPresences  = "msdyn_presences"
 	EndpointCustomAPIs = "customapis"
+	// EndpointAgentStatuses is the entity set of msdyn_agentstatus.
+	EndpointAgentStatuses = "msdyn_agentstatuses"
+	// EndpointAgentStatusHistories is the entity set of
+	// msdyn_agentstatushistory.
+	EndpointAgentStatusHistories = "msdyn_agentstatushistories"
 )
 
 // Dataverse error codes of the simulated responses.
@@ -48,6 +53,8 @@ func (s *Simulator) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.servePresences(w, r)
 	case path == APIPrefix+EndpointCustomAPIs:
 		s.serveCustomAPIs(w, r)
+	case path == APIPrefix+EndpointAgentStatuses || path == APIPrefix+EndpointAgentStatusHistories:
+		s.serveFeed(w, r, strings.TrimPrefix(path, APIPrefix))
 	default:
 		rec := Request{At: s.now(), Method: r.Method, Reason: "not-found"}
 		seg := strings.TrimPrefix(r.URL.Path, APIPrefix)

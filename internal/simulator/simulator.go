@@ -20,6 +20,13 @@
 //   - GET /api/data/v9.2/msdyn_presences: the presence catalogue as an OData
 //     collection (the five out-of-box presences with their real IDs and the
 //     custom ones), honouring $select.
+//   - GET /api/data/v9.2/msdyn_agentstatuses and msdyn_agentstatushistories:
+//     the agent-status tables (one row per agent with its current presence;
+//     one row per presence change), consistent with the ground truth and
+//     written Options.FeedLag after each change, through OData as Dataverse
+//     serves them ($select, $filter, $orderby, Prefer: odata.maxpagesize and
+//     @odata.nextLink, lookups as _<name>_value); Faults.FeedStatus refuses
+//     them (feed.go).
 //   - GET /api/data/v9.2/customapis: the definition of CCaaS_GetPresence with
 //     its request parameters expanded, as Options.CallForm implies (or
 //     Options.CustomAPIsStatus, for an application user without read access).
@@ -126,6 +133,10 @@ type Options struct {
 	// the catalogue; agents get it only through SetPresence, as the system
 	// sets it when an agent misses notifications.
 	Inactive bool
+	// FeedLag is the delay between a presence change and its rows in the
+	// agent-status tables (msdyn_agentstatuses, msdyn_agentstatushistories):
+	// a row is written, and visible, FeedLag after the change it records.
+	FeedLag time.Duration
 	// RequestLogSize is how many arrival times to keep per agent for
 	// RequestTimes; zero keeps none.
 	RequestLogSize int
@@ -196,6 +207,9 @@ type Simulator struct {
 
 	smu  sync.Mutex // guards the request log
 	rlog requestLog
+
+	// feed holds the agent-status tables; guarded by mu.
+	feed feedTables
 }
 
 // New validates opts and builds a Simulator with opts.Agents agents, each
@@ -211,8 +225,8 @@ func New(opts Options) (*Simulator, error) {
 	if p := opts.ChangeProbability; math.IsNaN(p) || p < 0 || p > 1 {
 		return nil, fmt.Errorf("new simulator: change probability %v is not in [0, 1]", p)
 	}
-	if opts.TokenTTL < 0 || opts.RequestLogSize < 0 || opts.MaxChanges < 0 {
-		return nil, errors.New("new simulator: negative token TTL, request log size or change log size")
+	if opts.TokenTTL < 0 || opts.RequestLogSize < 0 || opts.MaxChanges < 0 || opts.FeedLag < 0 {
+		return nil, errors.New("new simulator: negative token TTL, request log size, change log size or feed lag")
 	}
 	if err := opts.Quota.validate(); err != nil {
 		return nil, fmt.Errorf("new simulator: %w", err)

@@ -15,8 +15,9 @@ type Request struct {
 	At time.Time
 	// Method is the HTTP method.
 	Method string
-	// Endpoint is "CCaaS_GetPresence", "msdyn_presences", "customapis", or
-	// "" for any other path.
+	// Endpoint is "CCaaS_GetPresence", "msdyn_presences", "customapis",
+	// "msdyn_agentstatuses", "msdyn_agentstatushistories", or "" for any
+	// other path.
 	Endpoint string
 	// AgentID is the MSCRMCallerID, lower-case; "" when absent or malformed.
 	AgentID string
@@ -27,7 +28,8 @@ type Request struct {
 	// "call-form", "quota-requests", "quota-execution", "quota-concurrent",
 	// "quota-penalty", "agent-fault", "burst-429", "rate-429", "rate-5xx",
 	// "rate-malformed", "unknown-agent", "presences-fault",
-	// "customapis-fault", "bad-select", "not-found"; "" for a plain success.
+	// "customapis-fault", "feed-fault", "bad-select", "bad-query",
+	// "not-found"; "" for a plain success.
 	Reason string
 	// Malformed is the kind of broken body sent with a 200, if any.
 	Malformed MalformedKind

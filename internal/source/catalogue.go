@@ -124,6 +124,21 @@ func ParsePresenceMap(s string) (map[string]string, error) {
 type Catalogue struct {
 	overrides map[string]string
 	current   atomic.Pointer[map[string]string]
+	names     atomic.Pointer[map[string]string]
+}
+
+// Name returns the display name of presenceID (a lower-case GUID), or ""
+// when it is unknown.
+func (c *Catalogue) Name(presenceID string) string {
+	if c == nil {
+		for _, p := range BuiltinPresences() {
+			if p.ID == presenceID {
+				return p.Name
+			}
+		}
+		return ""
+	}
+	return (*c.names.Load())[presenceID]
 }
 
 // NewCatalogue returns a catalogue of the built-in presences plus the given
@@ -151,15 +166,20 @@ func (c *Catalogue) BaseStatus(presenceID string) string {
 // Set replaces the presences loaded from Dataverse.
 func (c *Catalogue) Set(loaded []Presence) {
 	m := make(map[string]string, len(loaded)+5+len(c.overrides))
+	names := make(map[string]string, len(loaded)+5)
 	for _, p := range BuiltinPresences() {
-		m[p.ID] = p.BaseStatus
+		m[p.ID], names[p.ID] = p.BaseStatus, p.Name
 	}
 	for _, p := range loaded {
 		if p.BaseStatus != "" {
 			m[p.ID] = p.BaseStatus
 		}
+		if p.Name != "" {
+			names[p.ID] = p.Name
+		}
 	}
 	maps.Copy(m, c.overrides)
+	c.names.Store(&names)
 	c.current.Store(&m)
 }
 

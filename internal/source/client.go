@@ -535,6 +535,8 @@ type HTTPError struct {
 	Code, Message string
 	// Kind classifies Code.
 	Kind CodeKind
+	// RetryAfter is the answer's Retry-After, capped; zero without one.
+	RetryAfter time.Duration
 }
 
 // Error returns "HTTP <status> <code>: <message>".
@@ -549,8 +551,14 @@ func (e *HTTPError) Error() string {
 	return s
 }
 
-// getJSON GETs an OData URL as the application user and decodes its body.
+// getJSON GETs an OData URL as the application user and decodes its body,
+// in pages of at most 500 rows.
 func (c *Client) getJSON(ctx context.Context, u string, v any) error {
+	return c.getJSONPaged(ctx, u, 500, v)
+}
+
+// getJSONPaged is getJSON with Prefer: odata.maxpagesize=pageSize.
+func (c *Client) getJSONPaged(ctx context.Context, u string, pageSize int, v any) error {
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
 		return fmt.Errorf("obtain token: %w", err)
@@ -566,7 +574,7 @@ func (c *Client) getJSON(ctx context.Context, u string, v any) error {
 			"Accept":           {"application/json"},
 			"Odata-Version":    {"4.0"},
 			"Odata-Maxversion": {"4.0"},
-			"Prefer":           {"odata.maxpagesize=500"},
+			"Prefer":           {"odata.maxpagesize=" + strconv.Itoa(pageSize)},
 		}
 		resp, err := c.hc.Do(req)
 		if err != nil {
@@ -592,7 +600,8 @@ func (c *Client) getJSON(ctx context.Context, u string, v any) error {
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody))
 			de := parseDataverseError(b, tok)
-			return &HTTPError{StatusCode: resp.StatusCode, Code: de.Code, Message: de.Message, Kind: KindOf(resp.StatusCode, de)}
+			return &HTTPError{StatusCode: resp.StatusCode, Code: de.Code, Message: de.Message, Kind: KindOf(resp.StatusCode, de),
+				RetryAfter: parseRetryAfter(resp.Header, c.now())}
 		}
 		dec := json.NewDecoder(io.LimitReader(resp.Body, 16*MaxBodyBytes))
 		if err := dec.Decode(v); err != nil {

@@ -194,6 +194,8 @@ type agent struct {
 	state   State
 	removed bool
 	polled  bool
+	queued  bool // on the wheel
+	again   bool // PollNow while being polled: poll again at once
 	// last failure, for readiness: class, HTTP status, Dataverse code.
 	lastClass  ErrorClass
 	lastStatus int
@@ -405,6 +407,7 @@ func (p *Poller) insertLocked(a *agent, due int64) {
 	s := (due + p.slotWidth - 1) / p.slotWidth
 	s = max(s, p.cursor)
 	a.slot = s
+	a.queued = true
 	n := int64(len(p.wheel))
 	p.wheel[s%n] = append(p.wheel[s%n], a)
 	p.queued++
@@ -477,8 +480,10 @@ func (p *Poller) dispatch(ctx context.Context) {
 					switch {
 					case a.removed:
 						p.queued--
+						a.queued = false
 					case a.slot <= nowSlot:
 						p.queued--
+						a.queued = false
 						due = append(due, a)
 					default:
 						keep = append(keep, a)
@@ -659,13 +664,58 @@ func (p *Poller) poll(ctx, drain context.Context, a *agent) {
 	p.reschedule(a, next)
 }
 
-// reschedule queues a, unless it was removed, for due (ns since epoch).
+// reschedule queues a, unless it was removed, for due (ns since epoch), or
+// at once when PollNow asked for it meanwhile and a is not backing off.
 func (p *Poller) reschedule(a *agent, due int64) {
 	p.mu.Lock()
+	if a.again && p.eager(a) {
+		due = min(due, p.since())
+	}
+	a.again = false
 	if !a.removed {
 		p.insertLocked(a, due)
 	}
 	p.mu.Unlock()
+}
+
+// eager reports whether a may be polled ahead of its place: it is not
+// backing off, throttled or unpollable. p.mu is held.
+func (p *Poller) eager(a *agent) bool {
+	return a.bo == nil && a.state != StateRateLimited && a.state != StateUnpollable && a.state != StateBackingOff
+}
+
+// PollNow polls an agent as soon as a worker is free, ahead of its place in
+// the interval: the change feed saw its presence change, and the poll
+// brings its sessions, channels and authoritative current record. An
+// agent being polled is polled again right after; an agent backing off,
+// throttled or unpollable keeps its schedule; an unknown one is ignored.
+// The regular polls go on at the agent's place in the interval.
+func (p *Poller) PollNow(agentID string) {
+	id, ok := NormalizeGUID(agentID)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.agents[id]
+	if a == nil || a.removed || !p.eager(a) {
+		return
+	}
+	if !a.queued {
+		a.again = true
+		return
+	}
+	now := p.since()
+	if a.slot*p.slotWidth <= now {
+		return // due already
+	}
+	n := int64(len(p.wheel))
+	b := p.wheel[a.slot%n]
+	if i := slices.Index(b, a); i >= 0 {
+		p.wheel[a.slot%n] = slices.Delete(b, i, i+1)
+		p.queued--
+	}
+	p.insertLocked(a, now)
 }
 
 // record updates a's state after a poll ending at now (ns since epoch) and

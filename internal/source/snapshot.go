@@ -21,6 +21,14 @@
 //	go (&source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}).Run(ctx)
 //	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
 //	poller.Run(ctx) // until ctx ends; poller.Status() for health
+//
+// With the change feed (BRIDGE_FEED, docs/feed.md), built before the poller:
+//
+//	err := client.CheckFeedTables(ctx) // BRIDGE_FEED=auto: on only when both tables are readable
+//	feed, _ := source.NewFeed(source.FeedOptions{Reader: client, Sink: pipe, Poller: poller, Store: watermarks, Interval: iv})
+//	poller, _ := source.NewPoller(source.PollerOptions{Sink: feed.Sink(pipe), ...}) // polls hold presence for the feed
+//	feed.SetAgents(ids)
+//	feed.Run(ctx) // until ctx ends; feed.Readiness() for /readyz
 package source
 
 import (
@@ -54,6 +62,10 @@ type Snapshot struct {
 	DisabledChannels []string
 	// ObservedAt is when the response was received.
 	ObservedAt time.Time
+	// PresenceChangedAt is when the presence began at the source, when
+	// known (a change-feed row's msdyn_starttime); zero for a poll, which
+	// knows only when it saw the presence.
+	PresenceChangedAt time.Time
 }
 
 // ErrorClass names how a failed poll is treated; it is also the value of the
@@ -84,6 +96,34 @@ type Observation struct {
 	Class ErrorClass
 	// Err is the error of a failed poll; it never contains a secret.
 	Err error
+	// Row, when set, is a presence change read from the change feed
+	// (Snapshot is nil, Class is ClassOK): the agent's presence since
+	// Row.ChangedAt at the source, observed At.
+	Row *PresenceRow
+	// FeedHold is set on a poll result while the change feed reports the
+	// agent's presence: a presence differing from the agent's state is
+	// held (not published) until the feed reports it, and published from
+	// the poll only if polls still see it FeedHold after first seeing it
+	// (the feed missed it). Zero: the poll's presence is published at once.
+	FeedHold time.Duration
+}
+
+// PresenceRow is one presence change of an agent as the change feed reads
+// it from msdyn_agentstatushistory.
+type PresenceRow struct {
+	// RowID is the history row's msdyn_agentstatushistoryid, lower-case.
+	RowID string
+	// AgentID is the agent (_msdyn_agentid_value), lower-case GUID.
+	AgentID string
+	// PresenceID is the new presence's msdyn_presence ID, lower-case GUID.
+	PresenceID string
+	// PresenceName and BaseStatus are the catalogue's for PresenceID ("" when
+	// it does not know the presence).
+	PresenceName, BaseStatus string
+	// ChangedAt is when the presence began at the source (msdyn_starttime).
+	ChangedAt time.Time
+	// CreatedAt is when the row was written (createdon): the feed's watermark.
+	CreatedAt time.Time
 }
 
 // Sink receives every observation. Observe may block: a blocked Sink holds
