@@ -256,7 +256,7 @@ func TestNewcomerPath(t *testing.T) {
 	}
 	args, _ = run("./bridge check", nil)
 	out, stderr, code = runCLI(t, runEnv, args...)
-	if code != 0 || !strings.HasSuffix(out, "\nall 8 steps passed\n") {
+	if code != 0 || !strings.HasSuffix(out, "\nall 9 steps passed\n") {
 		t.Errorf("bridge check against the simulator: exit %d\n%s%s", code, out, stderr)
 	}
 	args, _ = run("./bridge run", nil)
