@@ -300,6 +300,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 		"BRIDGE_NATS_USER":     bridgeNATSUser,
 		"BRIDGE_NATS_PASSWORD": users[bridgeNATSUser].Password,
 		"BRIDGE_LEASE_TTL":     "3s",
+		"BRIDGE_FEED":          "on", // its watermark bucket too
 		"GORACE":               raceExitNow,
 	})
 	consumerEnv := h.env(map[string]string{
