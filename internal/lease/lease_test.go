@@ -161,6 +161,15 @@ func startContenderOn(t *testing.T, nc *nats.Conn, instance string, shards int, 
 		t.Fatalf("new lease set: %v", err)
 	}
 	c.set = set
+	// Opened first with a generous deadline, as the bridge retries it: on a
+	// loaded runner several contenders creating the bucket at once can take
+	// longer than one JetStream API timeout.
+	octx, ocancel := context.WithTimeout(context.Background(), time.Minute)
+	err = set.Open(octx)
+	ocancel()
+	if err != nil {
+		t.Fatalf("open lease bucket: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go func() { c.done <- set.Run(ctx) }()

@@ -467,16 +467,17 @@ func (p *Publisher) acked(msg *nats.Msg, seq uint64, duplicate bool) {
 	if len(aq.items) == 0 && !aq.busy {
 		delete(p.agents, aq.id)
 	}
-	if complete != nil {
-		p.dispatchLocked(complete)
-	}
-	p.mu.Unlock()
-
+	// Counted before the batch's done runs: whoever it wakes sees them.
 	if duplicate {
 		p.m.incDuplicate()
 	}
 	p.m.incPublished(it.typ)
 	p.m.observeLatency(time.Since(b.enqueued).Seconds())
+	if complete != nil {
+		p.dispatchLocked(complete)
+	}
+	p.mu.Unlock()
+
 	if next != nil {
 		p.send(next)
 	}
