@@ -354,7 +354,9 @@ func TestStandbyTakesOverWithinTTL(t *testing.T) {
 			waitFor(t, 3*testTTL, "a renewal seen by b", func() bool { return leaseRevision(t, js, 0) > rev && !lastRenewal("a").IsZero() })
 
 			tt.kill(a)
-			waitFor(t, 3*testTTL, "b to take over", func() bool { return b.set.IsLeader(0) })
+			// b holds the shard a moment before its Leading function starts:
+			// wait for both.
+			waitFor(t, 3*testTTL, "b to take over and lead", func() bool { return b.set.IsLeader(0) && len(rec.snapshot()) >= 2 })
 			ivs := rec.snapshot()
 			if len(ivs) != 2 || ivs[0].instance != "a" || ivs[1].instance != "b" {
 				t.Fatalf("leading intervals = %+v, want a then b", ivs)
