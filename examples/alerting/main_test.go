@@ -72,7 +72,7 @@ func (s *service) stop() error {
 // waitDurable waits until the durable consumer exists.
 func waitDurable(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {

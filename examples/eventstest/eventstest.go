@@ -130,7 +130,7 @@ func Publish(t *testing.T, js jetstream.JetStream, events ...Event) {
 // WaitConsumers waits until the stream has at least n consumers.
 func WaitConsumers(t *testing.T, js jetstream.JetStream, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -181,7 +181,7 @@ func (b *LineBuffer) String() string {
 // WaitLines waits until the buffer holds at least n lines.
 func (b *LineBuffer) WaitLines(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(time.Minute)
 	for strings.Count(b.String(), "\n") < n {
 		select {
 		case <-b.wrote:
