@@ -73,6 +73,10 @@ type agent struct {
 	// snap is the latest successful observation, diffed again when the
 	// agent's state is adopted from the stream.
 	snap *source.Snapshot
+	// noted are the snapshots taken while the agent's history was being
+	// adopted (Note), in order; Adopt diffs each against the adopted
+	// history, so no presence seen meanwhile is lost. Bounded by maxNoted.
+	noted []source.Snapshot
 	// polled is true once this process has had an observation of the agent.
 	polled      bool
 	lastSuccess time.Time
@@ -177,10 +181,18 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 	a.holdLocked(&snap, o.FeedHold)
 	a.snap = &snap
 	if !produce {
+		if len(a.noted) == maxNoted {
+			a.noted = append(a.noted[:0], a.noted[1:]...) // the oldest goes
+		}
+		a.noted = append(a.noted, snap)
 		return nil
 	}
+	a.noted = nil
 	return a.diffLocked(o.AgentID)
 }
+
+// maxNoted bounds the snapshots kept while an agent's history is adopted.
+const maxNoted = 64
 
 // diffLocked diffs the latest snapshot against the latest state. A
 // snapshot observed before the state's last observation (another writer's
@@ -402,7 +414,30 @@ func (d *Detector) Adopt(agentID string, st *AgentState) *Change {
 		a.base, a.state = &b, &s
 	}
 	d.log.Debug("adopted the agent's history from the stream", "agent", agentID, "sequence", seqOf(st), "stream_sequence", streamSeqOf(st))
-	return a.diffLocked(agentID)
+	latest := a.snap
+	noted := a.noted
+	a.noted = nil
+	var c *Change
+	for i := range noted {
+		a.snap = &noted[i]
+		c = c.then(a.diffLocked(agentID))
+	}
+	a.snap = latest
+	return c.then(a.diffLocked(agentID))
+}
+
+// then joins two consecutive changes of one agent into one: next's events
+// follow c's, and its state is the result.
+func (c *Change) then(next *Change) *Change {
+	switch {
+	case c == nil:
+		return next
+	case next == nil:
+		return c
+	}
+	c.Events = append(c.Events, next.Events...)
+	c.State = next.State
+	return c
 }
 
 func seqOf(s *AgentState) uint64 {
