@@ -13,14 +13,12 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 //go:embed *.schema.json asyncapi.yaml
 var files embed.FS
-
-// BaseURL is the URL the schema files are published under; each file's $id is
-// BaseURL + its name.
-const BaseURL = "https://raw.githubusercontent.com/ccaas/presence-bridge/main/schemas/"
 
 // AgentState names the schema of the state bucket's values.
 const AgentState = "agent-state"
@@ -51,13 +49,13 @@ func NewValidator() (*Validator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse schema %s: %w", n, err)
 		}
-		if err := c.AddResource(BaseURL+n, doc); err != nil {
+		if err := c.AddResource(contract.SchemaBaseURL+n, doc); err != nil {
 			return nil, fmt.Errorf("add schema %s: %w", n, err)
 		}
 	}
 	v := &Validator{schemas: map[string]*jsonschema.Schema{}}
 	for _, n := range names {
-		s, err := c.Compile(BaseURL + n)
+		s, err := c.Compile(contract.SchemaBaseURL + n)
 		if err != nil {
 			return nil, fmt.Errorf("compile schema %s: %w", n, err)
 		}

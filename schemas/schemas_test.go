@@ -10,6 +10,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/schemas"
@@ -39,11 +40,8 @@ func TestSchemaFiles(t *testing.T) {
 		if err := json.Unmarshal(b, &doc); err != nil {
 			t.Fatalf("%s: %v", typ, err)
 		}
-		if want := schemas.BaseURL + typ + ".schema.json"; doc.ID != want {
+		if want := contract.DataSchema(typ); doc.ID != want {
 			t.Errorf("%s: $id %q, want %q", typ, doc.ID, want)
-		}
-		if typ != schemas.AgentState && doc.ID != detector.DataSchema(typ) {
-			t.Errorf("%s: $id %q differs from detector.DataSchema %q", typ, doc.ID, detector.DataSchema(typ))
 		}
 		if doc.Schema != "https://json-schema.org/draft/2020-12/schema" {
 			t.Errorf("%s: $schema %q", typ, doc.Schema)
@@ -143,7 +141,7 @@ func TestAsyncAPI(t *testing.T) {
 			ceType = max(ceType, a.Properties["ce-type"].Const)
 			dataschema = max(dataschema, a.Properties["ce-dataschema"].Const)
 		}
-		if ceType != typ || dataschema != detector.DataSchema(typ) {
+		if ceType != typ || dataschema != contract.DataSchema(typ) {
 			t.Errorf("message %s headers: ce-type %q, ce-dataschema %q", typ, ceType, dataschema)
 		}
 	}

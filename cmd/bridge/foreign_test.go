@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
-	"github.com/ccaas/presence-bridge/schemas"
 )
 
 // TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped plants, while no
@@ -100,7 +100,7 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 		hdr.Set("ce-subject", subject)
 		hdr.Set("ce-time", time.Now().UTC().Format(time.RFC3339Nano))
 		hdr.Set("ce-datacontenttype", "application/json")
-		hdr.Set("ce-dataschema", schemas.BaseURL+typ+".schema.json")
+		hdr.Set("ce-dataschema", contract.DataSchema(typ))
 		hdr.Set("ce-sequence", fmt.Sprintf("%020d", seq))
 		hdr.Set("ce-bridgeversion", "test-planted")
 		return hdr

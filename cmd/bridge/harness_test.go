@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/ceheader"
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/schemas"
@@ -256,7 +257,7 @@ func (h *harness) decode(msg *nats.Msg) (event, error) {
 	if want := fmt.Sprintf("%s-%d", ev.Agent, ev.Sequence); ev.ID != want || msg.Header.Get(jetstream.MsgIDHeader) != want {
 		return ev, fmt.Errorf("event id %s (Nats-Msg-Id %s), want %s", ev.ID, msg.Header.Get(jetstream.MsgIDHeader), want)
 	}
-	if want := schemas.BaseURL + ev.Type + ".schema.json"; ce.DataSchema() != want {
+	if want := contract.DataSchema(ev.Type); ce.DataSchema() != want {
 		return ev, fmt.Errorf("event %s dataschema %s, want %s", ev.ID, ce.DataSchema(), want)
 	}
 	if err := h.val.Validate(ev.Type, ev.raw); err != nil {

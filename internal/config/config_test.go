@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 // clearEnv unsets every BRIDGE_ variable for the test.
@@ -27,8 +29,8 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if c.PollInterval != 10*time.Second || c.SubjectPrefix != "ccaas.agents" || c.Stream != "CCAAS_AGENTS" ||
-		c.StateBucket != "ccaas_agents" || c.DataDir != "./data" || c.EmbeddedNATSListen != "127.0.0.1:4222" ||
+	if c.PollInterval != 10*time.Second || c.SubjectPrefix != contract.SubjectPrefix || c.Stream != contract.Stream ||
+		c.StateBucket != contract.StateBucket || c.DataDir != "./data" || c.EmbeddedNATSListen != "127.0.0.1:4222" ||
 		c.DuplicateWindow != 2*time.Minute || c.StreamMaxAge != 168*time.Hour || !c.StreamManage || !c.Embedded() {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
@@ -179,6 +181,26 @@ func TestNormalizeAgentID(t *testing.T) {
 		got, ok := NormalizeAgentID(tt.in)
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("NormalizeAgentID(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestContractNamesAreTheDefaults keeps the variables naming the stream, the
+// subject prefix and the buckets defaulting to the contract's names.
+func TestContractNamesAreTheDefaults(t *testing.T) {
+	defaults := map[string]string{}
+	for _, v := range Vars() {
+		defaults[v.Name] = v.Default
+	}
+	for name, want := range map[string]string{
+		"BRIDGE_STREAM":         contract.Stream,
+		"BRIDGE_SUBJECT_PREFIX": contract.SubjectPrefix,
+		"BRIDGE_STATE_BUCKET":   contract.StateBucket,
+		"BRIDGE_LEASE_BUCKET":   contract.LeaseBucket,
+		"BRIDGE_FEED_BUCKET":    contract.FeedBucket,
+	} {
+		if got, ok := defaults[name]; !ok || got != want {
+			t.Errorf("%s defaults to %q, want %q (internal/contract)", name, got, want)
 		}
 	}
 }

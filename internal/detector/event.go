@@ -52,14 +52,6 @@ func Types() []string {
 	}
 }
 
-// SchemaBaseURL is where the JSON Schemas of schemas/ are published; an event
-// type's schema is SchemaBaseURL + type + ".schema.json".
-const SchemaBaseURL = "https://raw.githubusercontent.com/ccaas/presence-bridge/main/schemas/"
-
-// DataSchema returns the URL of the JSON Schema of an event type's data, the
-// CloudEvent dataschema attribute and the schema file's $id.
-func DataSchema(eventType string) string { return SchemaBaseURL + eventType + ".schema.json" }
-
 // EventID returns the ID of an agent's event with the given sequence:
 // "<agentId>-<sequence>", also used as Nats-Msg-Id.
 func EventID(agentID string, sequence uint64) string {

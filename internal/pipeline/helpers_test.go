@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
@@ -227,7 +228,7 @@ func readStream(t *testing.T, url string) []streamEvent {
 		if err := v.Validate(ce.Type(), ce.Data()); err != nil {
 			t.Fatalf("event %s: %v", ce.ID(), err)
 		}
-		if ce.DataSchema() != detector.DataSchema(ce.Type()) {
+		if ce.DataSchema() != contract.DataSchema(ce.Type()) {
 			t.Fatalf("event %s dataschema %s", ce.ID(), ce.DataSchema())
 		}
 		out = append(out, streamEvent{id: ce.ID(), agent: ce.Subject(), typ: ce.Type(), sequence: n, data: ce.Data()})
