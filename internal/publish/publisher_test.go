@@ -779,7 +779,7 @@ func TestPublisherFenceStoresOneHistoryPerAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := st.GetLastMsgForSubject(ctx, b.enc.AgentSubjects(testAgentID(1)))
+	last, err := st.GetLastMsgForSubject(ctx, b.agentSubjects(testAgentID(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
