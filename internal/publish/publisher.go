@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 )
 
@@ -432,9 +431,4 @@ func (p *Publisher) oldestUnpublishedLocked(now time.Time) time.Duration {
 		}
 	}
 	return oldest
-}
-
-// agentSubjects is the fence's subject filter of an agent: <prefix>.<agentId>.>.
-func (p *Publisher) agentSubjects(agent string) string {
-	return contract.AgentSubjects(p.enc.prefix, agent)
 }

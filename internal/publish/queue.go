@@ -14,6 +14,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 // position is where an agent's history ends: the stream sequence and the
@@ -69,6 +71,12 @@ func (p *Publisher) newQueueLocked(agent string, afterStream, firstSeq uint64) *
 		last = position{stream: afterStream, seq: firstSeq - 1}
 	}
 	return &agentQueue{id: agent, subjects: p.agentSubjects(agent), last: last, next: last.seq + 1}
+}
+
+// agentSubjects is the fence's subject filter of an agent:
+// <prefix>.<agentId>.>, from the encoder's prefix.
+func (p *Publisher) agentSubjects(agent string) string {
+	return contract.AgentSubjects(p.enc.prefix, agent)
 }
 
 // takeHeadLocked marks the agent's first event as being handled and returns
