@@ -266,14 +266,12 @@ func (p *Publisher) encodeBatch(b *batch, events []detector.Event) ([]*item, err
 // than the window). It fails with ErrClosed once Close began and with ctx's
 // error when ctx ends first.
 func (p *Publisher) waitForSpaceLocked(ctx context.Context, n int) error {
-	// Wake the wait below when ctx ends; the lock orders the broadcast
-	// after the check of ctx.Err().
-	stop := context.AfterFunc(ctx, func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.changed.Broadcast()
-	})
-	defer stop()
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
 	for {
 		if p.state != stateOpen {
 			return ErrClosed
@@ -284,8 +282,20 @@ func (p *Publisher) waitForSpaceLocked(ctx context.Context, n int) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("wait for publish window: %w", err)
 		}
+		if stop == nil {
+			stop = context.AfterFunc(ctx, p.wake)
+		}
 		p.changed.Wait()
 	}
+}
+
+// wake wakes every Enqueue and Flush waiting on p.changed, so that they see
+// their context ended. Taking the lock orders the wake-up after the waiter's
+// check of its context.
+func (p *Publisher) wake() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.changed.Broadcast()
 }
 
 // Forget drops what the publisher knows of the agents' positions on the
@@ -305,17 +315,20 @@ func (p *Publisher) Forget(agentIDs ...string) {
 // acknowledged and its done callback returned. A window that empties and
 // fills again while Flush waits counts as empty.
 func (p *Publisher) Flush(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.changed.Broadcast()
-	})
-	defer stop()
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for idles := p.idles; p.inUse > 0 && p.idles == idles; {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("flush publisher: %w", err)
+		}
+		if stop == nil {
+			stop = context.AfterFunc(ctx, p.wake)
 		}
 		p.changed.Wait()
 	}
