@@ -34,7 +34,9 @@ const (
 type Options struct {
 	// Encoder encodes events; required.
 	Encoder *Encoder
-	// Stream is the stream name, for Status; default DefaultStream.
+	// Stream is the stream name: where the stored messages that decide
+	// ambiguous answers are read, and what Status looks up; default
+	// DefaultStream.
 	Stream string
 	// MaxPending is the window: how many events the publisher holds (queued,
 	// awaiting their ack, or awaiting their done callback). A full window
@@ -89,7 +91,8 @@ type Publisher struct {
 	log  *slog.Logger
 	m    *Metrics
 
-	// mu guards every field below it. It is never held across a network
+	// mu guards the fields from changed to stream, and the queues, batches
+	// and items they hold (queue.go). It is never held across a network
 	// call: sends, reads of stored messages and stream lookups happen after
 	// it is released.
 	mu sync.Mutex
@@ -105,10 +108,10 @@ type Publisher struct {
 	known    map[string]position    // per agent: its last event this process saw stored
 	stream   jetstream.Stream       // looked up once, by streamHandle
 
-	completions [completionWorkers]chan *batch
-	stopWatch   context.CancelFunc // ends watch
-	wg          sync.WaitGroup     // the completion workers and watch
-	checks      sync.WaitGroup     // stored messages being read (ack.go)
+	completions [completionWorkers]chan *batch // closed under mu, by Close
+	stopWatch   context.CancelFunc             // ends watch
+	wg          sync.WaitGroup                 // the completion workers and watch
+	checks      sync.WaitGroup                 // stored messages being read (ack.go)
 }
 
 // state is where a Publisher is in its life; it only moves forward.
