@@ -1,3 +1,8 @@
+// connect.go holds the NATS connection: ConnOptions (servers, one
+// authentication method, TLS, reconnects), Connect, which logs and counts
+// every connection event without secrets, and ConnectRetry, which waits
+// with backoff for servers that cannot be reached yet.
+
 package publish
 
 import (

@@ -35,8 +35,9 @@
 // (message too large) fail the agent's queued batches with ErrRejected so no
 // gap is published.
 //
-// Readiness: Publisher.Status(ctx).Ready() (connected and stream present);
-// Status also gives the window in use and the oldest unpublished event's age.
+// Readiness: Publisher.Status(ctx).Ready() (connected, and the stream looked
+// up on the server whatever ctx is); Status also gives the window in use and
+// the oldest unpublished event's age.
 //
 // Message format: subject <prefix>.<agentId>.<type>; headers ce-specversion,
 // ce-id, ce-source (the agent's Dataverse URI,

@@ -1,3 +1,6 @@
+// drain.go holds Drain, the last NATS step of shutdown: the connection is
+// drained within what is left of the shutdown budget, then closed.
+
 package publish
 
 import (

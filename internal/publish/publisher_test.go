@@ -779,7 +779,7 @@ func TestPublisherFenceStoresOneHistoryPerAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := st.GetLastMsgForSubject(ctx, b.enc.AgentSubjects(testAgentID(1)))
+	last, err := st.GetLastMsgForSubject(ctx, b.agentSubjects(testAgentID(1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -799,5 +799,84 @@ func TestPublisherFenceStoresOneHistoryPerAgent(t *testing.T) {
 	// A retry of a stored event (its ack was lost) is found stored: success.
 	if err := b.Publish(ctx, next); err != nil && !errors.Is(err, detector.ErrConflict) {
 		t.Fatalf("republishing: %v", err)
+	}
+}
+
+// TestPublisherStatusIsTheSameWhateverTheContext checks that Status gives
+// the same answer for a context that can never end and for one that can:
+// while connected it looks the stream up on the server either way.
+func TestPublisherStatusIsTheSameWhateverTheContext(t *testing.T) {
+	srv := startServer(t, nil)
+	p := newTestPublisher(t, srv.ClientURL(), Options{PublishTimeout: 2 * time.Second}, StreamOptions{})
+	contexts := []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
+		{"cancellable", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 10*time.Second)
+		}},
+	}
+	phases := []struct {
+		name          string
+		enter         func(t *testing.T)
+		connected     bool
+		streamPresent bool
+		streamErr     func(error) bool
+	}{
+		{
+			name:      "no stream",
+			enter:     func(*testing.T) {},
+			connected: true,
+			streamErr: func(err error) bool { return errors.Is(err, jetstream.ErrStreamNotFound) },
+		},
+		{
+			name: "stream present",
+			enter: func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if _, err := EnsureStream(ctx, p.js, StreamOptions{Manage: true}); err != nil {
+					t.Fatalf("ensure stream: %v", err)
+				}
+			},
+			connected: true, streamPresent: true,
+			streamErr: func(err error) bool { return err == nil },
+		},
+		{
+			name: "disconnected",
+			enter: func(t *testing.T) {
+				lost := p.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING)
+				defer p.nc.RemoveStatusListener(lost)
+				srv.Shutdown()
+				deadline := time.NewTimer(10 * time.Second)
+				defer deadline.Stop()
+				for p.nc.IsConnected() {
+					select {
+					case <-lost:
+					case <-deadline.C:
+						t.Fatal("still connected after the server stopped")
+					}
+				}
+			},
+			streamErr: func(err error) bool { return err != nil },
+		},
+	}
+	for _, ph := range phases {
+		ph.enter(t)
+		for _, c := range contexts {
+			ctx, cancel := c.ctx()
+			st := p.Status(ctx)
+			cancel()
+			if st.Connected != ph.connected || st.StreamPresent != ph.streamPresent || st.Ready() != (ph.connected && ph.streamPresent) {
+				t.Errorf("%s, %s context: status %+v, want connected %v and stream present %v", ph.name, c.name, st, ph.connected, ph.streamPresent)
+			}
+			if !ph.streamErr(st.StreamErr) {
+				t.Errorf("%s, %s context: stream error %v", ph.name, c.name, st.StreamErr)
+			}
+			if st.MaxPending != DefaultMaxPending || st.WindowInUse != 0 {
+				t.Errorf("%s, %s context: window %d of %d, want 0 of %d", ph.name, c.name, st.WindowInUse, st.MaxPending, DefaultMaxPending)
+			}
+		}
 	}
 }

@@ -1,8 +1,14 @@
+// retry.go holds the bridge's two retry loops on JetStream: a publish that
+// failed (the Publisher's onError: the agent's first event is sent again,
+// same message ID, after an exponential backoff, while other agents go on)
+// and a JetStream request made while JetStream cannot answer yet
+// (RetryUnavailable, used at start for the stream and the buckets). Which
+// errors are worth retrying is decided in jserrors.go.
+
 package publish
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -13,96 +19,100 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// retryJitter is the randomization factor of a publish retry's backoff: each
+// wait is the exponential step ±10%.
+const retryJitter = 0.1
+
+// onError handles a failed publish. jetstream may call it while holding its
+// own lock, so it must not publish: a retry is scheduled on a timer. A
+// failed fence is not a failure yet: the stored message decides it
+// (ack.go). A failure JetStream gives for good fails the agent's queue with
+// ErrRejected.
+func (p *Publisher) onError(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	p.mu.Lock()
+	it := p.inflight[msg]
+	if it == nil {
+		p.mu.Unlock()
+		return
+	}
+	aq := p.agents[it.b.agent]
+	reason, permanent := classify(err)
+	if reason == reasonFenced {
+		// The agent's last message is not the one this event follows:
+		// read it to tell an earlier attempt that landed from history that
+		// moved on. The event stays in flight until then.
+		p.mu.Unlock()
+		p.check(msg, func(ctx context.Context, st jetstream.Stream) (*jetstream.RawStreamMsg, error) {
+			return st.GetLastMsgForSubject(ctx, aq.subjects)
+		})
+		return
+	}
+	delete(p.inflight, msg)
+	p.m.incError(reason)
+	if permanent {
+		for _, b := range p.failAgentLocked(aq, fmt.Errorf("publish event %s: %w: %w", it.id, ErrRejected, err)) {
+			p.dispatchLocked(b)
+		}
+		p.mu.Unlock()
+		p.log.Error("JetStream rejected an event; the agent's queued events are dropped", "agent", aq.id,
+			"event", it.id, "err", err)
+		return
+	}
+	aq.failures++
+	delay := p.nextRetryLocked(aq)
+	if p.state == stateClosed {
+		p.mu.Unlock()
+		return
+	}
+	aq.retry = time.AfterFunc(delay, func() { p.retryHead(aq) })
+	failures, attempts := aq.failures, it.attempts
+	p.mu.Unlock()
+	level := slog.LevelDebug
+	if failures == 3 || failures%20 == 0 {
+		level = slog.LevelWarn
+	}
+	p.log.Log(context.Background(), level, "publish failed, will retry", "agent", aq.id,
+		"event", it.id, "attempt", attempts, "retry_in", delay, "reason", reason, "err", err)
+}
+
+// nextRetryLocked returns how long the agent waits before its first event
+// is sent again: exponential from Options.RetryInitial, doubling up to
+// Options.RetryMax, with jitter; it starts again from RetryInitial once an
+// event of the agent is stored.
+func (p *Publisher) nextRetryLocked(aq *agentQueue) time.Duration {
+	if aq.backoff == nil {
+		aq.backoff = backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(p.opts.RetryInitial),
+			backoff.WithMaxInterval(p.opts.RetryMax),
+			backoff.WithMultiplier(2),
+			backoff.WithRandomizationFactor(retryJitter),
+			backoff.WithMaxElapsedTime(0), // never give up: Close ends the retries
+		)
+	}
+	return aq.backoff.NextBackOff()
+}
+
+// retryHead republishes the agent's first event after a backoff.
+func (p *Publisher) retryHead(aq *agentQueue) {
+	p.mu.Lock()
+	aq.retry = nil
+	if p.state == stateClosed || len(aq.items) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	aq.busy = false
+	it := p.takeHeadLocked(aq)
+	p.mu.Unlock()
+	if it != nil {
+		p.send(it)
+	}
+}
+
 // Backoff of RetryUnavailable.
 const (
 	DefaultUnavailableRetryInitial = 250 * time.Millisecond
 	DefaultUnavailableRetryMax     = 5 * time.Second
 )
-
-// JetStream API error codes meaning "not ready yet": the cluster is forming,
-// has no meta leader, or has fewer peers than the replicas asked for.
-var unavailableCodes = map[jetstream.ErrorCode]string{
-	10004: "incomplete results",
-	10005: "no suitable peers for placement",
-	10008: "JetStream temporarily unavailable",
-	10009: "JetStream cluster can not handle the request",
-	10023: "insufficient resources",
-	10075: "peer remap failed",
-	10118: "stream offline",
-	10163: "expected last sequence per subject temporarily unavailable",
-	// 10076 "JetStream not enabled" is also what the client reports when
-	// nobody answers on $JS.API, as while JetStream starts.
-	jetstream.JSErrCodeJetStreamNotEnabled: "no JetStream responders",
-}
-
-// JetStreamUnavailable reports whether err means that the NATS servers are
-// there but JetStream cannot answer or place the asset yet: no meta leader,
-// fewer peers than replicas (err_code 10005), temporarily unavailable
-// (10008), insufficient resources (10023), no responders on $JS.API, a
-// request timeout, or the connection between servers. Such a failure is the
-// same as unreachable servers: retry. Everything else, in particular a
-// stream whose settings differ (*StreamMismatchError), a missing stream with
-// management off (ErrStreamMissing), JetStream not enabled for the account
-// (10039) and permission violations, is not: retrying would only hide it.
-func JetStreamUnavailable(err error) bool {
-	var mismatch *StreamMismatchError
-	switch {
-	case err == nil,
-		errors.As(err, &mismatch),
-		errors.Is(err, ErrStreamMissing),
-		errors.Is(err, context.Canceled),
-		errors.Is(err, nats.ErrConnectionClosed),
-		isPermissionError(err):
-		return false
-	}
-	if code, ok := apiErrorCode(err); ok {
-		_, unavailable := unavailableCodes[code]
-		return unavailable
-	}
-	return errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrConnectionReconnecting) ||
-		errors.Is(err, nats.ErrNoServers)
-}
-
-func apiErrorCode(err error) (jetstream.ErrorCode, bool) {
-	var je jetstream.JetStreamError
-	if errors.As(err, &je) && je.APIError() != nil {
-		return je.APIError().ErrorCode, true
-	}
-	return 0, false
-}
-
-func isPermissionError(err error) bool {
-	return errors.Is(err, nats.ErrPermissionViolation) ||
-		strings.Contains(strings.ToLower(err.Error()), "permissions violation")
-}
-
-// UnavailableReason is a short reason for a JetStreamUnavailable error, for
-// /readyz: the API error's meaning and code, or the client error.
-func UnavailableReason(err error) string {
-	if code, ok := apiErrorCode(err); ok {
-		if what, known := unavailableCodes[code]; known {
-			return fmt.Sprintf("%s (err_code %d)", what, code)
-		}
-		return fmt.Sprintf("%s (err_code %d)", strings.TrimSpace(errorDescription(err)), code)
-	}
-	var last error = err
-	for u := errors.Unwrap(last); u != nil; u = errors.Unwrap(last) {
-		last = u
-	}
-	return last.Error()
-}
-
-func errorDescription(err error) string {
-	var je jetstream.JetStreamError
-	if errors.As(err, &je) && je.APIError() != nil {
-		return je.APIError().Description
-	}
-	return err.Error()
-}
 
 // RetryOptions tune RetryUnavailable; the zero value works.
 type RetryOptions struct {
