@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/config"
-	"github.com/ccaas/presence-bridge/internal/consumer"
+	"github.com/ccaas/presence-bridge/internal/inspect"
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/internal/source"
@@ -54,7 +54,7 @@ func (f *consumerFilters) register(fs *flag.FlagSet, sinceHelp string) {
 
 // check validates the filters that need no connection.
 func (f *consumerFilters) check() error {
-	if err := consumer.CheckType(f.typ); err != nil {
+	if err := inspect.CheckType(f.typ); err != nil {
 		return fmt.Errorf("--type: %w", err)
 	}
 	_, err := parseTime("since", f.since)
@@ -66,7 +66,7 @@ func parseTime(flagName, s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	t, err := consumer.ParseSince(s, time.Now())
+	t, err := inspect.ParseSince(s, time.Now())
 	if err != nil {
 		return time.Time{}, fmt.Errorf("--%s: %w", flagName, err)
 	}
@@ -79,14 +79,14 @@ func resolveAgent(ctx context.Context, cfg config.Config, js jetstream.JetStream
 	if agent == "" {
 		return "", nil
 	}
-	if id, ok := consumer.NormalizeAgentID(agent); ok {
+	if id, ok := inspect.NormalizeAgentID(agent); ok {
 		return id, nil
 	}
 	kv, err := js.KeyValue(ctx, cfg.StateBucket)
 	if err != nil {
 		return "", fmt.Errorf("--agent %q is not a GUID, and the state bucket %s to look the name up in is not readable: %w", agent, cfg.StateBucket, err)
 	}
-	id, err := consumer.ResolveAgent(ctx, kv, agent)
+	id, err := inspect.ResolveAgent(ctx, kv, agent)
 	if err != nil {
 		return "", fmt.Errorf("--agent: %w", err)
 	}
@@ -136,7 +136,7 @@ func cmdTail(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		if err != nil {
 			return err
 		}
-		return consumer.Tail(ctx, js, consumer.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: agent, Type: f.typ, Since: since}, stdout)
+		return inspect.Tail(ctx, js, inspect.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: agent, Type: f.typ, Since: since}, stdout)
 	})
 }
 
@@ -153,10 +153,10 @@ func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 			return err
 		}
 		var err error
-		if since, err = consumer.ParseSince(f.since, now); err != nil {
+		if since, err = inspect.ParseSince(f.since, now); err != nil {
 			return fmt.Errorf("--since: %w", err)
 		}
-		if u, err = consumer.ParseSince(*until, now); err != nil {
+		if u, err = inspect.ParseSince(*until, now); err != nil {
 			return fmt.Errorf("--until: %w", err)
 		}
 		if !since.IsZero() && !u.IsZero() && u.Before(since) {
@@ -169,7 +169,7 @@ func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 		if err != nil {
 			return err
 		}
-		sum, err := consumer.Replay(ctx, js, consumer.ReplayOptions{
+		sum, err := inspect.Replay(ctx, js, inspect.ReplayOptions{
 			Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Since: since, Until: u, Agent: agent, Type: f.typ,
 		}, stdout, stderr)
 		if err != nil {
@@ -189,11 +189,11 @@ func cmdState(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		}
 		id := ""
 		if *agent != "" {
-			if id, err = consumer.ResolveAgent(ctx, kv, *agent); err != nil {
+			if id, err = inspect.ResolveAgent(ctx, kv, *agent); err != nil {
 				return fmt.Errorf("--agent: %w", err)
 			}
 		}
-		return consumer.State(ctx, kv, id, stdout)
+		return inspect.State(ctx, kv, id, stdout)
 	})
 }
 
@@ -204,7 +204,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		return code
 	}
 	// Every step's detail lines print under that step's own line.
-	stdout = consumer.NewCheckOutput(stdout)
+	stdout = newCheckOutput(stdout)
 	var (
 		cfg       config.Config
 		plan      sourcePlan
@@ -227,7 +227,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			return f(ctx)
 		}
 	}
-	steps := []consumer.Step{
+	steps := []checkStep{
 		{Name: "config", Critical: true, Next: "set the variables named above (bridge check -h lists them)", Run: func(context.Context) error {
 			var err error
 			if cfg, err = config.Load(config.Needs{Organisation: true}); err != nil {
@@ -270,7 +270,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			if form := client.CallForm(); form != announced {
 				fmt.Fprintf(stdout, "      switched to the %s form: the organisation refused the %s form\n", form, announced)
 			}
-			fmt.Fprintf(stdout, "      %s form: %s (%s) is %q, %s\n", client.CallForm(), consumer.Printable(snap.AgentName), consumer.Printable(snap.AgentID), consumer.Printable(snap.PresenceName), plural(snap.ActiveBrowserSessions, "browser session", "browser sessions"))
+			fmt.Fprintf(stdout, "      %s form: %s (%s) is %q, %s\n", client.CallForm(), inspect.Printable(snap.AgentName), inspect.Printable(snap.AgentID), inspect.Printable(snap.PresenceName), plural(snap.ActiveBrowserSessions, "browser session", "browser sessions"))
 			return nil
 		})},
 		{Name: "quota scope (x-ms-ratelimit headers of two agents)", Run: bounded(func(ctx context.Context) error {
@@ -279,7 +279,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		{Name: "presence catalogue (msdyn_presences)", Next: "grant the application user read on msdyn_presence, or set BRIDGE_PRESENCE_MAP", Run: bounded(func(ctx context.Context) error {
 			ps, err := client.ListPresences(ctx)
 			if err != nil && cfg.PresenceMap != "" {
-				fmt.Fprintf(stdout, "      not readable (%s); BRIDGE_PRESENCE_MAP covers custom presences\n", consumer.Printable(err.Error()))
+				fmt.Fprintf(stdout, "      not readable (%s); BRIDGE_PRESENCE_MAP covers custom presences\n", inspect.Printable(err.Error()))
 				return nil
 			}
 			if err != nil {
@@ -297,7 +297,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			case cfg.Feed == "on":
 				return explain(fmt.Errorf("%w (grant read on msdyn_agentstatus and msdyn_agentstatushistory, organisation scope)", err))
 			}
-			fmt.Fprintf(stdout, "      not readable (%s): with BRIDGE_FEED=%s the bridge polls alone\n", consumer.Printable(err.Error()), cfg.Feed)
+			fmt.Fprintf(stdout, "      not readable (%s): with BRIDGE_FEED=%s the bridge polls alone\n", inspect.Printable(err.Error()), cfg.Feed)
 			return nil
 		})},
 		{Name: "nats", Critical: true, Next: "start NATS, or set BRIDGE_NATS_URL (and its credentials) to a reachable server", Run: bounded(func(ctx context.Context) error {
@@ -328,7 +328,7 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 			return err
 		})},
 	}
-	if err := consumer.Check(ctx, stdout, steps...); err != nil {
+	if err := runChecks(ctx, stdout, steps...); err != nil {
 		fmt.Fprintf(stderr, "bridge check: %v\n", err)
 		return exitFail
 	}

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/config"
-	"github.com/ccaas/presence-bridge/internal/consumer"
 	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/inspect"
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/publish"
@@ -57,7 +57,7 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		return exitFail
 	}
 	// Events are rendered exactly as `bridge tail` renders them: encoded
-	// as the CloudEvents the stream receives, then consumer.Line.
+	// as the CloudEvents the stream receives, then inspect.Line.
 	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: demoOrganisation, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
 	if err != nil {
 		fmt.Fprintf(stderr, "bridge demo: %v\n", err)
@@ -113,7 +113,7 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		if ce, err := enc.CloudEvent(ev); err != nil {
 			line = fmt.Sprintf("%s  %s  %s  (not renderable: %v)", ev.Time.UTC().Format(time.RFC3339), ev.AgentID, ev.Type, err)
 		} else {
-			line = consumer.Line(&ce)
+			line = inspect.Line(&ce)
 		}
 		mu.Lock()
 		defer mu.Unlock()
