@@ -392,15 +392,7 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 		defer stopPipeBeat() // no beat is due once its loops have stopped
 		return pipe.Run(ctx)
 	})
-	goLoop("catalogue", func(ctx context.Context) error {
-		select { // loaded above; Run reloads at once, so start it one period later
-		case <-ctx.Done():
-			return nil
-		case <-time.After(cfg.PresenceCatalogRefresh):
-		}
-		refresher.Run(ctx)
-		return nil
-	})
+	goLoop("catalogue", func(ctx context.Context) error { refresher.Run(ctx); return nil }) // loaded above; reloads every period
 	if cfg.AgentIDsFile != "" {
 		w := &source.AgentFileWatcher{Path: cfg.AgentIDsFile, Apply: assign.SetAgents, Logger: log}
 		goLoop("agent-file", func(ctx context.Context) error { w.Run(ctx); return nil })
