@@ -25,135 +25,168 @@ func cmdCheck(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 		return code
 	}
 	// Every step's detail lines print under that step's own line.
-	stdout = newCheckOutput(stdout)
-	var (
-		cfg       config.Config
-		plan      sourcePlan
-		client    *source.Client
-		nc        *nats.Conn
-		js        jetstream.JetStream
-		first     source.RateLimitHeaders
-		firstOK   bool
-		announced source.CallForm
-	)
-	defer func() {
-		if nc != nil {
-			nc.Close()
-		}
-	}()
-	bounded := func(f func(ctx context.Context) error) func(context.Context) error {
-		return func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, *timeout)
-			defer cancel()
-			return f(ctx)
-		}
-	}
-	steps := []checkStep{
-		{Name: "config", Critical: true, Next: "set the variables named above (bridge check -h lists them)", Run: func(context.Context) error {
-			var err error
-			if cfg, err = config.Load(config.Needs{Organisation: true}); err != nil {
-				return err
-			}
-			plan, err = planSource(cfg)
-			return err
-		}},
-		{Name: "token", Critical: true, Next: "check BRIDGE_TOKEN or BRIDGE_TOKEN_FILE, or the AZURE_* variables of the app registration", Run: bounded(func(ctx context.Context) error {
-			log := logging.Discard()
-			tokens, err := tokenProvider(cfg, nil, log)
-			if err != nil {
-				return err
-			}
-			if _, err := tokens.Token(ctx); err != nil {
-				return fmt.Errorf("get token: %w", err)
-			}
-			client, err = source.NewClient(source.ClientOptions{OrgURL: cfg.OrgURL, Tokens: tokens, MaxConns: 2, Call: plan.call})
-			return err
-		})},
-		{Name: "call form (customapis: " + source.CustomAPIName + ")", Run: bounded(func(ctx context.Context) error {
-			form, err := client.DiscoverCallForm(ctx)
-			announced = form
-			switch {
-			case plan.call != source.CallAuto:
-				fmt.Fprintf(stdout, "      %s form forced by BRIDGE_PRESENCE_CALL\n", form)
-			case err != nil:
-				fmt.Fprintf(stdout, "      definition not readable (%v): the first call decides, starting with the %s form\n", err, form)
-			default:
-				fmt.Fprintf(stdout, "      %s form, from the custom API's definition\n", form)
-			}
-			return nil
-		})},
-		{Name: "presence (CCaaS_GetPresence for the first agent)", Next: "follow the fix line above; docs/dataverse.md lists every Dataverse error code with its fix", Run: bounded(func(ctx context.Context) error {
-			snap, rl, err := client.Probe(ctx, plan.agents[0])
-			if err != nil {
-				return explain(fmt.Errorf("agent %s: %w", plan.agents[0], err))
-			}
-			first, firstOK = rl, true
-			if form := client.CallForm(); form != announced {
-				fmt.Fprintf(stdout, "      switched to the %s form: the organisation refused the %s form\n", form, announced)
-			}
-			fmt.Fprintf(stdout, "      %s form: %s (%s) is %q, %s\n", client.CallForm(), inspect.Printable(snap.AgentName), inspect.Printable(snap.AgentID), inspect.Printable(snap.PresenceName), plural(snap.ActiveBrowserSessions, "browser session", "browser sessions"))
-			return nil
-		})},
-		{Name: "quota scope (x-ms-ratelimit headers of two agents)", Run: bounded(func(ctx context.Context) error {
-			return checkQuotaScope(ctx, stdout, client, plan, first, firstOK)
-		})},
-		{Name: "presence catalogue (msdyn_presences)", Next: "grant the application user read on msdyn_presence, or set BRIDGE_PRESENCE_MAP", Run: bounded(func(ctx context.Context) error {
-			ps, err := client.ListPresences(ctx)
-			if err != nil && cfg.PresenceMap != "" {
-				fmt.Fprintf(stdout, "      not readable (%s); BRIDGE_PRESENCE_MAP covers custom presences\n", inspect.Printable(err.Error()))
-				return nil
-			}
-			if err != nil {
-				return explain(fmt.Errorf("%w (grant read on msdyn_presence or set BRIDGE_PRESENCE_MAP)", err))
-			}
-			fmt.Fprintf(stdout, "      %s\n", plural(len(ps), "presence", "presences"))
-			return nil
-		})},
-		{Name: "change feed (msdyn_agentstatus, msdyn_agentstatushistory)", Next: "grant the application user read on msdyn_agentstatus and msdyn_agentstatushistory (organisation scope), or set BRIDGE_FEED=off", Run: bounded(func(ctx context.Context) error {
-			err := client.CheckFeedTables(ctx)
-			switch {
-			case err == nil:
-				fmt.Fprintf(stdout, "      both tables readable; BRIDGE_FEED=%s\n", cfg.Feed)
-				return nil
-			case cfg.Feed == "on":
-				return explain(fmt.Errorf("%w (grant read on msdyn_agentstatus and msdyn_agentstatushistory, organisation scope)", err))
-			}
-			fmt.Fprintf(stdout, "      not readable (%s): with BRIDGE_FEED=%s the bridge polls alone\n", inspect.Printable(err.Error()), cfg.Feed)
-			return nil
-		})},
-		{Name: "nats", Critical: true, Next: "start NATS, or set BRIDGE_NATS_URL (and its credentials) to a reachable server", Run: bounded(func(ctx context.Context) error {
-			if cfg.Embedded() {
-				fmt.Fprintln(stdout, "      BRIDGE_NATS_URL is empty: bridge run starts an embedded JetStream in", cfg.DataDir)
-				return nil
-			}
-			var err error
-			nc, js, err = connectNATS(ctx, cfg)
-			return err
-		})},
-		{Name: "stream", Next: "create the stream, or let bridge run create it (BRIDGE_STREAM_MANAGE=true)", Run: bounded(func(ctx context.Context) error {
-			if js == nil {
-				return nil // embedded: created at start
-			}
-			_, err := js.Stream(ctx, cfg.Stream)
-			if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.StreamManage {
-				fmt.Fprintln(stdout, "      missing; bridge run creates it (BRIDGE_STREAM_MANAGE=true)")
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("look up stream %s: %w", cfg.Stream, err)
-			}
-			_, err = publish.EnsureStream(ctx, js, publish.StreamOptions{
-				Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, MaxAge: cfg.StreamMaxAge, Replicas: cfg.StreamReplicas,
-				Storage: cfg.StreamStorage, DuplicateWindow: cfg.DuplicateWindow, Manage: false,
-			})
-			return err
-		})},
-	}
-	if err := runChecks(ctx, stdout, steps...); err != nil {
+	c := &checkRun{out: newCheckOutput(stdout), timeout: *timeout}
+	defer c.close()
+	if err := runChecks(ctx, c.out, c.steps()...); err != nil {
 		fmt.Fprintf(stderr, "bridge check: %v\n", err)
 		return exitFail
 	}
 	return exitOK
+}
+
+// checkRun is what the steps of `bridge check` find out, each step using
+// what the steps before it found; out takes their detail lines.
+type checkRun struct {
+	out       io.Writer
+	timeout   time.Duration
+	cfg       config.Config
+	plan      sourcePlan
+	client    *source.Client
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	first     source.RateLimitHeaders
+	firstOK   bool
+	announced source.CallForm
+}
+
+// steps lists the steps of `bridge check` in order.
+func (c *checkRun) steps() []checkStep {
+	return []checkStep{
+		{Name: "config", Critical: true, Next: "set the variables named above (bridge check -h lists them)", Run: c.config},
+		{Name: "token", Critical: true, Next: "check BRIDGE_TOKEN or BRIDGE_TOKEN_FILE, or the AZURE_* variables of the app registration", Run: c.bounded(c.token)},
+		{Name: "call form (customapis: " + source.CustomAPIName + ")", Run: c.bounded(c.callForm)},
+		{Name: "presence (CCaaS_GetPresence for the first agent)", Next: "follow the fix line above; docs/dataverse.md lists every Dataverse error code with its fix", Run: c.bounded(c.presence)},
+		{Name: "quota scope (x-ms-ratelimit headers of two agents)", Run: c.bounded(c.quotaScope)},
+		{Name: "presence catalogue (msdyn_presences)", Next: "grant the application user read on msdyn_presence, or set BRIDGE_PRESENCE_MAP", Run: c.bounded(c.catalogue)},
+		{Name: "change feed (msdyn_agentstatus, msdyn_agentstatushistory)", Next: "grant the application user read on msdyn_agentstatus and msdyn_agentstatushistory (organisation scope), or set BRIDGE_FEED=off", Run: c.bounded(c.feed)},
+		{Name: "nats", Critical: true, Next: "start NATS, or set BRIDGE_NATS_URL (and its credentials) to a reachable server", Run: c.bounded(c.connect)},
+		{Name: "stream", Next: "create the stream, or let bridge run create it (BRIDGE_STREAM_MANAGE=true)", Run: c.bounded(c.stream)},
+	}
+}
+
+// close closes the NATS connection the nats step made.
+func (c *checkRun) close() {
+	if c.nc != nil {
+		c.nc.Close()
+	}
+}
+
+// bounded gives f --timeout.
+func (c *checkRun) bounded(f func(ctx context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		return f(ctx)
+	}
+}
+
+func (c *checkRun) config(context.Context) error {
+	var err error
+	if c.cfg, err = config.Load(config.Needs{Organisation: true}); err != nil {
+		return err
+	}
+	c.plan, err = planSource(c.cfg)
+	return err
+}
+
+func (c *checkRun) token(ctx context.Context) error {
+	log := logging.Discard()
+	tokens, err := tokenProvider(c.cfg, nil, log)
+	if err != nil {
+		return err
+	}
+	if _, err := tokens.Token(ctx); err != nil {
+		return fmt.Errorf("get token: %w", err)
+	}
+	c.client, err = source.NewClient(source.ClientOptions{OrgURL: c.cfg.OrgURL, Tokens: tokens, MaxConns: 2, Call: c.plan.call})
+	return err
+}
+
+func (c *checkRun) callForm(ctx context.Context) error {
+	form, err := c.client.DiscoverCallForm(ctx)
+	c.announced = form
+	switch {
+	case c.plan.call != source.CallAuto:
+		fmt.Fprintf(c.out, "      %s form forced by BRIDGE_PRESENCE_CALL\n", form)
+	case err != nil:
+		fmt.Fprintf(c.out, "      definition not readable (%v): the first call decides, starting with the %s form\n", err, form)
+	default:
+		fmt.Fprintf(c.out, "      %s form, from the custom API's definition\n", form)
+	}
+	return nil
+}
+
+func (c *checkRun) presence(ctx context.Context) error {
+	snap, rl, err := c.client.Probe(ctx, c.plan.agents[0])
+	if err != nil {
+		return explain(fmt.Errorf("agent %s: %w", c.plan.agents[0], err))
+	}
+	c.first, c.firstOK = rl, true
+	if form := c.client.CallForm(); form != c.announced {
+		fmt.Fprintf(c.out, "      switched to the %s form: the organisation refused the %s form\n", form, c.announced)
+	}
+	fmt.Fprintf(c.out, "      %s form: %s (%s) is %q, %s\n", c.client.CallForm(), inspect.Printable(snap.AgentName), inspect.Printable(snap.AgentID), inspect.Printable(snap.PresenceName), plural(snap.ActiveBrowserSessions, "browser session", "browser sessions"))
+	return nil
+}
+
+func (c *checkRun) quotaScope(ctx context.Context) error {
+	return checkQuotaScope(ctx, c.out, c.client, c.plan, c.first, c.firstOK)
+}
+
+func (c *checkRun) catalogue(ctx context.Context) error {
+	ps, err := c.client.ListPresences(ctx)
+	if err != nil && c.cfg.PresenceMap != "" {
+		fmt.Fprintf(c.out, "      not readable (%s); BRIDGE_PRESENCE_MAP covers custom presences\n", inspect.Printable(err.Error()))
+		return nil
+	}
+	if err != nil {
+		return explain(fmt.Errorf("%w (grant read on msdyn_presence or set BRIDGE_PRESENCE_MAP)", err))
+	}
+	fmt.Fprintf(c.out, "      %s\n", plural(len(ps), "presence", "presences"))
+	return nil
+}
+
+func (c *checkRun) feed(ctx context.Context) error {
+	err := c.client.CheckFeedTables(ctx)
+	switch {
+	case err == nil:
+		fmt.Fprintf(c.out, "      both tables readable; BRIDGE_FEED=%s\n", c.cfg.Feed)
+		return nil
+	case c.cfg.Feed == "on":
+		return explain(fmt.Errorf("%w (grant read on msdyn_agentstatus and msdyn_agentstatushistory, organisation scope)", err))
+	}
+	fmt.Fprintf(c.out, "      not readable (%s): with BRIDGE_FEED=%s the bridge polls alone\n", inspect.Printable(err.Error()), c.cfg.Feed)
+	return nil
+}
+
+func (c *checkRun) connect(ctx context.Context) error {
+	if c.cfg.Embedded() {
+		fmt.Fprintln(c.out, "      BRIDGE_NATS_URL is empty: bridge run starts an embedded JetStream in", c.cfg.DataDir)
+		return nil
+	}
+	var err error
+	c.nc, c.js, err = connectNATS(ctx, c.cfg)
+	return err
+}
+
+func (c *checkRun) stream(ctx context.Context) error {
+	if c.js == nil {
+		return nil // embedded: created at start
+	}
+	cfg := c.cfg
+	_, err := c.js.Stream(ctx, cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && cfg.StreamManage {
+		fmt.Fprintln(c.out, "      missing; bridge run creates it (BRIDGE_STREAM_MANAGE=true)")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", cfg.Stream, err)
+	}
+	_, err = publish.EnsureStream(ctx, c.js, publish.StreamOptions{
+		Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, MaxAge: cfg.StreamMaxAge, Replicas: cfg.StreamReplicas,
+		Storage: cfg.StreamStorage, DuplicateWindow: cfg.DuplicateWindow, Manage: false,
+	})
+	return err
 }
 
 // explain appends to err the fix for the common Dataverse failures.
