@@ -5,6 +5,9 @@
 // Subcommands: run (the default), demo, simulate, check, tail, replay, state,
 // bench, version. `bridge help` lists them; `bridge <cmd> -h` lists each
 // one's flags and the environment variables that apply.
+//
+// Each subcommand has a file of its own (run.go, demo.go, check.go, ...);
+// the running bridge's start, run and ordered shutdown are in lifecycle.go.
 package main
 
 import (
