@@ -80,6 +80,7 @@ func (c *checkRun) bounded(f func(ctx context.Context) error) func(context.Conte
 	}
 }
 
+// config loads the configuration and checks the polling plan.
 func (c *checkRun) config(context.Context) error {
 	var err error
 	if c.cfg, err = config.Load(config.Needs{Organisation: true}); err != nil {
@@ -89,6 +90,7 @@ func (c *checkRun) config(context.Context) error {
 	return err
 }
 
+// token gets a token and builds the presence client with it.
 func (c *checkRun) token(ctx context.Context) error {
 	log := logging.Discard()
 	tokens, err := tokenProvider(c.cfg, nil, log)
@@ -102,6 +104,7 @@ func (c *checkRun) token(ctx context.Context) error {
 	return err
 }
 
+// callForm reads the custom API's definition for the call form.
 func (c *checkRun) callForm(ctx context.Context) error {
 	form, err := c.client.DiscoverCallForm(ctx)
 	c.announced = form
@@ -116,6 +119,7 @@ func (c *checkRun) callForm(ctx context.Context) error {
 	return nil
 }
 
+// presence calls CCaaS_GetPresence for the first agent.
 func (c *checkRun) presence(ctx context.Context) error {
 	snap, rl, err := c.client.Probe(ctx, c.plan.agents[0])
 	if err != nil {
@@ -129,10 +133,12 @@ func (c *checkRun) presence(ctx context.Context) error {
 	return nil
 }
 
+// quotaScope compares the rate-limit headers of two agents' calls.
 func (c *checkRun) quotaScope(ctx context.Context) error {
 	return checkQuotaScope(ctx, c.out, c.client, c.plan, c.first, c.firstOK)
 }
 
+// catalogue reads msdyn_presences.
 func (c *checkRun) catalogue(ctx context.Context) error {
 	ps, err := c.client.ListPresences(ctx)
 	if err != nil && c.cfg.PresenceMap != "" {
@@ -146,6 +152,7 @@ func (c *checkRun) catalogue(ctx context.Context) error {
 	return nil
 }
 
+// feed checks that the change feed's tables are readable.
 func (c *checkRun) feed(ctx context.Context) error {
 	err := c.client.CheckFeedTables(ctx)
 	switch {
@@ -159,6 +166,7 @@ func (c *checkRun) feed(ctx context.Context) error {
 	return nil
 }
 
+// connect connects to NATS, unless bridge run would embed it.
 func (c *checkRun) connect(ctx context.Context) error {
 	if c.cfg.Embedded() {
 		fmt.Fprintln(c.out, "      BRIDGE_NATS_URL is empty: bridge run starts an embedded JetStream in", c.cfg.DataDir)
@@ -169,6 +177,7 @@ func (c *checkRun) connect(ctx context.Context) error {
 	return err
 }
 
+// stream looks the stream up and verifies its configuration.
 func (c *checkRun) stream(ctx context.Context) error {
 	if c.js == nil {
 		return nil // embedded: created at start

@@ -215,14 +215,6 @@ const demoNext = `next: run the demo again and, in a second terminal (go build -
   ./bridge replay --since 1h > events.ndjson  # the last hour as CloudEvents JSON lines
 `
 
-// plural renders n with the singular or plural noun.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
 // byType renders event counts by type, sorted: "agent.online=3 presence.changed=12".
 func byType(m map[string]uint64) string {
 	keys := make([]string, 0, len(m))

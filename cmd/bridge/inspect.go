@@ -16,6 +16,8 @@ import (
 	"github.com/ccaas/presence-bridge/internal/publish"
 )
 
+// What tail, replay and state share (check uses connectNATS too).
+
 // connectNATS connects to BRIDGE_NATS_URL or, when it is empty, to the
 // embedded server of a bridge running on this machine
 // (BRIDGE_EMBEDDED_NATS_LISTEN).
@@ -39,19 +41,21 @@ func connectNATS(ctx context.Context, cfg config.Config) (*nats.Conn, jetstream.
 	return nc, js, nil
 }
 
-// consumerFilters registers the flags shared by tail and replay.
-type consumerFilters struct {
+// eventFilters are the --agent, --type and --since flags tail and replay
+// share.
+type eventFilters struct {
 	agent, typ, since string
 }
 
-func (f *consumerFilters) register(fs *flag.FlagSet, sinceHelp string) {
+// register adds the filters' flags to fs.
+func (f *eventFilters) register(fs *flag.FlagSet, sinceHelp string) {
 	fs.StringVar(&f.agent, "agent", "", "only this agent: its ID ({braces} accepted) or its name as bridge state shows it")
 	fs.StringVar(&f.typ, "type", "", "only this event type, e.g. presence.changed or agent.offline")
 	fs.StringVar(&f.since, "since", "", sinceHelp)
 }
 
 // check validates the filters that need no connection.
-func (f *consumerFilters) check() error {
+func (f *eventFilters) check() error {
 	if err := inspect.CheckType(f.typ); err != nil {
 		return fmt.Errorf("--type: %w", err)
 	}
@@ -91,10 +95,10 @@ func resolveAgent(ctx context.Context, cfg config.Config, js jetstream.JetStream
 	return id, nil
 }
 
-// consumerCommand wraps the setup every consumer subcommand shares:
+// inspectCommand wraps the setup tail, replay and state share:
 // flags, their validation (check: a usage error, exit 2), configuration,
 // NATS.
-func consumerCommand(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer, check func() error,
+func inspectCommand(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer, check func() error,
 	run func(ctx context.Context, cfg config.Config, nc *nats.Conn, js jetstream.JetStream) error) int {
 	if done, code := parseFlags(fs, args); done {
 		return code

@@ -17,7 +17,7 @@ import (
 // cmdReplay exports events as CloudEvents JSON lines, with a summary on
 // stderr.
 func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	var f consumerFilters
+	var f eventFilters
 	f.register(fs, "export events since this long ago (10m) or this time (RFC 3339); default: the stream's beginning")
 	until := fs.String("until", "", "stop at events after this time (RFC 3339) or this long ago; default: the end of the stream at start")
 	// Both bounds are read against one clock reading, so --since 2h
@@ -40,7 +40,7 @@ func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string, stdout, std
 		}
 		return nil
 	}
-	return consumerCommand(ctx, fs, args, stderr, check, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+	return inspectCommand(ctx, fs, args, stderr, check, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
 		agent, err := resolveAgent(ctx, cfg, js, f.agent)
 		if err != nil {
 			return err

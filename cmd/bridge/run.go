@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/ccaas/presence-bridge/internal/config"
+	"github.com/ccaas/presence-bridge/internal/logging"
 )
 
 func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string, _, stderr io.Writer) int {
@@ -65,4 +67,16 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
 	return errors.Join(runErr, b.shutdown(sctx))
+}
+
+// newLogger builds the process logger, with every configured secret
+// registered for redaction as a safety net.
+func newLogger(w io.Writer, cfg config.Config) (*slog.Logger, error) {
+	l, err := logging.New(w, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	// A safety net only: no code path logs these.
+	secrets := logging.NewSecrets(cfg.Token, cfg.NATSPassword, cfg.NATSToken, os.Getenv("AZURE_CLIENT_SECRET"))
+	return logging.WithRedaction(l, secrets), nil
 }

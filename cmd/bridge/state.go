@@ -17,7 +17,7 @@ import (
 // state bucket.
 func cmdState(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	agent := fs.String("agent", "", "only this agent: its ID ({braces} accepted) or its name")
-	return consumerCommand(ctx, fs, args, stderr, nil, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+	return inspectCommand(ctx, fs, args, stderr, nil, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
 		kv, err := js.KeyValue(ctx, cfg.StateBucket)
 		if err != nil {
 			return fmt.Errorf("state bucket %s: %w", cfg.StateBucket, err)

@@ -15,9 +15,9 @@ import (
 // cmdTail follows the event stream, one readable line per event
 // (inspect.Line).
 func cmdTail(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	var f consumerFilters
+	var f eventFilters
 	f.register(fs, "start with events since this long ago (10m) or this time (RFC 3339); default: new events only")
-	return consumerCommand(ctx, fs, args, stderr, f.check, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
+	return inspectCommand(ctx, fs, args, stderr, f.check, func(ctx context.Context, cfg config.Config, _ *nats.Conn, js jetstream.JetStream) error {
 		since, err := parseTime("since", f.since)
 		if err != nil {
 			return err
