@@ -129,23 +129,65 @@ func (b *bridge) start(ctx context.Context) error {
 // ended. The loops may still be stopping when it returns: shutdown's first
 // step waits for them.
 func (b *bridge) run(ctx context.Context) error {
-	loopCtx, stop := context.WithCancel(ctx)
-	g, gctx := errgroup.WithContext(loopCtx)
-	b.stopLoops, b.loops = stop, g
-	b.goLoop(g, gctx, "pipeline", b.pipeBeat, b.pipe.Run)
-	b.goLoop(g, gctx, "catalogue", heartbeat{}, func(ctx context.Context) error { b.refresher.Run(ctx); return nil })
-	if b.cfg.AgentIDsFile != "" {
-		w := &source.AgentFileWatcher{Path: b.cfg.AgentIDsFile, Apply: b.assign.SetAgents, Logger: b.log}
-		b.goLoop(g, gctx, "agent-file", heartbeat{}, func(ctx context.Context) error { w.Run(ctx); return nil })
-	}
-	b.goLoop(g, gctx, "poller", b.pollBeat, b.poller.Run)
-	if b.feed != nil {
-		b.goLoop(g, gctx, "feed", b.feedBeat, b.feed.Run) // saves its watermark when it stops
-	}
+	gctx := b.startLoops(ctx, b.loopList())
 	b.log.Info("bridge running", "agents", len(b.plan.agents), "interval", b.cfg.PollInterval, "stream", b.cfg.Stream, "nats", publish.RedactURLs(b.natsURL))
 	if b.h.onStarted != nil {
 		b.h.onStarted(b.pipe, b.poller)
 	}
+	return b.firstFailure(ctx, gctx)
+}
+
+// loop is one of the bridge's long-running loops.
+type loop struct {
+	name string
+	// hb is the loop's heartbeat, beaten by the loop itself and stopped
+	// when it returns; the zero value for a loop without one.
+	hb  heartbeat
+	run func(context.Context) error
+}
+
+// loopList lists the loops run runs.
+func (b *bridge) loopList() []loop {
+	loops := []loop{
+		{"pipeline", b.pipeBeat, b.pipe.Run},
+		{"catalogue", heartbeat{}, func(ctx context.Context) error { b.refresher.Run(ctx); return nil }},
+	}
+	if b.cfg.AgentIDsFile != "" {
+		w := &source.AgentFileWatcher{Path: b.cfg.AgentIDsFile, Apply: b.assign.SetAgents, Logger: b.log}
+		loops = append(loops, loop{"agent-file", heartbeat{}, func(ctx context.Context) error { w.Run(ctx); return nil }})
+	}
+	loops = append(loops, loop{"poller", b.pollBeat, b.poller.Run})
+	if b.feed != nil {
+		loops = append(loops, loop{"feed", b.feedBeat, b.feed.Run}) // saves its watermark when it stops
+	}
+	return loops
+}
+
+// startLoops runs loops under one errgroup on a context of their own,
+// derived from ctx, which stopLoops ends. It returns the group's context:
+// done when ctx ends or a loop fails. A loop's error other than its
+// context's end is logged and stops the others.
+func (b *bridge) startLoops(ctx context.Context, loops []loop) context.Context {
+	loopCtx, stop := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(loopCtx)
+	b.stopLoops, b.loops = stop, g
+	for _, l := range loops {
+		g.Go(func() error {
+			defer l.hb.stop() // no beat is due once the loop has stopped
+			if err := l.run(gctx); err != nil && !errors.Is(err, context.Canceled) {
+				b.log.Error("loop stopped", "loop", l.name, "err", err)
+				return err
+			}
+			return nil
+		})
+	}
+	return gctx
+}
+
+// firstFailure waits until ctx ends (nil), a loop fails (gctx, the loops'
+// group context, then holds its error as the cause) or the lease set
+// fails, and returns that failure as it is.
+func (b *bridge) firstFailure(ctx, gctx context.Context) error {
 	select {
 	case <-gctx.Done():
 	case err := <-b.leaseErr:
@@ -155,21 +197,7 @@ func (b *bridge) run(ctx context.Context) error {
 	if ctx.Err() != nil && errors.Is(cause, ctx.Err()) {
 		return nil // a requested stop
 	}
-	return cause // the first loop's error
-}
-
-// goLoop runs loop in g. When the loop returns its heartbeat stops (no beat
-// is due any more); an error other than ctx's end is logged and stops the
-// other loops.
-func (b *bridge) goLoop(g *errgroup.Group, ctx context.Context, name string, hb heartbeat, loop func(context.Context) error) {
-	g.Go(func() error {
-		defer hb.stop()
-		if err := loop(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			b.log.Error("loop stopped", "loop", name, "err", err)
-			return err
-		}
-		return nil
-	})
+	return cause
 }
 
 // shutdown stops what start started, in this order, each step bounded by
