@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sort"
 	"strings"
@@ -12,8 +13,8 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/config"
-	"github.com/ccaas/presence-bridge/internal/consumer"
 	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/inspect"
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/publish"
@@ -21,6 +22,9 @@ import (
 	"github.com/ccaas/presence-bridge/internal/source"
 )
 
+// cmdDemo runs a simulated organisation, embedded JetStream and the bridge
+// in one process, printing each event as `bridge tail` prints it and a
+// summary line every --summary.
 func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	agents := fs.Int("agents", 25, "number of simulated agents")
 	seed := fs.Uint64("seed", 1, "seed of the simulated organisation")
@@ -30,25 +34,8 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
-	cfg, ok := loadConfig(stderr, config.Needs{})
+	cfg, ok := demoConfig(stderr, *interval)
 	if !ok {
-		return exitConfig
-	}
-	// The demo is a local, one-process setup: its own organisation,
-	// embedded JetStream, loopback HTTP, readable logs.
-	cfg.NATSURL = ""
-	cfg.PollInterval = *interval
-	cfg.BackoffMax = 5 * time.Second
-	cfg.LeaseEnabled = false
-	if cfg.SnapshotInterval == 0 {
-		cfg.SnapshotInterval = demoSnapshotInterval // every event type within the first minute
-	}
-	if cfg.HTTPAddr == ":8080" {
-		cfg.HTTPAddr = "127.0.0.1:8080"
-	}
-	// An address in use or a data directory in use (most often another
-	// demo) stops the demo before it prints anything.
-	if !preflight(stderr, "demo", bridgeRunning, localAddrs(cfg), cfg.DataDir) {
 		return exitConfig
 	}
 	log, err := logging.New(stderr, "text", "warn")
@@ -57,13 +44,12 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		return exitFail
 	}
 	// Events are rendered exactly as `bridge tail` renders them: encoded
-	// as the CloudEvents the stream receives, then consumer.Line.
+	// as the CloudEvents the stream receives, then inspect.Line.
 	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: demoOrganisation, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
 	if err != nil {
 		fmt.Fprintf(stderr, "bridge demo: %v\n", err)
 		return exitFail
 	}
-
 	opts := simulator.DefaultOptions()
 	opts.Agents = *agents
 	opts.Seed = *seed
@@ -78,93 +64,138 @@ func cmdDemo(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stder
 		fmt.Fprintf(stderr, "bridge demo: listen for the simulator: %v\n", err)
 		return exitFail
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	d := &demo{stdout: stdout, cfg: cfg, log: log, enc: enc, sim: sim, agents: *agents, summaryEvery: *summaryEvery}
+	return d.run(ctx, ln, stderr)
+}
+
+// demoConfig reads the configuration and makes it the demo's: a local,
+// one-process setup with its own organisation, embedded JetStream, loopback
+// HTTP. An address in use or a data directory in use (most often another
+// demo) stops the demo before it prints anything.
+func demoConfig(stderr io.Writer, interval time.Duration) (config.Config, bool) {
+	cfg, ok := loadConfig(stderr, config.Needs{})
+	if !ok {
+		return cfg, false
+	}
+	cfg.NATSURL = ""
+	cfg.PollInterval = interval
+	cfg.BackoffMax = 5 * time.Second
+	cfg.LeaseEnabled = false
+	if cfg.SnapshotInterval == 0 {
+		cfg.SnapshotInterval = demoSnapshotInterval // every event type within the first minute
+	}
+	if cfg.HTTPAddr == ":8080" {
+		cfg.HTTPAddr = "127.0.0.1:8080"
+	}
+	return cfg, preflight(stderr, "demo", bridgeRunning, localAddrs(cfg), cfg.DataDir)
+}
+
+// demo is one run of `bridge demo`: the simulator, and the bridge watched
+// through its hooks.
+type demo struct {
+	stdout       io.Writer
+	cfg          config.Config
+	log          *slog.Logger
+	enc          *publish.Encoder
+	sim          *simulator.Simulator
+	agents       int
+	summaryEvery time.Duration
+	// wg waits for the simulator, its scenario and the summary line.
+	wg sync.WaitGroup
+	// mu serialises lines on stdout and guards pipe and poller, set once
+	// the bridge runs.
+	mu     sync.Mutex
+	pipe   *pipeline.Pipeline
+	poller *source.Poller
+}
+
+// run serves the simulator on ln and runs the bridge against it until ctx
+// ends, then prints the last summary and what to try next.
+func (d *demo) run(ctx context.Context, ln net.Listener, stderr io.Writer) int {
+	defer d.wg.Wait()
 	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSim()
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = sim.Serve(simCtx, ln) }() // serves and changes agents every change-interval
-	cfg.OrgURL = "http://" + ln.Addr().String()
-	// Once the bridge polls: agents that go unattended, log out and in, and
-	// one whose polls fail long enough to go stale, so every event type
-	// shows within a minute.
-	scenario := func() {
-		if *agents < simulator.ScenarioAgents {
-			return
-		}
-		sc := simulator.Scenario{Unit: cfg.PollInterval, FaultFor: cfg.EffectiveStaleAfter() + 4*cfg.PollInterval + time.Second}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := sim.RunScenario(simCtx, sc); err != nil {
-				log.Warn("demo scenario stopped", "err", err)
-			}
-		}()
-	}
-
-	fmt.Fprintf(stdout, "demo: %s at %s, embedded JetStream at nats://%s, polling every %s\n",
-		plural(len(sim.AgentIDs()), "simulated agent", "simulated agents"), cfg.OrgURL, cfg.EmbeddedNATSListen, cfg.PollInterval)
-	fmt.Fprintf(stdout, "demo: events and agent states are kept in %s and continue on the next run (to start fresh: stop the demo, delete %s)\n", cfg.DataDir, cfg.DataDir)
-	fmt.Fprintf(stdout, "demo: metrics and health on http://%s; Ctrl-C stops the demo\n", cfg.HTTPAddr)
-
-	var mu sync.Mutex // serialises lines on stdout
-	printEvent := func(ev detector.Event) {
-		line := ""
-		if ce, err := enc.CloudEvent(ev); err != nil {
-			line = fmt.Sprintf("%s  %s  %s  (not renderable: %v)", ev.Time.UTC().Format(time.RFC3339), ev.AgentID, ev.Type, err)
-		} else {
-			line = consumer.Line(&ce)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintln(stdout, line)
-	}
-	var (
-		pipe   *pipeline.Pipeline
-		poller *source.Poller
-	)
-	summary := func() string {
-		st, ps := pipe.Stats(), poller.Status()
-		return fmt.Sprintf("summary: %s, %s, %s; events: %s", plural(ps.Agents, "agent", "agents"),
-			plural(int(st.Observations), "poll", "polls"), plural(int(st.Errors), "error", "errors"), byType(st.Events))
-	}
-	started := func(p *pipeline.Pipeline, po *source.Poller) {
-		mu.Lock()
-		pipe, poller = p, po
-		mu.Unlock()
-		scenario()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(*summaryEvery)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				mu.Lock()
-				fmt.Fprintln(stdout, summary())
-				mu.Unlock()
-			}
-		}()
-	}
-	plan := sourcePlan{agents: sim.AgentIDs()}
-	err = runBridge(ctx, cfg, plan, log, hooks{onPublished: printEvent, onStarted: started, tokens: source.StaticToken(simulator.DefaultToken), eventSource: demoOrganisation})
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); _ = d.sim.Serve(simCtx, ln) }() // serves and changes agents every change-interval
+	d.cfg.OrgURL = "http://" + ln.Addr().String()
+	cfg := d.cfg
+	fmt.Fprintf(d.stdout, "demo: %s at %s, embedded JetStream at nats://%s, polling every %s\n",
+		plural(len(d.sim.AgentIDs()), "simulated agent", "simulated agents"), cfg.OrgURL, cfg.EmbeddedNATSListen, cfg.PollInterval)
+	fmt.Fprintf(d.stdout, "demo: events and agent states are kept in %s and continue on the next run (to start fresh: stop the demo, delete %s)\n", cfg.DataDir, cfg.DataDir)
+	fmt.Fprintf(d.stdout, "demo: metrics and health on http://%s; Ctrl-C stops the demo\n", cfg.HTTPAddr)
+	started := func(p *pipeline.Pipeline, po *source.Poller) { d.started(ctx, simCtx, p, po) }
+	err := runBridge(ctx, cfg, sourcePlan{agents: d.sim.AgentIDs()}, d.log, hooks{
+		onPublished: d.printEvent, onStarted: started, tokens: source.StaticToken(simulator.DefaultToken), eventSource: demoOrganisation,
+	})
 	stopSim()
 	if err != nil {
 		fmt.Fprintf(stderr, "bridge demo: %v\n", err)
 		return exitFail
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if pipe != nil {
-		fmt.Fprintln(stdout, summary())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pipe != nil {
+		fmt.Fprintln(d.stdout, d.summary())
 	}
-	fmt.Fprintf(stdout, "demo: stopped cleanly; the events stay in %s for the next run\n", cfg.DataDir)
-	fmt.Fprint(stdout, demoNext)
+	fmt.Fprintf(d.stdout, "demo: stopped cleanly; the events stay in %s for the next run\n", cfg.DataDir)
+	fmt.Fprint(d.stdout, demoNext)
 	return exitOK
+}
+
+// printEvent prints one acknowledged event as `bridge tail` prints it.
+func (d *demo) printEvent(ev detector.Event) {
+	line := ""
+	if ce, err := d.enc.CloudEvent(ev); err != nil {
+		line = fmt.Sprintf("%s  %s  %s  (not renderable: %v)", ev.Time.UTC().Format(time.RFC3339), ev.AgentID, ev.Type, err)
+	} else {
+		line = inspect.Line(&ce)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintln(d.stdout, line)
+}
+
+// started runs once the bridge polls: the simulator's scenario (agents that
+// go unattended, log out and in, and one whose polls fail long enough to go
+// stale, so every event type shows within a minute) and the summary line
+// every --summary until ctx ends.
+func (d *demo) started(ctx, simCtx context.Context, p *pipeline.Pipeline, po *source.Poller) {
+	d.mu.Lock()
+	d.pipe, d.poller = p, po
+	d.mu.Unlock()
+	if d.agents >= simulator.ScenarioAgents {
+		sc := simulator.Scenario{Unit: d.cfg.PollInterval, FaultFor: d.cfg.EffectiveStaleAfter() + 4*d.cfg.PollInterval + time.Second}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.sim.RunScenario(simCtx, sc); err != nil {
+				d.log.Warn("demo scenario stopped", "err", err)
+			}
+		}()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		t := time.NewTicker(d.summaryEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			d.mu.Lock()
+			fmt.Fprintln(d.stdout, d.summary())
+			d.mu.Unlock()
+		}
+	}()
+}
+
+// summary is the summary line; call it with mu held, once the bridge runs.
+func (d *demo) summary() string {
+	st, ps := d.pipe.Stats(), d.poller.Status()
+	return fmt.Sprintf("summary: %s, %s, %s; events: %s", plural(ps.Agents, "agent", "agents"),
+		plural(int(st.Observations), "poll", "polls"), plural(int(st.Errors), "error", "errors"), byType(st.Events))
 }
 
 // demoSnapshotInterval is the demo's presence.snapshot period when
@@ -184,14 +215,7 @@ const demoNext = `next: run the demo again and, in a second terminal (go build -
   ./bridge replay --since 1h > events.ndjson  # the last hour as CloudEvents JSON lines
 `
 
-// plural renders n with the singular or plural noun.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
+// byType renders event counts by type, sorted: "agent.online=3 presence.changed=12".
 func byType(m map[string]uint64) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {

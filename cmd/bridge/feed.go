@@ -3,12 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/ccaas/presence-bridge/internal/config"
 	"github.com/ccaas/presence-bridge/internal/feedstore"
 	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/internal/source"
@@ -24,41 +19,42 @@ func (l *laterPoller) PollNow(id string) {
 	}
 }
 
-// buildFeed builds the change feed as BRIDGE_FEED says: nil when off, or
-// when auto and the agent-status tables are not readable at start. beat,
-// when set, is the feed loop's liveness heartbeat.
-func buildFeed(ctx context.Context, cfg config.Config, js jetstream.JetStream, storage jetstream.StorageType, client *source.Client,
-	sink source.Sink, reg prometheus.Registerer, log *slog.Logger, retry publish.RetryOptions, beat func()) (*source.Feed, *laterPoller, error) {
+// buildFeed builds the change feed as BRIDGE_FEED says into b.feed: nil
+// when off, or when auto and the agent-status tables are not readable at
+// start. The feed forwards PollNow to the poller through the laterPoller it
+// returns, since the poller is built after it.
+func (b *bridge) buildFeed(ctx context.Context) (*laterPoller, error) {
+	cfg := b.cfg
 	if cfg.Feed == "off" {
-		return nil, nil, nil
+		return nil, nil
 	}
 	if cfg.Feed == "auto" {
 		cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
-		err := client.CheckFeedTables(cctx)
+		err := b.client.CheckFeedTables(cctx)
 		cancel()
 		if err != nil {
-			log.Warn("change feed off: the agent-status tables are not readable; polling alone", "err", err)
-			return nil, nil, nil
+			b.log.Warn("change feed off: the agent-status tables are not readable; polling alone", "err", err)
+			return nil, nil
 		}
 	}
 	var store *feedstore.Store
 	if err := publish.RetryUnavailable(ctx, "feed bucket "+cfg.FeedBucket, func(ctx context.Context) error {
 		var err error
-		store, err = feedstore.Open(ctx, js, feedstore.Options{Bucket: cfg.FeedBucket, Replicas: cfg.StreamReplicas, Storage: storage})
+		store, err = feedstore.Open(ctx, b.js, feedstore.Options{Bucket: cfg.FeedBucket, Replicas: cfg.StreamReplicas, Storage: b.storage})
 		return err
-	}, retry); err != nil {
-		return nil, nil, fmt.Errorf("feed bucket %s: %w", cfg.FeedBucket, err)
+	}, b.retryJS); err != nil {
+		return nil, fmt.Errorf("feed bucket %s: %w", cfg.FeedBucket, err)
 	}
-	m, err := source.NewFeedMetrics(reg)
+	m, err := source.NewFeedMetrics(b.reg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("register feed metrics: %w", err)
+		return nil, fmt.Errorf("register feed metrics: %w", err)
 	}
 	later := &laterPoller{}
-	feed, err := source.NewFeed(source.FeedOptions{Reader: client, Sink: sink, Poller: later, Store: store,
-		Interval: cfg.FeedInterval, Metrics: m, Logger: log, Beat: beat})
+	b.feed, err = source.NewFeed(source.FeedOptions{Reader: b.client, Sink: b.pipe, Poller: later, Store: store,
+		Interval: cfg.FeedInterval, Metrics: m, Logger: b.log, Beat: b.feedBeat.beat()})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	log.Info("change feed on", "mode", cfg.Feed, "interval", cfg.FeedInterval, "bucket", cfg.FeedBucket)
-	return feed, later, nil
+	b.log.Info("change feed on", "mode", cfg.Feed, "interval", cfg.FeedInterval, "bucket", cfg.FeedBucket)
+	return later, nil
 }

@@ -5,6 +5,9 @@
 // Subcommands: run (the default), demo, simulate, check, tail, replay, state,
 // bench, version. `bridge help` lists them; `bridge <cmd> -h` lists each
 // one's flags and the environment variables that apply.
+//
+// Each subcommand has a file of its own (run.go, demo.go, check.go, ...);
+// the running bridge's start, run and ordered shutdown are in lifecycle.go.
 package main
 
 import (
@@ -46,9 +49,9 @@ func commands() []command {
 		{"demo", "simulated organisation (25 agents), embedded JetStream and the bridge in one process, printing each event", demoVars, cmdDemo},
 		{"simulate", "serve a simulated Dynamics 365 organisation (CCaaS_GetPresence, msdyn_presences, the agent-status tables) with optional faults", nil, cmdSimulate},
 		{"check", "validate configuration, get a token, call CCaaS_GetPresence for one agent, reach NATS and the stream", []string{"org", "poll", "nats"}, cmdCheck},
-		{"tail", "follow the event stream, one readable line per event", consumerVars, cmdTail},
-		{"replay", "export events as CloudEvents JSON lines (NDJSON) for pipelines", consumerVars, cmdReplay},
-		{"state", "print the current state of every agent from the state bucket", consumerVars, cmdState},
+		{"tail", "follow the event stream, one readable line per event", inspectVars, cmdTail},
+		{"replay", "export events as CloudEvents JSON lines (NDJSON) for pipelines", inspectVars, cmdReplay},
+		{"state", "print the current state of every agent from the state bucket", inspectVars, cmdState},
 		{"bench", "measure the publish path against the raw JetStream limit and the CloudEvents SDK sender", nil, cmdBench},
 		{"pollbench", "measure the poll path (CPU per poll, memory per agent) against a simulator process, beside a bare net/http loop", nil, cmdPollBench},
 		{"feedbench", "measure the change feed: 10,000 agents, polling alone at 10s beside the feed with polls at 60s (requests, detection latency, short presences)", nil, cmdFeedBench},

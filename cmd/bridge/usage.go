@@ -19,9 +19,9 @@ var groupTitles = map[string]string{
 	"ops":    "Operations",
 }
 
-// consumerVars are the variables tail, replay and state read: how to reach
+// inspectVars are the variables tail, replay and state read: how to reach
 // NATS, and the contract's names.
-var consumerVars = []string{
+var inspectVars = []string{
 	"BRIDGE_NATS_URL", "BRIDGE_EMBEDDED_NATS_LISTEN", "BRIDGE_NATS_CREDS", "BRIDGE_NATS_NKEY", "BRIDGE_NATS_USER",
 	"BRIDGE_NATS_PASSWORD", "BRIDGE_NATS_TOKEN", "BRIDGE_NATS_CA", "BRIDGE_NATS_CERT", "BRIDGE_NATS_KEY",
 	"BRIDGE_SUBJECT_PREFIX", "BRIDGE_STREAM", "BRIDGE_STATE_BUCKET",

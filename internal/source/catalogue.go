@@ -191,7 +191,9 @@ type PresenceLister interface {
 	ListPresences(ctx context.Context) ([]Presence, error)
 }
 
-// CatalogueRefresher keeps a Catalogue loaded from Dataverse.
+// CatalogueRefresher keeps a Catalogue loaded from Dataverse: Load once at
+// start, so the first events carry base statuses, then Run to reload it
+// every Every.
 type CatalogueRefresher struct {
 	// Catalogue is updated on every successful load.
 	Catalogue *Catalogue
@@ -223,9 +225,10 @@ func (r *CatalogueRefresher) Load(ctx context.Context) error {
 	return nil
 }
 
-// Run loads the table now and then every Every until ctx is done. Failures
-// are logged (the organisation may not grant the read; BRIDGE_PRESENCE_MAP
-// then covers custom presences) and retried at the next refresh.
+// Run reloads the table every Every until ctx is done; the load at start is
+// Load's, so Run's first load is one period later. Failures are logged (the
+// organisation may not grant the read; BRIDGE_PRESENCE_MAP then covers
+// custom presences) and retried at the next refresh.
 func (r *CatalogueRefresher) Run(ctx context.Context) {
 	every := r.Every
 	if every <= 0 {
@@ -238,13 +241,13 @@ func (r *CatalogueRefresher) Run(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if err := r.Load(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("presence catalogue not loaded; using built-in presences and BRIDGE_PRESENCE_MAP", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := r.Load(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("presence catalogue not loaded; using built-in presences and BRIDGE_PRESENCE_MAP", "err", err)
 		}
 	}
 }

@@ -18,7 +18,9 @@
 //	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, QuotaScope: scope, ...})
 //	ready := source.Readiness(poller, client.TokenAccepted, minShare) // the source's /readyz check
 //	poller.SetAgents(ids)
-//	go (&source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}).Run(ctx)
+//	ref := &source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}
+//	err = ref.Load(ctx) // at start: the first events carry base statuses
+//	go ref.Run(ctx)     // then every refresh
 //	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
 //	poller.Run(ctx) // until ctx ends; poller.Status() for health
 //

@@ -1,10 +1,10 @@
-// Package consumer is the logic behind the bridge's consumer and operator
-// subcommands: Tail (follow the stream, one readable line per event, the
-// same Line the demo prints), Replay (export events as CloudEvents JSON
-// lines, with a summary), State (the current-state bucket as a table),
-// Check (run named steps and print PASS/FAIL/SKIP with each step's
-// details under it), ResolveAgent and CheckType (the --agent and --type
-// flag values), and ParseSince (the --since/--until flag values).
+// Package inspect reads the bridge's stream and state bucket for operators:
+// it is the logic behind `bridge tail`, `replay` and `state`. Tail follows
+// the stream, one readable line per event (Line, which `bridge demo` prints
+// too); Replay exports events as CloudEvents JSON lines, with a summary;
+// State prints the current-state bucket as a table; ResolveAgent and
+// CheckType check the --agent and --type flag values, and ParseSince the
+// --since/--until ones.
 //
 // It reads the stream the way any consumer would: header values are
 // percent-decoded as the CloudEvents NATS binding requires, events are
@@ -16,17 +16,15 @@
 // Wiring in cmd/bridge (nc connected with the BRIDGE_ NATS settings):
 //
 //	js, _ := jetstream.New(nc)
-//	since, err := consumer.ParseSince(flagSince, time.Now())
-//	err = consumer.Tail(ctx, js, consumer.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: id, Type: typ, Since: since}, os.Stdout)
-//	sum, err := consumer.Replay(ctx, js, consumer.ReplayOptions{...}, os.Stdout, os.Stderr)
+//	since, err := inspect.ParseSince(flagSince, time.Now())
+//	err = inspect.Tail(ctx, js, inspect.TailOptions{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Agent: id, Type: typ, Since: since}, os.Stdout)
+//	sum, err := inspect.Replay(ctx, js, inspect.ReplayOptions{...}, os.Stdout, os.Stderr)
 //	fmt.Fprintln(os.Stderr, sum) // "replay: 42 events written, from … to … (1h0m0s)"
 //	kv, _ := js.KeyValue(ctx, cfg.StateBucket)
-//	id, err := consumer.ResolveAgent(ctx, kv, flagAgent) // a GUID ({braces} accepted) or a name
-//	err = consumer.CheckType(flagType)                   // one of EventTypes, or a suggestion
-//	err = consumer.State(ctx, kv, id, os.Stdout)
-//	out := consumer.NewCheckOutput(os.Stdout)            // steps print their details to out
-//	err = consumer.Check(ctx, out, steps...)             // non-nil: exit 1
-package consumer
+//	id, err := inspect.ResolveAgent(ctx, kv, flagAgent) // a GUID ({braces} accepted) or a name
+//	err = inspect.CheckType(flagType)                   // one of EventTypes, or a suggestion
+//	err = inspect.State(ctx, kv, id, os.Stdout)
+package inspect
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package consumer
+package main
 
 import (
 	"bytes"
@@ -8,43 +8,45 @@ import (
 	"io"
 	"strings"
 	"sync"
+
+	"github.com/ccaas/presence-bridge/internal/inspect"
 )
 
-// Step is one named step of Check.
-type Step struct {
+// checkStep is one named step of runChecks.
+type checkStep struct {
 	// Name says what the step verifies, e.g. "config" or "nats".
 	Name string
 	// Run performs the step; a nil error is a pass. The error's text is
 	// printed as the reason and must hold no secret. Detail lines it writes
-	// to the *CheckOutput given to Check are shown under the step's line.
+	// to the *checkOutput given to runChecks are shown under the step's line.
 	Run func(ctx context.Context) error
 	// Critical skips every later step when this one fails (nothing else can
 	// work without a valid configuration).
 	Critical bool
-	// Next says what to do when the step fails; Check prints it for the
+	// Next says what to do when the step fails; runChecks prints it for the
 	// first failure. Empty: fix what the FAIL line says and check again.
 	Next string
 }
 
-// ErrCheckFailed is wrapped by the error Check returns when a step failed.
-var ErrCheckFailed = errors.New("check failed")
+// errCheckFailed is wrapped by the error runChecks returns when a step failed.
+var errCheckFailed = errors.New("check failed")
 
-// CheckOutput is the writer Check prints to and steps write their detail
+// checkOutput is the writer runChecks prints to and steps write their detail
 // lines to. Details written while a step runs are held back and printed
 // after that step's PASS or FAIL line, so every detail reads under the step
 // it belongs to. It is safe for concurrent use.
-type CheckOutput struct {
+type checkOutput struct {
 	mu      sync.Mutex
 	w       io.Writer
 	holding bool
 	held    bytes.Buffer
 }
 
-// NewCheckOutput returns a CheckOutput writing to w.
-func NewCheckOutput(w io.Writer) *CheckOutput { return &CheckOutput{w: w} }
+// newCheckOutput returns a checkOutput writing to w.
+func newCheckOutput(w io.Writer) *checkOutput { return &checkOutput{w: w} }
 
 // Write writes p, or holds it while a step runs.
-func (o *CheckOutput) Write(p []byte) (int, error) {
+func (o *checkOutput) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.holding {
@@ -54,14 +56,14 @@ func (o *CheckOutput) Write(p []byte) (int, error) {
 }
 
 // hold starts holding writes back.
-func (o *CheckOutput) hold() {
+func (o *checkOutput) hold() {
 	o.mu.Lock()
 	o.holding = true
 	o.mu.Unlock()
 }
 
 // release writes line, then what was held back, and stops holding.
-func (o *CheckOutput) release(line string) error {
+func (o *checkOutput) release(line string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.holding = false
@@ -73,9 +75,9 @@ func (o *CheckOutput) release(line string) error {
 	return err
 }
 
-// Check runs steps in order, printing one line per step to w, each
+// runChecks runs steps in order, printing one line per step to w, each
 // followed by the detail lines the step wrote while it ran (when w is a
-// *CheckOutput), then a count and, after a failure, what to do next:
+// *checkOutput), then a count and, after a failure, what to do next:
 //
 //	PASS  config
 //	PASS  presence (CCaaS_GetPresence for the first agent)
@@ -87,16 +89,16 @@ func (o *CheckOutput) release(line string) error {
 //	next: start NATS or set BRIDGE_NATS_URL to a reachable server, then run bridge check again
 //
 // A step that prints details of its own passes strings from outside through
-// Printable. It returns nil when every step passed, and otherwise an error
-// wrapping ErrCheckFailed that counts the failures and skips (the caller
+// inspect.Printable. It returns nil when every step passed, and otherwise an error
+// wrapping errCheckFailed that counts the failures and skips (the caller
 // exits non-zero).
-func Check(ctx context.Context, w io.Writer, steps ...Step) error {
-	out, ok := w.(*CheckOutput)
+func runChecks(ctx context.Context, w io.Writer, steps ...checkStep) error {
+	out, ok := w.(*checkOutput)
 	if !ok {
-		out = NewCheckOutput(w)
+		out = newCheckOutput(w)
 	}
 	passed, failed, skipped, skipBecause := 0, 0, 0, ""
-	var first *Step
+	var first *checkStep
 	for i, s := range steps {
 		var line string
 		switch {
@@ -116,7 +118,7 @@ func Check(ctx context.Context, w io.Writer, steps ...Step) error {
 				// what the organisation answered.
 				lines := strings.Split(err.Error(), "\n")
 				for i, l := range lines {
-					lines[i] = Printable(l)
+					lines[i] = inspect.Printable(l)
 				}
 				line = fmt.Sprintf("FAIL  %s: %s", s.Name, strings.Join(lines, "\n      "))
 				failed++
@@ -152,7 +154,7 @@ func Check(ctx context.Context, w io.Writer, steps ...Step) error {
 		}
 	}
 	if failed > 0 || skipped > 0 {
-		return fmt.Errorf("%w: %d of %d failed, %d skipped", ErrCheckFailed, failed, len(steps), skipped)
+		return fmt.Errorf("%w: %d of %d failed, %d skipped", errCheckFailed, failed, len(steps), skipped)
 	}
 	return nil
 }
