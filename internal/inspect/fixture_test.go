@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/ceheader"
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/natstest"
 )
 
@@ -28,7 +29,7 @@ func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	js := natstest.JetStream(t)
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".>"},
+		Name: contract.Stream, Subjects: []string{contract.SubjectPrefix + ".>"},
 	}); err != nil {
 		t.Fatalf("create stream: %v", err)
 	}
@@ -100,7 +101,7 @@ func publishFixture(t *testing.T, js jetstream.JetStream, offset time.Duration, 
 				hdr.Set(k, ceheader.Encode(vs[0]))
 			}
 		}
-		msg := &nats.Msg{Subject: DefaultSubjectPrefix + "." + f.agent + "." + f.typ, Header: hdr, Data: body.Bytes()}
+		msg := &nats.Msg{Subject: contract.SubjectPrefix + "." + f.agent + "." + f.typ, Header: hdr, Data: body.Bytes()}
 		if _, err := js.PublishMsg(t.Context(), msg, jetstream.WithMsgID(e.ID())); err != nil {
 			t.Fatalf("publish event: %v", err)
 		}

@@ -40,12 +40,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/ceheader"
-)
-
-// Contract defaults, used when an Options field is empty.
-const (
-	DefaultStream        = "CCAAS_AGENTS"
-	DefaultSubjectPrefix = "ccaas.agents"
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 // ParseSince parses a --since or --until value: a duration before now
@@ -69,19 +64,13 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-// FilterSubject returns the subject filter for one agent and one type under
-// prefix; an empty agent or type matches all.
-func FilterSubject(prefix, agent, eventType string) string {
+// filterSubject returns the subject filter for one agent and one type under
+// prefix (the contract's when empty); an empty agent or type matches all.
+func filterSubject(prefix, agent, eventType string) string {
 	if prefix == "" {
-		prefix = DefaultSubjectPrefix
+		prefix = contract.SubjectPrefix
 	}
-	if agent == "" {
-		agent = "*"
-	}
-	if eventType == "" {
-		eventType = ">"
-	}
-	return prefix + "." + strings.ToLower(agent) + "." + eventType
+	return contract.Filter(prefix, strings.ToLower(agent), eventType)
 }
 
 // Decode turns a JetStream message into a CloudEvent as the CloudEvents NATS

@@ -47,8 +47,8 @@ func TestFilterSubject(t *testing.T) {
 		{"x", "a", "agent.offline", "x.a.agent.offline"},
 	}
 	for _, tt := range tests {
-		if got := FilterSubject(tt.prefix, tt.agent, tt.typ); got != tt.want {
-			t.Errorf("FilterSubject(%q, %q, %q) = %q, want %q", tt.prefix, tt.agent, tt.typ, got, tt.want)
+		if got := filterSubject(tt.prefix, tt.agent, tt.typ); got != tt.want {
+			t.Errorf("filterSubject(%q, %q, %q) = %q, want %q", tt.prefix, tt.agent, tt.typ, got, tt.want)
 		}
 	}
 }

@@ -11,13 +11,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 // ReplayOptions selects what Replay exports.
 type ReplayOptions struct {
-	// Stream is the stream name; DefaultStream when empty.
+	// Stream is the stream name; contract.Stream when empty.
 	Stream string
-	// SubjectPrefix is the contract's subject prefix; DefaultSubjectPrefix
+	// SubjectPrefix is the contract's subject prefix; contract.SubjectPrefix
 	// when empty.
 	SubjectPrefix string
 	// Since starts at the first event stored at or after this time; zero
@@ -105,7 +107,7 @@ func replay(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, 
 
 func replayTo(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w, bar, report io.Writer, sum *ReplaySummary) (int, error) {
 	if opts.Stream == "" {
-		opts.Stream = DefaultStream
+		opts.Stream = contract.Stream
 	}
 	stream, err := js.Stream(ctx, opts.Stream)
 	if err != nil {
@@ -116,7 +118,7 @@ func replayTo(ctx context.Context, js jetstream.JetStream, opts ReplayOptions, w
 		return 0, nil
 	}
 	policy, start := deliverFrom(opts.Since, jetstream.DeliverAllPolicy)
-	filter := FilterSubject(opts.SubjectPrefix, opts.Agent, opts.Type)
+	filter := filterSubject(opts.SubjectPrefix, opts.Agent, opts.Type)
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  policy,

@@ -13,6 +13,8 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -163,11 +165,11 @@ func TestReplaySkipsUndecodable(t *testing.T) {
 	js := startJetStream(t)
 	all := fixture()
 	publishFixture(t, js, 0, all[:2]...)
-	if _, err := js.Publish(t.Context(), DefaultSubjectPrefix+"."+alice+".presence.changed", []byte("not a cloudevent")); err != nil {
+	if _, err := js.Publish(t.Context(), contract.SubjectPrefix+"."+alice+".presence.changed", []byte("not a cloudevent")); err != nil {
 		t.Fatal(err)
 	}
 	publishFixture(t, js, 2*time.Second, all[2:4]...)
-	bad := nats.NewMsg(DefaultSubjectPrefix + "." + bob + ".presence.changed")
+	bad := nats.NewMsg(contract.SubjectPrefix + "." + bob + ".presence.changed")
 	bad.Header.Set("ce-specversion", "1.0")
 	bad.Header.Set("ce-id", "x-1")
 	bad.Header.Set("ce-type", "presence.changed")

@@ -7,13 +7,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 // TailOptions selects what Tail follows.
 type TailOptions struct {
-	// Stream is the stream name; DefaultStream when empty.
+	// Stream is the stream name; contract.Stream when empty.
 	Stream string
-	// SubjectPrefix is the contract's subject prefix; DefaultSubjectPrefix
+	// SubjectPrefix is the contract's subject prefix; contract.SubjectPrefix
 	// when empty.
 	SubjectPrefix string
 	// Agent limits the output to one agent ID; all agents when empty.
@@ -30,10 +32,10 @@ type TailOptions struct {
 // is not a decodable CloudEvent is shown as such and skipped.
 func Tail(ctx context.Context, js jetstream.JetStream, opts TailOptions, w io.Writer) error {
 	if opts.Stream == "" {
-		opts.Stream = DefaultStream
+		opts.Stream = contract.Stream
 	}
 	policy, start := deliverFrom(opts.Since, jetstream.DeliverNewPolicy)
-	filter := FilterSubject(opts.SubjectPrefix, opts.Agent, opts.Type)
+	filter := filterSubject(opts.SubjectPrefix, opts.Agent, opts.Type)
 	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  policy,
