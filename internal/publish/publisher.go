@@ -14,12 +14,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 )
 
 // Defaults of [Options].
 const (
-	DefaultMaxPending     = 4096
+	DefaultMaxPending     = 1024
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRetryInitial   = 100 * time.Millisecond
 	DefaultRetryMax       = 5 * time.Second
@@ -30,7 +31,7 @@ const (
 type Options struct {
 	// Encoder encodes events; required.
 	Encoder *Encoder
-	// Stream is the stream name, for Status; default DefaultStream.
+	// Stream is the stream name, for Status; default contract.Stream.
 	Stream string
 	// MaxPending is the window: how many events the publisher holds (queued,
 	// awaiting their ack, or awaiting their done callback). A full window
@@ -146,7 +147,7 @@ func NewPublisher(nc *nats.Conn, opts Options) (*Publisher, error) {
 		return nil, errors.New("new publisher: encoder is required")
 	}
 	if opts.Stream == "" {
-		opts.Stream = DefaultStream
+		opts.Stream = contract.Stream
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = DefaultMaxPending
@@ -274,7 +275,7 @@ func (p *Publisher) Enqueue(ctx context.Context, afterStream uint64, events []de
 			// The caller read a newer position from the stream.
 			last = position{stream: afterStream, seq: events[0].Sequence - 1}
 		}
-		aq = &agentQueue{id: agent, subjects: p.enc.AgentSubjects(agent), last: last, next: last.seq + 1}
+		aq = &agentQueue{id: agent, subjects: contract.AgentSubjects(p.enc.prefix, agent), last: last, next: last.seq + 1}
 	}
 	if events[0].Sequence != aq.next {
 		p.mu.Unlock()
