@@ -50,9 +50,9 @@ func (s State) String() string {
 
 // Defaults of PollerOptions.
 const (
-	DefaultMaxConcurrency = 64
+	DefaultMaxConcurrency = 32
 	DefaultPermanentRetry = 5 * time.Minute
-	DefaultBackoffMax     = 5 * time.Minute
+	DefaultBackoffMax     = 2 * time.Minute
 	DefaultSlotWidth      = 10 * time.Millisecond
 	// BeatEvery is the longest the dispatch loop goes without calling
 	// PollerOptions.Beat, idle or waiting for a free worker.
