@@ -265,7 +265,6 @@ func (p *Pipeline) takes(agentID string) bool {
 // for publishing. It blocks while the publisher's window is full. A result
 // for an agent this process no longer polls is dropped.
 func (p *Pipeline) Observe(ctx context.Context, o source.Observation) error {
-	p.metrics.Observations.WithLabelValues(string(o.Class)).Inc()
 	p.count(func(s *Stats) {
 		s.Observations++
 		if o.Class != source.ClassOK {
@@ -450,7 +449,6 @@ func (p *Pipeline) handle(j job) {
 		return
 	}
 	for _, e := range c.Events {
-		p.metrics.Events.WithLabelValues(e.Type).Inc()
 		if p.opts.OnPublished != nil {
 			p.opts.OnPublished(e)
 		}
