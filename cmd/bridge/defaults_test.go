@@ -11,7 +11,6 @@ import (
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/lease"
 	"github.com/ccaas/presence-bridge/internal/logging"
-	"github.com/ccaas/presence-bridge/internal/ops"
 	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/internal/source"
 )
@@ -45,7 +44,6 @@ func TestDefaultsMatchConfig(t *testing.T) {
 		{"BRIDGE_FEED_BUCKET", contract.FeedBucket},
 		{"BRIDGE_LEASE_TTL", lease.DefaultTTL},
 		{"BRIDGE_SHARD_COUNT", lease.DefaultShards},
-		{"BRIDGE_HTTP_ADDR", ops.DefaultAddr},
 		{"BRIDGE_EMBEDDED_NATS_LISTEN", embeddednats.DefaultListen},
 		{"BRIDGE_LOG_FORMAT", logging.FormatJSON},
 	}

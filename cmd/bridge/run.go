@@ -134,7 +134,7 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 
 	var opsSrv *ops.Server
 	if cfg.HTTPAddr != "" {
-		opsSrv, err = ops.New(ops.Options{Addr: cfg.HTTPAddr, Registry: reg, Version: version, Logger: log})
+		opsSrv, err = ops.New(ops.Options{Registry: reg, Version: version, Logger: log})
 		if err != nil {
 			return fmt.Errorf("build operator http: %w", err)
 		}
@@ -342,7 +342,7 @@ func runBridge(ctx context.Context, cfg config.Config, plan sourcePlan, log *slo
 	}
 	poller, err := source.NewPoller(source.PollerOptions{
 		Getter: client, Sink: pollSink, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
-		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax, StaleAfter: cfg.EffectiveStaleAfter(),
+		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax,
 		DrainTimeout: cfg.ShutdownTimeout, Beat: beat,
 		Logger: log, Metrics: srcMetrics, QuotaScope: plan.scope,
 	})

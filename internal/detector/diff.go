@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -284,57 +283,6 @@ func (s *AgentState) setFlags(offline, unatt bool, at time.Time) {
 		s.UnattendedSince = nil
 	}
 	s.Offline, s.Unattended = offline, unatt
-}
-
-// Describe returns a person-readable previous and current value of what an
-// event reports, for console output such as `bridge demo`'s; previous is
-// "-" when there is none.
-func Describe(e Event) (previous, current string) {
-	switch d := e.Data.(type) {
-	case PresenceChangedData:
-		if d.Previous != nil {
-			previous = d.Previous.Name
-		}
-		return orDash(previous), d.Current.Name
-	case SessionsChangedData:
-		if d.Previous != nil {
-			previous = describeSessions(*d.Previous)
-		}
-		return orDash(previous), describeSessions(d.Current) + " (" + d.Change + ")"
-	case ChannelsChangedData:
-		if d.Previous != nil {
-			previous = describeChannels(*d.Previous)
-		}
-		return orDash(previous), describeChannels(d.Current)
-	case AgentOfflineData:
-		return "online", "offline (" + d.Reason + ")"
-	case AgentOnlineData:
-		return "offline", "online"
-	case AgentUnattendedData:
-		return "attended", "unattended (" + d.Presence.Name + ", 0 sessions)"
-	case PresenceStaleData:
-		return d.LastKnown.Presence.Name, "stale (" + d.ErrorClass + ")"
-	case PresenceResumedData:
-		return "stale", "resumed"
-	case PresenceSnapshotData:
-		return "-", d.State.Presence.Name + ", " + describeSessions(d.State.Sessions)
-	}
-	return "-", "-"
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func describeSessions(s Sessions) string {
-	return strconv.Itoa(s.ActiveBrowserSessions) + " sessions"
-}
-
-func describeChannels(c Channels) string {
-	return "allowed [" + strings.Join(c.Allowed, ",") + "] disabled [" + strings.Join(c.Disabled, ",") + "]"
 }
 
 func (c Channels) clone() Channels {

@@ -274,9 +274,6 @@ func (s *Set) Open(ctx context.Context) error {
 	return nil
 }
 
-// InstanceID returns the name this process uses in the bucket.
-func (s *Set) InstanceID() string { return s.opts.InstanceID }
-
 // Held returns the shards this process holds now, sorted.
 func (s *Set) Held() []int {
 	s.mu.Lock()

@@ -166,8 +166,6 @@ type Stats struct {
 	// Conflicts is the number of changes dropped because the agent's
 	// history on the stream had moved on.
 	Conflicts uint64
-	// StaleAgents is the number of agents currently stale.
-	StaleAgents int
 }
 
 // New validates opts and starts the commit workers; Close stops them.
@@ -628,7 +626,6 @@ func (p *Pipeline) Stats() Stats {
 	for k, v := range p.stats.Events {
 		s.Events[k] = v
 	}
-	s.StaleAgents = p.opts.Detector.StaleAgents()
 	return s
 }
 

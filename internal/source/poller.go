@@ -83,11 +83,9 @@ type PollerOptions struct {
 	// Interval, so that an outage of every agent never makes the bridge
 	// poll faster than it does when all is well.
 	BackoffInitial time.Duration
-	// BackoffMax caps the backoff (BRIDGE_BACKOFF_MAX); default 5m.
+	// BackoffMax caps the backoff (BRIDGE_BACKOFF_MAX); default
+	// DefaultBackoffMax.
 	BackoffMax time.Duration
-	// StaleAfter is how long without a successful poll makes an agent a
-	// stale candidate in Status; default 3 × Interval.
-	StaleAfter time.Duration
 	// SlotWidth is the scheduling granularity; default 10ms.
 	SlotWidth time.Duration
 	// DrainTimeout bounds the end of Run: after Run's context ends, the
@@ -186,10 +184,8 @@ func (b Budget) RequestRate() float64 {
 // guarded by Poller.mu.
 type agent struct {
 	id      string
-	phase   int64 // offset in the interval, ns
-	slot    int64 // absolute wheel slot while queued
-	lastOK  int64 // ns since epoch of the last success, -1 if none
-	addedAt int64
+	phase   int64                       // offset in the interval, ns
+	slot    int64                       // absolute wheel slot while queued
 	bo      *backoff.ExponentialBackOff // only while backing off
 	state   State
 	removed bool
@@ -222,7 +218,6 @@ type Poller struct {
 	permanentRetry int64
 	backoffInitial time.Duration
 	backoffMax     time.Duration
-	staleAfter     int64
 	slotWidth      int64
 	log            *slog.Logger
 	metrics        *Metrics
@@ -230,7 +225,6 @@ type Poller struct {
 	epoch          time.Time
 	limiter        *rate.Limiter
 	throttle       *throttle
-	tokenStatus    func() bool
 	scope          QuotaScope
 	budget         Budget
 	gate           *gate
@@ -248,7 +242,6 @@ type Poller struct {
 	counts      [numStates]int
 	polledCount int
 	firstRound  bool
-	lastOK      int64
 
 	inflight atomic.Int64 // dispatched, not yet rescheduled
 }
@@ -269,9 +262,9 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 		getter: opts.Getter, sink: opts.Sink, interval: int64(opts.Interval),
 		requestTimeout: opts.RequestTimeout, drainTimeout: opts.DrainTimeout, beat: opts.Beat, workers: opts.MaxConcurrency,
 		permanentRetry: int64(opts.PermanentRetry), backoffInitial: opts.BackoffInitial,
-		backoffMax: opts.BackoffMax, staleAfter: int64(opts.StaleAfter), slotWidth: int64(opts.SlotWidth),
+		backoffMax: opts.BackoffMax, slotWidth: int64(opts.SlotWidth),
 		log: opts.Logger, metrics: opts.Metrics, clock: opts.Clock,
-		agents: map[string]*agent{}, lastOK: -1,
+		agents: map[string]*agent{},
 	}
 	if p.requestTimeout <= 0 {
 		p.requestTimeout = min(opts.Interval, 10*time.Second)
@@ -292,9 +285,6 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 		p.backoffMax = DefaultBackoffMax
 	}
 	p.backoffInitial = min(p.backoffInitial, p.backoffMax)
-	if p.staleAfter <= 0 {
-		p.staleAfter = 3 * p.interval
-	}
 	if p.slotWidth <= 0 {
 		p.slotWidth = int64(DefaultSlotWidth)
 	}
@@ -303,9 +293,6 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 	}
 	if p.clock == nil {
 		p.clock = SystemClock{}
-	}
-	if t, ok := opts.Getter.(interface{ TokenObtained() bool }); ok {
-		p.tokenStatus = t.TokenObtained
 	}
 	n := min(max(p.interval/p.slotWidth, 16), 1<<16)
 	p.wheel = make([][]*agent, n)
@@ -393,7 +380,7 @@ func (p *Poller) SetAgents(ids []string) {
 		if _, ok := p.agents[id]; ok {
 			continue
 		}
-		a := &agent{id: id, phase: phaseOf(id, p.interval), lastOK: -1, addedAt: now, state: StatePending}
+		a := &agent{id: id, phase: phaseOf(id, p.interval), state: StatePending}
 		p.agents[id] = a
 		p.counts[StatePending]++
 		p.metrics.agentState(stateNone, StatePending)
@@ -731,8 +718,6 @@ func (p *Poller) record(a *agent, class ErrorClass, err error, now int64) int64 
 	case ClassOK:
 		to = StateHealthy
 		a.bo = nil
-		a.lastOK = now
-		p.lastOK = max(p.lastOK, now)
 		next = p.nextPhase(a, now)
 	case ClassMalformed:
 		to = StateMalformed
@@ -853,20 +838,9 @@ func (p *Poller) logTransition(a *agent, from, to State, class ErrorClass, err e
 type Status struct {
 	// Agents is the number of configured agents.
 	Agents int
-	// ByState counts agents by State name.
-	ByState map[string]int
-	// Stale counts agents with no successful poll for StaleAfter (counting
-	// from when they were added).
-	Stale int
 	// FirstRoundDone is true once every configured agent had been polled at
 	// least once; it stays true.
 	FirstRoundDone bool
-	// TokenObtained is true once the Getter obtained a token (when it
-	// reports that).
-	TokenObtained bool
-	// LastSuccess is when any agent was last polled successfully; zero if
-	// never.
-	LastSuccess time.Time
 	// Polled counts agents polled at least once; Succeeding those whose
 	// last poll succeeded.
 	Polled, Succeeding int
@@ -888,11 +862,7 @@ type FailureCount struct {
 func (p *Poller) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := p.since()
-	st := Status{Agents: len(p.agents), ByState: make(map[string]int, numStates), FirstRoundDone: p.firstRound}
-	for s := State(0); s < numStates; s++ {
-		st.ByState[s.String()] = p.counts[s]
-	}
+	st := Status{Agents: len(p.agents), FirstRoundDone: p.firstRound}
 	failing := map[FailureCount]int{}
 	for _, a := range p.agents {
 		if a.polled {
@@ -903,19 +873,6 @@ func (p *Poller) Status() Status {
 				failing[FailureCount{Class: a.lastClass, Status: a.lastStatus, Code: a.lastCode, Kind: a.lastKind}]++
 			}
 		}
-		ref := a.lastOK
-		if ref < 0 {
-			ref = a.addedAt
-		}
-		if now-ref > p.staleAfter {
-			st.Stale++
-		}
-	}
-	if p.tokenStatus != nil {
-		st.TokenObtained = p.tokenStatus()
-	}
-	if p.lastOK >= 0 {
-		st.LastSuccess = p.epoch.Add(time.Duration(p.lastOK))
 	}
 	for f, n := range failing {
 		f.Agents = n
