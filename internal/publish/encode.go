@@ -188,33 +188,6 @@ func (e *Encoder) CloudEvent(ev detector.Event) (event.Event, error) {
 	return ce, nil
 }
 
-// EncodeSDK encodes ev through the CloudEvents SDK's generic path
-// (nats_jetstream.WriteMsg, binary mode), percent-encodes every ce- header
-// value as the NATS binding requires (the SDK does not), and adds the
-// Nats-Msg-Id header. It is the reference that [Encoder.Encode] reproduces
-// byte for byte, several times faster.
-func (e *Encoder) EncodeSDK(ctx context.Context, ev detector.Event) (*nats.Msg, error) {
-	ce, err := e.CloudEvent(ev)
-	if err != nil {
-		return nil, err
-	}
-	var body bytes.Buffer
-	ctx = binding.WithForceBinary(ctx)
-	header, err := cejs.WriteMsg(ctx, binding.ToMessage(&ce), &body)
-	if err != nil {
-		return nil, fmt.Errorf("encode cloudevent %s: %w", ev.ID, err)
-	}
-	for k, vs := range header {
-		if strings.HasPrefix(k, ceheader.Prefix) {
-			for i, v := range vs {
-				vs[i] = ceheader.Encode(v)
-			}
-		}
-	}
-	header.Set(jetstream.MsgIDHeader, ev.ID)
-	return &nats.Msg{Subject: e.Subject(ev), Header: header, Data: body.Bytes()}, nil
-}
-
 // Encode encodes ev as a NATS message in CloudEvents binary content mode: the
 // same headers and body as the SDK's WriteMsg of [Encoder.CloudEvent] with
 // every ce- value percent-encoded per the NATS binding, plus Nats-Msg-Id =
@@ -316,7 +289,8 @@ func cutValue(v any, strMax, listMax int) any {
 // subject and every per-event header value (percent-encoded where the NATS
 // binding requires it), one backing array for the header values. The subject
 // and dataschema are contract.Subject's and contract.DataSchema's, written in
-// place; a test compares every header and the subject with EncodeSDK's.
+// place; a test compares every header and the subject with the SDK's
+// generic path (EncodeSDK, in the tests).
 func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
 	var buf [512]byte
 	b := buf[:0]

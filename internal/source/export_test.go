@@ -17,3 +17,14 @@ func (p *Poller) StateCounts() map[string]int {
 	}
 	return out
 }
+
+// TokenObtained reports whether the client ever obtained a token.
+func (c *Client) TokenObtained() bool { return c.tokenObtained.Load() }
+
+// InflightCap returns the number of requests the poller currently allows
+// in flight.
+func (p *Poller) InflightCap() int {
+	p.gate.mu.Lock()
+	defer p.gate.mu.Unlock()
+	return p.gate.cap
+}

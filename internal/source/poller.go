@@ -1047,11 +1047,3 @@ func (g *gate) release(kind CodeKind) {
 	close(g.freed)
 	g.freed = make(chan struct{})
 }
-
-// InflightCap returns the number of requests the poller currently allows
-// in flight.
-func (p *Poller) InflightCap() int {
-	p.gate.mu.Lock()
-	defer p.gate.mu.Unlock()
-	return p.gate.cap
-}

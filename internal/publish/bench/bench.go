@@ -4,9 +4,9 @@
 // `bridge bench` command calls [RunBench].
 //
 // The scenarios publish the same real-sized events spread over
-// Options.Agents agents' subjects:
+// BenchOptions.Agents agents' subjects:
 //   - raw: jetstream PublishMsgAsync of pre-encoded messages, each with its
-//     own Nats-Msg-Id, window Options.MaxPending, no fence;
+//     own Nats-Msg-Id, window BenchOptions.MaxPending, no fence;
 //   - raw fenced: the same with the bridge's fence headers
 //     (Nats-Expected-Last-Subject-Sequence of the agent's previous event), so
 //     one event per agent in flight: the limit the bridge is held to;
@@ -19,7 +19,10 @@
 //     whose Subject field is changed before each Send.
 //
 // CPU per event is the process's user+system CPU time (getrusage) divided by
-// the events; it includes the in-process server's share.
+// the events; it includes the in-process server's share. Unless
+// BenchOptions say otherwise the bridge scenario publishes with the bridge's
+// defaults (publish.DefaultMaxPending, publish.DefaultPublishTimeout: the
+// BRIDGE_ variables' defaults) on the contract's subjects (internal/contract).
 package bench
 
 import (
