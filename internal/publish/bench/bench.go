@@ -121,7 +121,9 @@ type BenchResult struct {
 	// BridgeVsSDKReused compares with the SDK's best case.
 	BridgeVsSDKReused float64 `json:"bridgeVsSdkReused"`
 	MaxPending        int     `json:"maxPending"`
-	Agents            int     `json:"agents"`
+	// PublishTimeoutSeconds is the bridge scenario's acknowledgement timeout.
+	PublishTimeoutSeconds float64 `json:"publishTimeoutSeconds"`
+	Agents                int     `json:"agents"`
 }
 
 // presence and presenceChanged give the events the size and shape of a
@@ -183,7 +185,7 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 		return BenchResult{}, fmt.Errorf("bench: %w", err)
 	}
 	events := makeEvents(max(opts.Events, opts.SDKEvents), opts.Agents)
-	res := BenchResult{MaxPending: opts.MaxPending, Agents: opts.Agents}
+	res := BenchResult{MaxPending: opts.MaxPending, PublishTimeoutSeconds: opts.PublishTimeout.Seconds(), Agents: opts.Agents}
 
 	log.Info("bench: warming up")
 	if _, err := runRaw(ctx, srv.ClientURL(), benchStream+"_WARMUP", enc, events[:min(len(events), 20_000)], opts.MaxPending); err != nil {
@@ -241,8 +243,8 @@ func writeResult(out io.Writer, res BenchResult, asJSON bool) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(out, "bridge/raw fenced = %.2f (goal >= 0.80)   raw fenced/raw = %.2f (the fence's price)   bridge/sdk = %.1fx (goal >= 10x)   bridge/sdk-reused = %.1fx   window %d, %d agents\n",
-		res.BridgeVsRaw, res.FenceCost, res.BridgeVsSDK, res.BridgeVsSDKReused, res.MaxPending, res.Agents)
+	_, err := fmt.Fprintf(out, "bridge/raw fenced = %.2f (goal >= 0.80)   raw fenced/raw = %.2f (the fence's price)   bridge/sdk = %.1fx (goal >= 10x)   bridge/sdk-reused = %.1fx   window %d, ack timeout %gs, %d agents\n",
+		res.BridgeVsRaw, res.FenceCost, res.BridgeVsSDK, res.BridgeVsSDKReused, res.MaxPending, res.PublishTimeoutSeconds, res.Agents)
 	return err
 }
 
