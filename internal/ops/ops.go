@@ -425,10 +425,9 @@ func writeReport(w http.ResponseWriter, rep Report, ok bool) {
 }
 
 // Serve serves on a listener the caller opened (so that an address in use
-// is known before anything starts); it closes ln. It serves
-// until ctx is done (then shuts down within Options.ShutdownTimeout) or until
-// Shutdown is called (then it returns Shutdown's result once Shutdown has
-// finished). While it serves it runs the loops of the Refresher checks, and
+// is known before anything starts); it closes ln. It serves until ctx is
+// done (then shuts down within Options.ShutdownTimeout) or until Shutdown is
+// called (then it returns Shutdown's result once Shutdown has finished). While it serves it runs the loops of the Refresher checks, and
 // waits for them before it returns. Serve may be called once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
