@@ -27,6 +27,7 @@ func TestDefaultsMatchConfig(t *testing.T) {
 		variable string
 		pkg      any // the package's default: a string, int or time.Duration
 	}{
+		{"BRIDGE_REQUEST_TIMEOUT", source.DefaultRequestTimeout},
 		{"BRIDGE_MAX_CONCURRENCY", source.DefaultMaxConcurrency},
 		{"BRIDGE_BACKOFF_MAX", source.DefaultBackoffMax},
 		{"BRIDGE_PERMANENT_RETRY", source.DefaultPermanentRetry},

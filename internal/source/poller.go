@@ -48,8 +48,9 @@ func (s State) String() string {
 	return "none"
 }
 
-// Defaults of PollerOptions.
+// Defaults of PollerOptions, equal to the BRIDGE_ variables' defaults.
 const (
+	DefaultRequestTimeout = 5 * time.Second
 	DefaultMaxConcurrency = 32
 	DefaultPermanentRetry = 5 * time.Minute
 	DefaultBackoffMax     = 2 * time.Minute
@@ -68,16 +69,17 @@ type PollerOptions struct {
 	// Interval is how often each agent is polled (BRIDGE_POLL_INTERVAL).
 	Interval time.Duration
 	// RequestTimeout bounds one poll, 401 retry included
-	// (BRIDGE_REQUEST_TIMEOUT); default the smaller of Interval and 10s.
+	// (BRIDGE_REQUEST_TIMEOUT); default the smaller of Interval and
+	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// MaxConcurrency caps requests in flight (BRIDGE_MAX_CONCURRENCY); it is
-	// the number of workers. Default 64.
+	// the number of workers. Default DefaultMaxConcurrency.
 	MaxConcurrency int
 	// MaxRPS caps requests per second (BRIDGE_MAX_RPS); 0 means no cap
 	// (the client still slows down when many agents get 429s).
 	MaxRPS float64
 	// PermanentRetry is how often an unpollable agent is retried
-	// (BRIDGE_PERMANENT_RETRY); default 5m.
+	// (BRIDGE_PERMANENT_RETRY); default DefaultPermanentRetry.
 	PermanentRetry time.Duration
 	// BackoffInitial is the first backoff after a failure; default
 	// Interval, so that an outage of every agent never makes the bridge
@@ -267,7 +269,7 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 		agents: map[string]*agent{},
 	}
 	if p.requestTimeout <= 0 {
-		p.requestTimeout = min(opts.Interval, 10*time.Second)
+		p.requestTimeout = min(opts.Interval, DefaultRequestTimeout)
 	}
 	if p.drainTimeout <= 0 {
 		p.drainTimeout = 2 * p.requestTimeout
