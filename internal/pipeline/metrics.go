@@ -32,10 +32,10 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		Conflicts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ccaas_bridge_conflicts_total", Help: "Changes dropped because the agent's history on the stream had moved on (another writer); the agent is adopted from the stream.",
+			Name: "ccaas_bridge_conflicts_total", Help: "Changes dropped because the agent's history on the stream had moved on (another writer); the agent is adopted from the stream. One conflict the publisher finds (ccaas_bridge_publish_errors_total{reason=\"conflict\"}) drops every change of the agent queued behind it.",
 		}),
 		PublishFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ccaas_bridge_publish_failures_total", Help: "Changes whose events could not be published.",
+			Name: "ccaas_bridge_publish_failures_total", Help: "Changes whose events could not be published; their events are re-emitted from the agent's last state. Failed attempts, each retried, are ccaas_bridge_publish_errors_total.",
 		}),
 		StaleAgents: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccaas_bridge_stale_agents", Help: "Agents without a successful poll for the stale period.",
