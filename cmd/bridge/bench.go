@@ -42,6 +42,7 @@ func cmdBench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 	fs.IntVar(&o.SDKEvents, "sdk-events", 20000, "events published by the CloudEvents SDK sender scenario")
 	fs.IntVar(&o.Agents, "agents", 10000, "agents whose subjects the events are spread over")
 	fs.IntVar(&o.MaxPending, "max-pending", 0, "publish window (default: the bridge's default)")
+	fs.DurationVar(&o.PublishTimeout, "publish-timeout", 0, "acknowledgement timeout of the bridge scenario (default: the bridge's default)")
 	fs.StringVar(&o.DataDir, "data-dir", "", "store of the benchmark's JetStream server (default: a temporary directory)")
 	fs.BoolVar(&o.JSON, "json", false, "write the results as JSON")
 	verbose := fs.Bool("v", false, "log progress to stderr")

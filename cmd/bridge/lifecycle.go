@@ -316,7 +316,7 @@ func (b *bridge) serveOperatorHTTP(ctx context.Context) error {
 	if b.cfg.HTTPAddr == "" {
 		return nil
 	}
-	srv, err := ops.New(ops.Options{Addr: b.cfg.HTTPAddr, Registry: b.reg, Version: version, Logger: b.log})
+	srv, err := ops.New(ops.Options{Registry: b.reg, Version: version, Logger: b.log})
 	if err != nil {
 		return fmt.Errorf("build operator http: %w", err)
 	}
@@ -537,7 +537,7 @@ func (b *bridge) buildPoller(ctx context.Context) error {
 	cfg := b.cfg
 	b.poller, err = source.NewPoller(source.PollerOptions{
 		Getter: b.client, Sink: pollSink, Interval: cfg.PollInterval, RequestTimeout: cfg.RequestTimeout, MaxConcurrency: cfg.MaxConcurrency,
-		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax, StaleAfter: cfg.EffectiveStaleAfter(),
+		MaxRPS: cfg.MaxRPS, PermanentRetry: cfg.PermanentRetry, BackoffMax: cfg.BackoffMax,
 		DrainTimeout: cfg.ShutdownTimeout, Beat: b.pollBeat.beat(),
 		Logger: b.log, Metrics: b.srcMetrics, QuotaScope: b.plan.scope,
 	})

@@ -2,6 +2,11 @@
 // envconfig and validates it once, before anything starts. Every problem is
 // reported as a *FieldError naming the variable and what is wrong with its
 // value; values of secret variables are never echoed.
+//
+// The defaults written in the struct tags are the bridge's defaults: a test
+// here keeps those of the contract's names equal to internal/contract's, and
+// TestDefaultsMatchConfig in cmd/bridge keeps every package default for the
+// same setting (source, publish, lease, ...) equal to the variable's.
 package config
 
 import (

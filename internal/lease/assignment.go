@@ -1,9 +1,6 @@
 package lease
 
-import (
-	"sort"
-	"sync"
-)
+import "sync"
 
 // Assignment decides which configured agents this process polls: all of
 // them without leases, or those of the shards whose lease it holds. Every
@@ -51,18 +48,6 @@ func (a *Assignment) Hold(shard int, held bool) {
 		delete(a.held, shard)
 	}
 	a.applyLocked()
-}
-
-// Held returns the shards being polled, sorted.
-func (a *Assignment) Held() []int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]int, 0, len(a.held))
-	for k := range a.held {
-		out = append(out, k)
-	}
-	sort.Ints(out)
-	return out
 }
 
 func (a *Assignment) applyLocked() {

@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
-	"github.com/ccaas/presence-bridge/internal/lease"
 )
 
 // proxy is a TCP proxy between one client and a NATS server that the test
@@ -130,7 +130,7 @@ func watchShardWrites(t *testing.T, js jetstream.JetStream) (*shardWrites, error
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, lease.DefaultBucket)
+	kv, err := js.KeyValue(ctx, contract.LeaseBucket)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket: %w", err)
 	}
@@ -299,7 +299,7 @@ func newCutEnv(t *testing.T) *cutEnv {
 	// The bucket exists before anybody watches it.
 	kvCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateKeyValue(kvCtx, jetstream.KeyValueConfig{Bucket: lease.DefaultBucket, History: 1}); err != nil {
+	if _, err := js.CreateKeyValue(kvCtx, jetstream.KeyValueConfig{Bucket: contract.LeaseBucket, History: 1}); err != nil {
 		t.Fatalf("create bucket: %v", err)
 	}
 	obs, err := watchShardWrites(t, js)

@@ -95,11 +95,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 // Defaults applied by New to zero fields of Options.
 const (
-	DefaultBucket = "ccaas_bridge_leases"
 	DefaultTTL    = 15 * time.Second
 	DefaultShards = 1
 )
@@ -113,7 +114,7 @@ const (
 type Options struct {
 	// JetStream is the connection the bucket lives on; required.
 	JetStream jetstream.JetStream
-	// Bucket is the key-value bucket of the leases; DefaultBucket when
+	// Bucket is the key-value bucket of the leases; contract.LeaseBucket when
 	// empty. It is created when missing.
 	Bucket string
 	// Replicas is the bucket's replica count when this Set creates it;
@@ -218,7 +219,7 @@ func New(opts Options) (*Set, error) {
 		return nil, errors.New("lease: a Leading function is required")
 	}
 	if opts.Bucket == "" {
-		opts.Bucket = DefaultBucket
+		opts.Bucket = contract.LeaseBucket
 	}
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
@@ -272,9 +273,6 @@ func (s *Set) Open(ctx context.Context) error {
 	s.mu.Unlock()
 	return nil
 }
-
-// InstanceID returns the name this process uses in the bucket.
-func (s *Set) InstanceID() string { return s.opts.InstanceID }
 
 // Held returns the shards this process holds now, sorted.
 func (s *Set) Held() []int {

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/lease"
 	"github.com/ccaas/presence-bridge/internal/natstest"
 )
@@ -218,7 +219,7 @@ func leaders(cs []*contender, shard int) []*contender {
 // leaseRevision returns the current revision of a shard key.
 func leaseRevision(t *testing.T, js jetstream.JetStream, shard int) uint64 {
 	t.Helper()
-	kv, err := js.KeyValue(context.Background(), lease.DefaultBucket)
+	kv, err := js.KeyValue(context.Background(), contract.LeaseBucket)
 	if err != nil {
 		t.Fatalf("open bucket: %v", err)
 	}
@@ -296,7 +297,7 @@ func renewalTimes(t *testing.T, js jetstream.JetStream, shard int) func(instance
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	kv, err := js.KeyValue(ctx, lease.DefaultBucket)
+	kv, err := js.KeyValue(ctx, contract.LeaseBucket)
 	if err != nil {
 		t.Fatalf("open bucket: %v", err)
 	}
@@ -393,7 +394,7 @@ func TestRevisionConflictLosesLeadershipAtOnce(t *testing.T) {
 	a := startContender(t, url, "a", 1, rec)
 	waitFor(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
 
-	kv, err := js.KeyValue(context.Background(), lease.DefaultBucket)
+	kv, err := js.KeyValue(context.Background(), contract.LeaseBucket)
 	if err != nil {
 		t.Fatalf("open bucket: %v", err)
 	}
@@ -581,7 +582,7 @@ func TestOpenBeforeRun(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := js.KeyValue(ctx, lease.DefaultBucket); err == nil {
+	if _, err := js.KeyValue(ctx, contract.LeaseBucket); err == nil {
 		t.Fatal("bucket exists before Open")
 	}
 	for range 2 {
@@ -589,7 +590,7 @@ func TestOpenBeforeRun(t *testing.T) {
 			t.Fatalf("open: %v", err)
 		}
 	}
-	if _, err := js.KeyValue(ctx, lease.DefaultBucket); err != nil {
+	if _, err := js.KeyValue(ctx, contract.LeaseBucket); err != nil {
 		t.Fatalf("bucket after Open: %v", err)
 	}
 	done := make(chan error, 1)

@@ -21,7 +21,7 @@
 //
 // Wiring in cmd/bridge:
 //
-//	srv, err := ops.New(ops.Options{Addr: cfg.HTTPAddr, Registry: reg, Version: version, Logger: logger})
+//	srv, err := ops.New(ops.Options{Registry: reg, Version: version, Logger: logger})
 //	srv.AddCheck(ops.NATSCheck(nc))
 //	srv.AddCheck(ops.StreamCheck(js, cfg.Stream)) // looked up by a loop, not per probe
 //	token := ops.NewFlag("token", "no token obtained yet")        // token.Set(true, "") once one is obtained
@@ -63,7 +63,6 @@ import (
 // sends its request, or reads the answer, more slowly than the timeouts is
 // cut off rather than holding a connection.
 const (
-	DefaultAddr            = ":8080"
 	DefaultShutdownTimeout = 5 * time.Second
 	// DefaultReadHeaderTimeout bounds reading a request's headers.
 	DefaultReadHeaderTimeout = 5 * time.Second
@@ -87,8 +86,6 @@ const (
 
 // Options configures a Server.
 type Options struct {
-	// Addr is the listen address for Run; DefaultAddr when empty.
-	Addr string
 	// Registry is served on /metrics; required. The build-info metric is
 	// registered on it.
 	Registry *prometheus.Registry
@@ -97,7 +94,7 @@ type Options struct {
 	// Logger receives the server's lifecycle logs; discarded when nil.
 	Logger *slog.Logger
 	// ShutdownTimeout bounds the HTTP shutdown that follows the end of the
-	// context passed to Run or Serve; DefaultShutdownTimeout when zero. A
+	// context passed to Serve; DefaultShutdownTimeout when zero. A
 	// caller that must fit the shutdown into its own budget calls Shutdown
 	// with a context carrying that deadline instead.
 	ShutdownTimeout time.Duration
@@ -208,9 +205,6 @@ type registeredCheck struct {
 func New(opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		return nil, errors.New("ops server: a prometheus registry is required")
-	}
-	if opts.Addr == "" {
-		opts.Addr = DefaultAddr
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
@@ -430,22 +424,10 @@ func writeReport(w http.ResponseWriter, rep Report, ok bool) {
 	_ = json.NewEncoder(w).Encode(rep)
 }
 
-// Run listens on Options.Addr and serves until ctx is done or Shutdown is
-// called, then shuts the HTTP server down (within Options.ShutdownTimeout
-// when ctx ended). It returns nil after a clean shutdown.
-func (s *Server) Run(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)
-	if err != nil {
-		return fmt.Errorf("listen for operator http on %s: %w", s.opts.Addr, err)
-	}
-	return s.Serve(ctx, ln)
-}
-
-// Serve is Run on a listener the caller opened; it closes ln. It serves
-// until ctx is done (then shuts down within Options.ShutdownTimeout) or until
-// Shutdown is called (then it returns Shutdown's result once Shutdown has
-// finished). While it serves it runs the loops of the Refresher checks, and
+// Serve serves on a listener the caller opened (so that an address in use
+// is known before anything starts); it closes ln. It serves until ctx is
+// done (then shuts down within Options.ShutdownTimeout) or until Shutdown is
+// called (then it returns Shutdown's result once Shutdown has finished). While it serves it runs the loops of the Refresher checks, and
 // waits for them before it returns. Serve may be called once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{

@@ -306,14 +306,6 @@ func TestServeShutsDownOnCancel(t *testing.T) {
 	}
 }
 
-func TestRunBadAddr(t *testing.T) {
-	s := newServer(t, Options{Addr: "256.0.0.1:bad"})
-	err := s.Run(t.Context())
-	if err == nil || !strings.Contains(err.Error(), "listen for operator http on 256.0.0.1:bad") {
-		t.Fatalf("Run = %v, want listen error naming the address", err)
-	}
-}
-
 // TestReadyzMakesNoJetStreamRequest probes /readyz many times and watches
 // the JetStream API subjects: no probe may send a request, the stream's
 // state comes from the last lookup.

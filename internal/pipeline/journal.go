@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/publish"
 )
@@ -78,7 +78,7 @@ func (j *StreamJournal) handle(ctx context.Context) (jetstream.Stream, error) {
 }
 
 func (j *StreamJournal) agentSubjects(agentID string) string {
-	return j.opts.SubjectPrefix + "." + agentID + ".>"
+	return contract.AgentSubjects(j.opts.SubjectPrefix, agentID)
 }
 
 // Follow returns the agent's state as the stream holds it, with
@@ -168,7 +168,7 @@ func (j *StreamJournal) rebuild(ctx context.Context, s jetstream.Stream, agentID
 	var last []detector.Event
 	found := true
 	for _, typ := range detector.Types() {
-		raw, err := s.GetLastMsgForSubject(ctx, j.opts.SubjectPrefix+"."+agentID+"."+typ)
+		raw, err := s.GetLastMsgForSubject(ctx, contract.Subject(j.opts.SubjectPrefix, agentID, typ))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -293,7 +293,7 @@ func decodeEvent(prefix, agentID string, msg *nats.Msg) (detector.Event, string,
 	if ce.Subject() != agentID {
 		return detector.Event{}, foreignOtherAgent, fmt.Errorf("event %s names agent %q", ce.ID(), ce.Subject())
 	}
-	if want := prefix + "." + agentID + "."; !strings.HasPrefix(msg.Subject, want) || msg.Subject[len(want):] != ce.Type() {
+	if msg.Subject != contract.Subject(prefix, agentID, ce.Type()) {
 		return detector.Event{}, foreignUnknownType, fmt.Errorf("event %s of type %q on subject %s", ce.ID(), ce.Type(), msg.Subject)
 	}
 	seq, err := publish.ParseSequence(ce)

@@ -6,12 +6,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics counts what the pipeline does.
+// Metrics counts what the pipeline does. Poll results are counted by the
+// poller (ccaas_bridge_polls_total) and change-feed rows by the feed
+// (ccaas_bridge_feed_rows_total), acknowledged events by the publisher
+// (ccaas_bridge_events_published_total); the pipeline counts only what
+// happens in it.
 type Metrics struct {
-	// Observations counts poll results by result (source.ErrorClass).
-	Observations *prometheus.CounterVec
-	// Events counts acknowledged events by type.
-	Events *prometheus.CounterVec
 	// Conflicts counts changes dropped because the agent's history on the
 	// stream had moved on.
 	Conflicts prometheus.Counter
@@ -31,17 +31,11 @@ type Metrics struct {
 // registered).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		Observations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ccaas_bridge_observations_total", Help: "Poll results taken by the pipeline, by result.",
-		}, []string{"result"}),
-		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ccaas_bridge_events_total", Help: "Events acknowledged by JetStream, by type.",
-		}, []string{"type"}),
 		Conflicts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ccaas_bridge_conflicts_total", Help: "Changes dropped because the agent's history on the stream had moved on (another writer); the agent is adopted from the stream.",
+			Name: "ccaas_bridge_conflicts_total", Help: "Changes dropped because the agent's history on the stream had moved on (another writer); the agent is adopted from the stream. One conflict the publisher finds (ccaas_bridge_publish_errors_total{reason=\"conflict\"}) drops every change of the agent queued behind it.",
 		}),
 		PublishFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "ccaas_bridge_publish_failures_total", Help: "Changes whose events could not be published.",
+			Name: "ccaas_bridge_publish_failures_total", Help: "Changes whose events could not be published; their events are re-emitted from the agent's last state. Failed attempts, each retried, are ccaas_bridge_publish_errors_total.",
 		}),
 		StaleAgents: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccaas_bridge_stale_agents", Help: "Agents without a successful poll for the stale period.",
@@ -62,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.Observations, m.Events, m.Conflicts, m.PublishFailures, m.StaleAgents, m.Adoptions, m.Foreign} {
+	for _, c := range []prometheus.Collector{m.Conflicts, m.PublishFailures, m.StaleAgents, m.Adoptions, m.Foreign} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

@@ -166,8 +166,6 @@ type Stats struct {
 	// Conflicts is the number of changes dropped because the agent's
 	// history on the stream had moved on.
 	Conflicts uint64
-	// StaleAgents is the number of agents currently stale.
-	StaleAgents int
 }
 
 // New validates opts and starts the commit workers; Close stops them.
@@ -265,7 +263,6 @@ func (p *Pipeline) takes(agentID string) bool {
 // for publishing. It blocks while the publisher's window is full. A result
 // for an agent this process no longer polls is dropped.
 func (p *Pipeline) Observe(ctx context.Context, o source.Observation) error {
-	p.metrics.Observations.WithLabelValues(string(o.Class)).Inc()
 	p.count(func(s *Stats) {
 		s.Observations++
 		if o.Class != source.ClassOK {
@@ -450,7 +447,6 @@ func (p *Pipeline) handle(j job) {
 		return
 	}
 	for _, e := range c.Events {
-		p.metrics.Events.WithLabelValues(e.Type).Inc()
 		if p.opts.OnPublished != nil {
 			p.opts.OnPublished(e)
 		}
@@ -630,7 +626,6 @@ func (p *Pipeline) Stats() Stats {
 	for k, v := range p.stats.Events {
 		s.Events[k] = v
 	}
-	s.StaleAgents = p.opts.Detector.StaleAgents()
 	return s
 }
 

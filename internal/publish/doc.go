@@ -47,4 +47,8 @@
 // them and then percent-encoded as the NATS binding requires (package
 // ceheader; the SDK does not encode), and Nats-Msg-Id = the event ID; body =
 // the JSON of Event.Data. [Decode] percent-decodes before the SDK reads them.
+// The subjects, the fence filter, the dataschema URL and the default stream
+// name and prefix are internal/contract's; the defaults of [Options] and
+// [StreamOptions] equal the BRIDGE_ variables' defaults (a test in cmd/bridge
+// keeps them so).
 package publish

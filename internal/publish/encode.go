@@ -18,18 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/ceheader"
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/source"
-)
-
-// Defaults of [EncoderOptions].
-const (
-	// DefaultSubjectPrefix is the first tokens of every event subject.
-	DefaultSubjectPrefix = "ccaas.agents"
-	// DefaultSchemaBaseURL is where the JSON Schemas of schemas/ are
-	// published; a type's dataschema is DefaultSchemaBaseURL + type +
-	// ".schema.json".
-	DefaultSchemaBaseURL = "https://raw.githubusercontent.com/ccaas/presence-bridge/main/schemas/"
 )
 
 // CloudEvents attribute values and extension names of the bridge's events.
@@ -70,10 +61,8 @@ type EncoderOptions struct {
 	// Required. Each event's CloudEvent source is the agent's Dataverse URI
 	// under it: Source + AgentSourcePath + agentId + ")".
 	Source string
-	// SubjectPrefix is the subject prefix; default DefaultSubjectPrefix.
+	// SubjectPrefix is the subject prefix; default contract.SubjectPrefix.
 	SubjectPrefix string
-	// SchemaBaseURL prefixes the dataschema; default DefaultSchemaBaseURL.
-	SchemaBaseURL string
 	// BridgeVersion is the value of the bridgeversion extension. Required.
 	BridgeVersion string
 	// MaxPayload is the connected server's max_payload (nats.Conn.MaxPayload);
@@ -88,7 +77,6 @@ type EncoderOptions struct {
 type Encoder struct {
 	prefix        string
 	sourceBase    string // <org as the SDK renders it after parsing>/api/data/v9.2/systemusers(
-	schemaBase    string
 	bridgeVersion string
 	maxPayload    int
 
@@ -102,10 +90,7 @@ type Encoder struct {
 // NewEncoder validates opts and returns an Encoder.
 func NewEncoder(opts EncoderOptions) (*Encoder, error) {
 	if opts.SubjectPrefix == "" {
-		opts.SubjectPrefix = DefaultSubjectPrefix
-	}
-	if opts.SchemaBaseURL == "" {
-		opts.SchemaBaseURL = DefaultSchemaBaseURL
+		opts.SubjectPrefix = contract.SubjectPrefix
 	}
 	if opts.Source == "" {
 		return nil, errors.New("new encoder: source is required")
@@ -120,17 +105,13 @@ func NewEncoder(opts EncoderOptions) (*Encoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new encoder: parse source: %w", err)
 	}
-	if _, err := url.Parse(opts.SchemaBaseURL + "x.schema.json"); err != nil {
-		return nil, fmt.Errorf("new encoder: parse schema base URL: %w", err)
-	}
 	base := src.String() + AgentSourcePath
 	return &Encoder{
 		prefix:           opts.SubjectPrefix,
 		sourceBase:       base,
-		schemaBase:       opts.SchemaBaseURL,
 		bridgeVersion:    opts.BridgeVersion,
 		encSourceBase:    ceheader.Encode(base),
-		encSchemaBase:    ceheader.Encode(opts.SchemaBaseURL),
+		encSchemaBase:    ceheader.Encode(contract.SchemaBaseURL),
 		encBridgeVersion: ceheader.Encode(opts.BridgeVersion),
 		maxPayload:       opts.MaxPayload,
 	}, nil
@@ -145,19 +126,7 @@ func (e *Encoder) Source(agentID string) string {
 
 // Subject returns the NATS subject of ev: <prefix>.<agentId>.<type>.
 func (e *Encoder) Subject(ev detector.Event) string {
-	return e.prefix + "." + ev.AgentID + "." + ev.Type
-}
-
-// StreamSubjects returns the subject filter capturing every event: <prefix>.>.
-func (e *Encoder) StreamSubjects() string { return e.prefix + ".>" }
-
-// AgentSubjects returns the subject filter of one agent's events:
-// <prefix>.<agentId>.>, usable for expected-last-subject-sequence fencing.
-func (e *Encoder) AgentSubjects(agentID string) string { return e.prefix + "." + agentID + ".>" }
-
-// DataSchema returns the dataschema URL of an event type.
-func (e *Encoder) DataSchema(eventType string) string {
-	return e.schemaBase + eventType + ".schema.json"
+	return contract.Subject(e.prefix, ev.AgentID, ev.Type)
 }
 
 // FormatSequence renders a sequence as the sequence extension does: decimal,
@@ -207,7 +176,7 @@ func (e *Encoder) CloudEvent(ev detector.Event) (event.Event, error) {
 	ce.SetType(ev.Type)
 	ce.SetSubject(ev.AgentID)
 	ce.SetTime(ev.Time.UTC())
-	ce.SetDataSchema(e.DataSchema(ev.Type))
+	ce.SetDataSchema(contract.DataSchema(ev.Type))
 	ce.SetExtension(ExtensionSequence, FormatSequence(ev.Sequence))
 	ce.SetExtension(ExtensionBridgeVersion, e.bridgeVersion)
 	if err := ce.SetData(DataContentType, data); err != nil {
@@ -217,33 +186,6 @@ func (e *Encoder) CloudEvent(ev detector.Event) (event.Event, error) {
 		return event.Event{}, fmt.Errorf("build cloudevent %s: %w", ev.ID, err)
 	}
 	return ce, nil
-}
-
-// EncodeSDK encodes ev through the CloudEvents SDK's generic path
-// (nats_jetstream.WriteMsg, binary mode), percent-encodes every ce- header
-// value as the NATS binding requires (the SDK does not), and adds the
-// Nats-Msg-Id header. It is the reference that [Encoder.Encode] reproduces
-// byte for byte, several times faster.
-func (e *Encoder) EncodeSDK(ctx context.Context, ev detector.Event) (*nats.Msg, error) {
-	ce, err := e.CloudEvent(ev)
-	if err != nil {
-		return nil, err
-	}
-	var body bytes.Buffer
-	ctx = binding.WithForceBinary(ctx)
-	header, err := cejs.WriteMsg(ctx, binding.ToMessage(&ce), &body)
-	if err != nil {
-		return nil, fmt.Errorf("encode cloudevent %s: %w", ev.ID, err)
-	}
-	for k, vs := range header {
-		if strings.HasPrefix(k, ceheader.Prefix) {
-			for i, v := range vs {
-				vs[i] = ceheader.Encode(v)
-			}
-		}
-	}
-	header.Set(jetstream.MsgIDHeader, ev.ID)
-	return &nats.Msg{Subject: e.Subject(ev), Header: header, Data: body.Bytes()}, nil
 }
 
 // Encode encodes ev as a NATS message in CloudEvents binary content mode: the
@@ -345,7 +287,10 @@ func cutValue(v any, strMax, listMax int) any {
 
 // encode builds the message with few allocations: one string holding the
 // subject and every per-event header value (percent-encoded where the NATS
-// binding requires it), one backing array for the header values.
+// binding requires it), one backing array for the header values. The subject
+// and dataschema are contract.Subject's and contract.DataSchema's, written in
+// place; a test compares every header and the subject with the SDK's
+// generic path (EncodeSDK, in the tests).
 func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
 	var buf [512]byte
 	b := buf[:0]

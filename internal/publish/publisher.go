@@ -19,12 +19,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 )
 
 // Defaults of [Options].
 const (
-	DefaultMaxPending     = 4096
+	DefaultMaxPending     = 1024
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRetryInitial   = 100 * time.Millisecond
 	DefaultRetryMax       = 5 * time.Second
@@ -36,7 +37,7 @@ type Options struct {
 	Encoder *Encoder
 	// Stream is the stream name: where the stored messages that decide
 	// ambiguous answers are read, and what Status looks up; default
-	// DefaultStream.
+	// contract.Stream.
 	Stream string
 	// MaxPending is the window: how many events the publisher holds (queued,
 	// awaiting their ack, or awaiting their done callback). A full window
@@ -135,7 +136,7 @@ func NewPublisher(nc *nats.Conn, opts Options) (*Publisher, error) {
 		return nil, errors.New("new publisher: encoder is required")
 	}
 	if opts.Stream == "" {
-		opts.Stream = DefaultStream
+		opts.Stream = contract.Stream
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = DefaultMaxPending

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 )
@@ -274,8 +275,8 @@ func TestPublisherSDKConsumerDecodes(t *testing.T) {
 		}
 	}
 
-	consumer, err := cejs.NewConsumerFromConn(p.nc, DefaultStream, "ccaas.agents.>", nil,
-		[]nats.SubOpt{nats.BindStream(DefaultStream), nats.DeliverAll(), nats.AckNone()})
+	consumer, err := cejs.NewConsumerFromConn(p.nc, contract.Stream, "ccaas.agents.>", nil,
+		[]nats.SubOpt{nats.BindStream(contract.Stream), nats.DeliverAll(), nats.AckNone()})
 	if err != nil {
 		t.Fatalf("SDK consumer: %v", err)
 	}
@@ -327,7 +328,7 @@ func TestPublisherEarlierAttemptThatLandedIsSuccess(t *testing.T) {
 	if err := p.Publish(ctx, evs); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	st, err := p.js.Stream(ctx, DefaultStream)
+	st, err := p.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +348,7 @@ func TestPublisherEarlierAttemptThatLandedIsSuccess(t *testing.T) {
 	if got := testutil.ToFloat64(q.m.duplicates); got != 1 {
 		t.Errorf("duplicates = %v, want 1", got)
 	}
-	checkExactlyOnceInOrder(t, streamContents(t, p.js, DefaultStream), map[int]uint64{7: 2})
+	checkExactlyOnceInOrder(t, streamContents(t, p.js, contract.Stream), map[int]uint64{7: 2})
 }
 
 // TestPublisherOrderUnderRetries publishes into a stream that refuses new
@@ -360,7 +361,7 @@ func TestPublisherOrderUnderRetries(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg := jetstream.StreamConfig{
-		Name: DefaultStream, Subjects: []string{"ccaas.agents.>"}, MaxAge: DefaultStreamMaxAge,
+		Name: contract.Stream, Subjects: []string{"ccaas.agents.>"}, MaxAge: DefaultStreamMaxAge,
 		Duplicates: DefaultDuplicateWindow, MaxMsgs: 50, Discard: jetstream.DiscardNew,
 	}
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
@@ -401,7 +402,7 @@ func TestPublisherOrderUnderRetries(t *testing.T) {
 		total += int64(n)
 	}
 	dc.check(t, total)
-	checkExactlyOnceInOrder(t, streamContents(t, js, DefaultStream), want)
+	checkExactlyOnceInOrder(t, streamContents(t, js, contract.Stream), want)
 	if got := p.Status(ctx); got.WindowInUse != 0 || !got.Ready() {
 		t.Errorf("status after flush %+v", got)
 	}
@@ -592,7 +593,7 @@ func TestPublisherSurvivesOutage(t *testing.T) {
 		want[i] = n
 	}
 	dc.check(t, produced.Load())
-	checkExactlyOnceInOrder(t, streamContents(t, p.js, DefaultStream), want)
+	checkExactlyOnceInOrder(t, streamContents(t, p.js, contract.Stream), want)
 	if got := testutil.ToFloat64(p.m.reconnects); got < 1 {
 		t.Errorf("reconnects metric %v, want >= 1", got)
 	}
@@ -662,7 +663,7 @@ func TestPublisherClusterLeaderLoss(t *testing.T) {
 	for round := range 5 {
 		enqueueRound(round)
 	}
-	st, err := p.js.Stream(ctx, DefaultStream)
+	st, err := p.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatalf("stream: %v", err)
 	}
@@ -683,7 +684,7 @@ func TestPublisherClusterLeaderLoss(t *testing.T) {
 		want[i] = n
 	}
 	dc.check(t, produced)
-	checkExactlyOnceInOrder(t, streamContents(t, p.js, DefaultStream), want)
+	checkExactlyOnceInOrder(t, streamContents(t, p.js, contract.Stream), want)
 	info, err = st.Info(ctx)
 	if err != nil {
 		t.Fatalf("stream info: %v", err)
@@ -731,7 +732,7 @@ func TestPublisherDuplicateOfAnotherWritersEventIsAConflict(t *testing.T) {
 	if !errors.Is(err, detector.ErrConflict) {
 		t.Fatalf("Publish = %v, want an error wrapping detector.ErrConflict", err)
 	}
-	stored := streamContents(t, p.js, DefaultStream)
+	stored := streamContents(t, p.js, contract.Stream)
 	if n := len(stored[testAgentID(4)]); n != 1 {
 		t.Fatalf("stream holds %d events of the agent, want only the other writer's one (the later events must not follow it)", n)
 	}
@@ -770,16 +771,16 @@ func TestPublisherFenceStoresOneHistoryPerAgent(t *testing.T) {
 			t.Fatalf("second writer after %s: %v, want an error wrapping detector.ErrConflict", wait, err)
 		}
 	}
-	stored := streamContents(t, a.js, DefaultStream)
+	stored := streamContents(t, a.js, contract.Stream)
 	if got := stored[testAgentID(1)]; !slices.Equal(got, []uint64{1, 2, 3}) {
 		t.Fatalf("stream holds sequences %v of the agent, want [1 2 3] once", got)
 	}
 	// The second writer, told where the history ends, follows on from it.
-	st, err := a.js.Stream(ctx, DefaultStream)
+	st, err := a.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := st.GetLastMsgForSubject(ctx, b.agentSubjects(testAgentID(1)))
+	last, err := st.GetLastMsgForSubject(ctx, contract.AgentSubjects(contract.SubjectPrefix, testAgentID(1)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 )
 
@@ -201,7 +202,7 @@ func TestRetryUnavailableWaitsForTheCluster(t *testing.T) {
 				what string
 				op   func(context.Context) error
 			}{
-				{"stream " + DefaultStream, func(ctx context.Context) error {
+				{"stream " + contract.Stream, func(ctx context.Context) error {
 					_, err := EnsureStream(ctx, js, StreamOptions{Manage: true, Replicas: tt.replicas})
 					return err
 				}},
@@ -267,7 +268,7 @@ func TestRetryUnavailableWaitsForTheCluster(t *testing.T) {
 				t.Logf("%s: %d retries before the missing nodes started, %d in all; reasons %q",
 					a.what, before[i], len(rec[i].snapshot()), uniq(rec[i].snapshot()))
 			}
-			st, err := js.Stream(ctx, DefaultStream)
+			st, err := js.Stream(ctx, contract.Stream)
 			if err != nil {
 				t.Fatalf("stream after the retries: %v", err)
 			}
@@ -364,7 +365,7 @@ func TestRetryUnavailableStopsOnPermanentErrors(t *testing.T) {
 			var calls atomic.Int64
 			var reasons retries
 			start := time.Now()
-			err := RetryUnavailable(tt.ctx, "stream "+DefaultStream, func(ctx context.Context) error {
+			err := RetryUnavailable(tt.ctx, "stream "+contract.Stream, func(ctx context.Context) error {
 				calls.Add(1)
 				return tt.op(ctx)
 			}, RetryOptions{Conn: tt.nc, OnRetry: reasons.add})

@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
 )
 
 // Defaults of [StreamOptions].
 const (
-	DefaultStream            = "CCAAS_AGENTS"
 	DefaultStreamMaxAge      = 7 * 24 * time.Hour
 	DefaultStreamReplicas    = 1
 	DefaultDuplicateWindow   = 2 * time.Minute
@@ -21,10 +22,10 @@ const (
 
 // StreamOptions describe the stream the bridge publishes to.
 type StreamOptions struct {
-	// Name is the stream name; default DefaultStream.
+	// Name is the stream name; default contract.Stream.
 	Name string
 	// SubjectPrefix is the subject prefix; the stream captures <prefix>.>.
-	// Default DefaultSubjectPrefix.
+	// Default contract.SubjectPrefix.
 	SubjectPrefix string
 	// MaxAge is how long events are kept; default DefaultStreamMaxAge.
 	MaxAge time.Duration
@@ -44,10 +45,10 @@ type StreamOptions struct {
 
 func (o *StreamOptions) applyDefaults() error {
 	if o.Name == "" {
-		o.Name = DefaultStream
+		o.Name = contract.Stream
 	}
 	if o.SubjectPrefix == "" {
-		o.SubjectPrefix = DefaultSubjectPrefix
+		o.SubjectPrefix = contract.SubjectPrefix
 	}
 	if o.MaxAge == 0 {
 		o.MaxAge = DefaultStreamMaxAge
@@ -143,7 +144,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, opts StreamOption
 		return nil, fmt.Errorf("ensure stream: %w", err)
 	}
 	storage, _ := parseStorage(opts.Storage)
-	subject := opts.SubjectPrefix + ".>"
+	subject := contract.StreamSubjects(opts.SubjectPrefix)
 	want := jetstream.StreamConfig{
 		Name:        opts.Name,
 		Description: "CCaaS agent presence events (CloudEvents) published by the presence bridge",

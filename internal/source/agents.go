@@ -93,20 +93,6 @@ func (c *agentCollector) result(source string) ([]string, error) {
 	return c.ids, nil
 }
 
-// ParseAgentIDs parses BRIDGE_AGENT_IDS: comma-separated GUIDs, white space
-// around them ignored. It returns the valid IDs, lower-case and
-// de-duplicated in order, and an *AgentListError naming each bad entry by
-// position.
-func ParseAgentIDs(s string) ([]string, error) {
-	c := agentCollector{seen: map[string]int{}}
-	if strings.TrimSpace(s) != "" {
-		for i, f := range strings.Split(s, ",") {
-			c.add(i+1, strings.TrimSpace(f))
-		}
-	}
-	return c.result("agent IDs")
-}
-
 // ParseAgentFile parses an agent file (BRIDGE_AGENT_IDS_FILE): one GUID a
 // line; blank lines and everything after a '#' ignored. It returns the
 // valid IDs, lower-case and de-duplicated in order, and an *AgentListError

@@ -185,9 +185,6 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-// TokenObtained reports whether a token was ever obtained.
-func (c *Client) TokenObtained() bool { return c.tokenObtained.Load() }
-
 // TokenAccepted reports whether the organisation ever answered a request
 // with something other than 401: a token it accepted.
 func (c *Client) TokenAccepted() bool { return c.tokenAccepted.Load() }

@@ -95,10 +95,6 @@ func TestParseAgentFile(t *testing.T) {
 	if err.Error() != want {
 		t.Errorf("error = %q\nwant    %q", err, want)
 	}
-	ids, err = source.ParseAgentIDs(" " + agentA + "," + agentB + "," + agentB)
-	if !reflect.DeepEqual(ids, []string{agentA, agentB}) || !errors.As(err, &le) || le.Invalid() {
-		t.Errorf("ParseAgentIDs = %v, %v", ids, err)
-	}
 }
 
 func TestAgentFileWatcherAppliesChanges(t *testing.T) {
@@ -151,7 +147,7 @@ func TestSetAgentsAtRuntime(t *testing.T) {
 	r := newRig(t, 4, nil, func(o *source.PollerOptions) { o.Interval = 50 * time.Millisecond }, nil)
 	ids := r.sim.AgentIDs()
 	r.poller.SetAgents(ids[:2])
-	if st := r.poller.Status(); st.Agents != 2 || st.ByState["pending"] != 2 || st.FirstRoundDone {
+	if st := r.poller.Status(); st.Agents != 2 || r.poller.StateCounts()["pending"] != 2 || st.FirstRoundDone {
 		t.Fatalf("status before start = %+v", st)
 	}
 	r.start(t)
@@ -166,7 +162,7 @@ func TestSetAgentsAtRuntime(t *testing.T) {
 		t.Errorf("removed agent polled %d more times", n-removedAt)
 	}
 	st := r.poller.Status()
-	if st.Agents != 3 || st.ByState["healthy"] != 3 || !st.TokenObtained || st.LastSuccess.IsZero() || st.Stale != 0 {
+	if st.Agents != 3 || r.poller.StateCounts()["healthy"] != 3 || !r.client.TokenObtained() {
 		t.Errorf("status = %+v", st)
 	}
 }

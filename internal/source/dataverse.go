@@ -28,11 +28,6 @@ const (
 	CodeConcurrency = "0x80072326"
 	// CodeUnknownSegment is OData's "Resource not found for the segment".
 	CodeUnknownSegment = "0x8006088a"
-	// CodeODataBadRequest is OData's generic malformed-request code (for
-	// example a parameter that is missing or not defined).
-	CodeODataBadRequest = "0x80060888"
-	// CodeInvalidArgument is Dataverse's InvalidArgument.
-	CodeInvalidArgument = "0x80040203"
 	// CodeObjectNotFound is Dataverse's ObjectDoesNotExist: the agent is
 	// not a systemuser of the organisation.
 	CodeObjectNotFound = "0x80040217"

@@ -338,9 +338,6 @@ func (f *Feed) SetAgents(ids []string) {
 	f.mu.Unlock()
 }
 
-// Readable reports whether the last read succeeded.
-func (f *Feed) Readable() bool { return f.up.Load() }
-
 // Fallback reports whether the bridge polls alone: the feed has been
 // unreadable for FallbackAfter. Before its first read, and through shorter
 // failures, the feed counts as reporting presence.

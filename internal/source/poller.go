@@ -48,11 +48,12 @@ func (s State) String() string {
 	return "none"
 }
 
-// Defaults of PollerOptions.
+// Defaults of PollerOptions, equal to the BRIDGE_ variables' defaults.
 const (
-	DefaultMaxConcurrency = 64
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultMaxConcurrency = 32
 	DefaultPermanentRetry = 5 * time.Minute
-	DefaultBackoffMax     = 5 * time.Minute
+	DefaultBackoffMax     = 2 * time.Minute
 	DefaultSlotWidth      = 10 * time.Millisecond
 	// BeatEvery is the longest the dispatch loop goes without calling
 	// PollerOptions.Beat, idle or waiting for a free worker.
@@ -68,26 +69,25 @@ type PollerOptions struct {
 	// Interval is how often each agent is polled (BRIDGE_POLL_INTERVAL).
 	Interval time.Duration
 	// RequestTimeout bounds one poll, 401 retry included
-	// (BRIDGE_REQUEST_TIMEOUT); default the smaller of Interval and 10s.
+	// (BRIDGE_REQUEST_TIMEOUT); default the smaller of Interval and
+	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// MaxConcurrency caps requests in flight (BRIDGE_MAX_CONCURRENCY); it is
-	// the number of workers. Default 64.
+	// the number of workers. Default DefaultMaxConcurrency.
 	MaxConcurrency int
 	// MaxRPS caps requests per second (BRIDGE_MAX_RPS); 0 means no cap
 	// (the client still slows down when many agents get 429s).
 	MaxRPS float64
 	// PermanentRetry is how often an unpollable agent is retried
-	// (BRIDGE_PERMANENT_RETRY); default 5m.
+	// (BRIDGE_PERMANENT_RETRY); default DefaultPermanentRetry.
 	PermanentRetry time.Duration
 	// BackoffInitial is the first backoff after a failure; default
 	// Interval, so that an outage of every agent never makes the bridge
 	// poll faster than it does when all is well.
 	BackoffInitial time.Duration
-	// BackoffMax caps the backoff (BRIDGE_BACKOFF_MAX); default 5m.
+	// BackoffMax caps the backoff (BRIDGE_BACKOFF_MAX); default
+	// DefaultBackoffMax.
 	BackoffMax time.Duration
-	// StaleAfter is how long without a successful poll makes an agent a
-	// stale candidate in Status; default 3 × Interval.
-	StaleAfter time.Duration
 	// SlotWidth is the scheduling granularity; default 10ms.
 	SlotWidth time.Duration
 	// DrainTimeout bounds the end of Run: after Run's context ends, the
@@ -186,10 +186,8 @@ func (b Budget) RequestRate() float64 {
 // guarded by Poller.mu.
 type agent struct {
 	id      string
-	phase   int64 // offset in the interval, ns
-	slot    int64 // absolute wheel slot while queued
-	lastOK  int64 // ns since epoch of the last success, -1 if none
-	addedAt int64
+	phase   int64                       // offset in the interval, ns
+	slot    int64                       // absolute wheel slot while queued
 	bo      *backoff.ExponentialBackOff // only while backing off
 	state   State
 	removed bool
@@ -222,7 +220,6 @@ type Poller struct {
 	permanentRetry int64
 	backoffInitial time.Duration
 	backoffMax     time.Duration
-	staleAfter     int64
 	slotWidth      int64
 	log            *slog.Logger
 	metrics        *Metrics
@@ -230,7 +227,6 @@ type Poller struct {
 	epoch          time.Time
 	limiter        *rate.Limiter
 	throttle       *throttle
-	tokenStatus    func() bool
 	scope          QuotaScope
 	budget         Budget
 	gate           *gate
@@ -248,7 +244,6 @@ type Poller struct {
 	counts      [numStates]int
 	polledCount int
 	firstRound  bool
-	lastOK      int64
 
 	inflight atomic.Int64 // dispatched, not yet rescheduled
 }
@@ -269,12 +264,12 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 		getter: opts.Getter, sink: opts.Sink, interval: int64(opts.Interval),
 		requestTimeout: opts.RequestTimeout, drainTimeout: opts.DrainTimeout, beat: opts.Beat, workers: opts.MaxConcurrency,
 		permanentRetry: int64(opts.PermanentRetry), backoffInitial: opts.BackoffInitial,
-		backoffMax: opts.BackoffMax, staleAfter: int64(opts.StaleAfter), slotWidth: int64(opts.SlotWidth),
+		backoffMax: opts.BackoffMax, slotWidth: int64(opts.SlotWidth),
 		log: opts.Logger, metrics: opts.Metrics, clock: opts.Clock,
-		agents: map[string]*agent{}, lastOK: -1,
+		agents: map[string]*agent{},
 	}
 	if p.requestTimeout <= 0 {
-		p.requestTimeout = min(opts.Interval, 10*time.Second)
+		p.requestTimeout = min(opts.Interval, DefaultRequestTimeout)
 	}
 	if p.drainTimeout <= 0 {
 		p.drainTimeout = 2 * p.requestTimeout
@@ -292,9 +287,6 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 		p.backoffMax = DefaultBackoffMax
 	}
 	p.backoffInitial = min(p.backoffInitial, p.backoffMax)
-	if p.staleAfter <= 0 {
-		p.staleAfter = 3 * p.interval
-	}
 	if p.slotWidth <= 0 {
 		p.slotWidth = int64(DefaultSlotWidth)
 	}
@@ -303,9 +295,6 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 	}
 	if p.clock == nil {
 		p.clock = SystemClock{}
-	}
-	if t, ok := opts.Getter.(interface{ TokenObtained() bool }); ok {
-		p.tokenStatus = t.TokenObtained
 	}
 	n := min(max(p.interval/p.slotWidth, 16), 1<<16)
 	p.wheel = make([][]*agent, n)
@@ -393,7 +382,7 @@ func (p *Poller) SetAgents(ids []string) {
 		if _, ok := p.agents[id]; ok {
 			continue
 		}
-		a := &agent{id: id, phase: phaseOf(id, p.interval), lastOK: -1, addedAt: now, state: StatePending}
+		a := &agent{id: id, phase: phaseOf(id, p.interval), state: StatePending}
 		p.agents[id] = a
 		p.counts[StatePending]++
 		p.metrics.agentState(stateNone, StatePending)
@@ -731,8 +720,6 @@ func (p *Poller) record(a *agent, class ErrorClass, err error, now int64) int64 
 	case ClassOK:
 		to = StateHealthy
 		a.bo = nil
-		a.lastOK = now
-		p.lastOK = max(p.lastOK, now)
 		next = p.nextPhase(a, now)
 	case ClassMalformed:
 		to = StateMalformed
@@ -853,20 +840,9 @@ func (p *Poller) logTransition(a *agent, from, to State, class ErrorClass, err e
 type Status struct {
 	// Agents is the number of configured agents.
 	Agents int
-	// ByState counts agents by State name.
-	ByState map[string]int
-	// Stale counts agents with no successful poll for StaleAfter (counting
-	// from when they were added).
-	Stale int
 	// FirstRoundDone is true once every configured agent had been polled at
 	// least once; it stays true.
 	FirstRoundDone bool
-	// TokenObtained is true once the Getter obtained a token (when it
-	// reports that).
-	TokenObtained bool
-	// LastSuccess is when any agent was last polled successfully; zero if
-	// never.
-	LastSuccess time.Time
 	// Polled counts agents polled at least once; Succeeding those whose
 	// last poll succeeded.
 	Polled, Succeeding int
@@ -888,11 +864,7 @@ type FailureCount struct {
 func (p *Poller) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := p.since()
-	st := Status{Agents: len(p.agents), ByState: make(map[string]int, numStates), FirstRoundDone: p.firstRound}
-	for s := State(0); s < numStates; s++ {
-		st.ByState[s.String()] = p.counts[s]
-	}
+	st := Status{Agents: len(p.agents), FirstRoundDone: p.firstRound}
 	failing := map[FailureCount]int{}
 	for _, a := range p.agents {
 		if a.polled {
@@ -903,19 +875,6 @@ func (p *Poller) Status() Status {
 				failing[FailureCount{Class: a.lastClass, Status: a.lastStatus, Code: a.lastCode, Kind: a.lastKind}]++
 			}
 		}
-		ref := a.lastOK
-		if ref < 0 {
-			ref = a.addedAt
-		}
-		if now-ref > p.staleAfter {
-			st.Stale++
-		}
-	}
-	if p.tokenStatus != nil {
-		st.TokenObtained = p.tokenStatus()
-	}
-	if p.lastOK >= 0 {
-		st.LastSuccess = p.epoch.Add(time.Duration(p.lastOK))
 	}
 	for f, n := range failing {
 		f.Agents = n
@@ -1089,12 +1048,4 @@ func (g *gate) release(kind CodeKind) {
 	}
 	close(g.freed)
 	g.freed = make(chan struct{})
-}
-
-// InflightCap returns the number of requests the poller currently allows
-// in flight.
-func (p *Poller) InflightCap() int {
-	p.gate.mu.Lock()
-	defer p.gate.mu.Unlock()
-	return p.gate.cap
 }

@@ -172,7 +172,7 @@ func (r *rig) start(t *testing.T) {
 	t.Cleanup(r.stop)
 }
 
-func (r *rig) state() map[string]int { return r.poller.Status().ByState }
+func (r *rig) state() map[string]int { return r.poller.StateCounts() }
 
 func countLines(logs, substr, agent string) int {
 	n := 0

@@ -5,10 +5,6 @@ import (
 	"strings"
 )
 
-// DefaultReadyShare is the share of agents whose last poll must have
-// succeeded for the source to be ready (BRIDGE_READY_MIN_SHARE).
-const DefaultReadyShare = 0.5
-
 // Readiness returns the source's readiness check for the operator HTTP
 // server: ready once the organisation accepted a token (tokenAccepted, e.g.
 // Client.TokenAccepted), every agent was polled once, and the last poll of

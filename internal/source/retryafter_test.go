@@ -154,7 +154,7 @@ func TestRetryAfterOfServerErrorsCappedAtBackoffMax(t *testing.T) {
 		{ClassRateLimited, 7 * time.Second, 7 * time.Second},
 	}
 	for _, tt := range tests {
-		a := &agent{id: "394382b6-a4d4-ee11-904c-00224808a166", lastOK: -1}
+		a := &agent{id: "394382b6-a4d4-ee11-904c-00224808a166"}
 		const now = int64(1e12)
 		next := p.record(a, tt.class, &PollError{Class: tt.class, RetryAfter: tt.after}, now)
 		if got := time.Duration(next - now); got != tt.want {

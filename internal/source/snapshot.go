@@ -1,7 +1,9 @@
 // Package source polls the Dynamics 365 Contact Center presence API
 // (CCaaS_GetPresence) for every configured agent and hands each result to a
 // Sink. It owns authentication, per-agent pacing, backoff and error classes.
-// It knows nothing of change detection or publishing.
+// It knows nothing of change detection or publishing. Its defaults
+// (DefaultMaxConcurrency, DefaultBackoffMax, ...) equal the BRIDGE_
+// variables' defaults; a test in cmd/bridge keeps them so.
 //
 // Wiring (cmd/bridge):
 //
@@ -13,7 +15,7 @@
 //	cat := source.NewCatalogue(overrides)
 //	client, _ := source.NewClient(source.ClientOptions{OrgURL: org, Tokens: tokens, Catalogue: cat, MaxConns: maxConc, Metrics: metrics, Call: source.CallAuto})
 //	form, err := client.DiscoverCallForm(ctx) // BRIDGE_PRESENCE_CALL=auto: read customapis, else the first answers decide
-//	ids, _ := source.ParseAgentIDs(list) // or source.LoadAgentFile(path)
+//	ids := cfg.AgentIDs // BRIDGE_AGENT_IDS, validated by internal/config; or source.LoadAgentFile(path)
 //	err := source.CheckLimits(source.LimitsConfig{Agents: len(ids), Interval: iv, MaxRPS: rps, MaxConcurrency: maxConc})
 //	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, QuotaScope: scope, ...})
 //	ready := source.Readiness(poller, client.TokenAccepted, minShare) // the source's /readyz check
@@ -22,7 +24,7 @@
 //	err = ref.Load(ctx) // at start: the first events carry base statuses
 //	go ref.Run(ctx)     // then every refresh
 //	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
-//	poller.Run(ctx) // until ctx ends; poller.Status() for health
+//	poller.Run(ctx) // until ctx ends; poller.Status() for readiness and summaries
 //
 // With the change feed (BRIDGE_FEED, docs/feed.md), built before the poller:
 //

@@ -188,7 +188,7 @@ func TestScheduleSpreadsTenThousandAgents(t *testing.T) {
 
 	run(2 * interval)
 	check("steady state", interval, 2*interval, true)
-	if st := p.Status(); !st.FirstRoundDone || st.ByState["healthy"] != agents {
+	if st := p.Status(); !st.FirstRoundDone || p.StateCounts()["healthy"] != agents {
 		t.Errorf("status after two rounds = %+v", st)
 	}
 
@@ -199,8 +199,8 @@ func TestScheduleSpreadsTenThousandAgents(t *testing.T) {
 	g.down = true
 	g.mu.Unlock()
 	run(3*interval + time.Second)
-	if st := p.Status(); st.ByState["backing_off"] != agents {
-		t.Errorf("during the outage: %v", st.ByState)
+	if st := p.StateCounts(); st["backing_off"] != agents {
+		t.Errorf("during the outage: %v", st)
 	}
 	g.mu.Lock()
 	g.down = false
@@ -208,7 +208,7 @@ func TestScheduleSpreadsTenThousandAgents(t *testing.T) {
 	run(8 * interval)
 	check("outage and recovery", 2*interval, 7*interval, false)
 	check("after the outage", 7*interval, 8*interval, true)
-	if st := p.Status(); st.ByState["healthy"] != agents {
-		t.Errorf("after the outage: %v", st.ByState)
+	if st := p.StateCounts(); st["healthy"] != agents {
+		t.Errorf("after the outage: %v", st)
 	}
 }

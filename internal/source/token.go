@@ -219,9 +219,6 @@ func NewEntraToken(opts EntraTokenOptions) (*EntraToken, error) {
 	return e, nil
 }
 
-// Scope returns the scope tokens are requested for.
-func (e *EntraToken) Scope() string { return e.scope }
-
 // Token returns a cached token, fetching one when there is none, it has
 // expired, or its refresh time has come.
 func (e *EntraToken) Token(ctx context.Context) (string, error) {

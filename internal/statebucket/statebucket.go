@@ -31,15 +31,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 )
 
-// DefaultBucket is the bucket's default name (BRIDGE_STATE_BUCKET).
-const DefaultBucket = "ccaas_agents"
-
 // Options configures the bucket created when it is missing.
 type Options struct {
-	// Bucket is the bucket name; "" means DefaultBucket.
+	// Bucket is the bucket name; "" means contract.StateBucket.
 	Bucket string
 	// Replicas is the number of replicas of a created bucket; 0 means 1.
 	Replicas int
@@ -148,7 +146,7 @@ func newStore(kv jetstream.KeyValue, opts Options) *Store {
 // VerifyOnly).
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
 	if opts.Bucket == "" {
-		opts.Bucket = DefaultBucket
+		opts.Bucket = contract.StateBucket
 	}
 	kv, err := js.KeyValue(ctx, opts.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) && opts.VerifyOnly {

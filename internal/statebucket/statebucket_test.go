@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/source"
@@ -80,7 +81,7 @@ func TestRecordOnlyForward(t *testing.T) {
 			}
 		})
 	}
-	kv, err := js.KeyValue(ctx, statebucket.DefaultBucket)
+	kv, err := js.KeyValue(ctx, contract.StateBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

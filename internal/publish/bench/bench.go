@@ -4,9 +4,9 @@
 // `bridge bench` command calls [RunBench].
 //
 // The scenarios publish the same real-sized events spread over
-// Options.Agents agents' subjects:
+// BenchOptions.Agents agents' subjects:
 //   - raw: jetstream PublishMsgAsync of pre-encoded messages, each with its
-//     own Nats-Msg-Id, window Options.MaxPending, no fence;
+//     own Nats-Msg-Id, window BenchOptions.MaxPending, no fence;
 //   - raw fenced: the same with the bridge's fence headers
 //     (Nats-Expected-Last-Subject-Sequence of the agent's previous event), so
 //     one event per agent in flight: the limit the bridge is held to;
@@ -19,7 +19,10 @@
 //     whose Subject field is changed before each Send.
 //
 // CPU per event is the process's user+system CPU time (getrusage) divided by
-// the events; it includes the in-process server's share.
+// the events; it includes the in-process server's share. Unless
+// BenchOptions say otherwise the bridge scenario publishes with the bridge's
+// defaults (publish.DefaultMaxPending, publish.DefaultPublishTimeout: the
+// BRIDGE_ variables' defaults) on the contract's subjects (internal/contract).
 package bench
 
 import (
@@ -43,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/publish"
@@ -54,7 +58,6 @@ const (
 	DefaultSDKEvents = 20_000
 	DefaultAgents    = 10_000
 	benchStream      = "CCAAS_BENCH"
-	benchPrefix      = "ccaas.agents"
 )
 
 // BenchOptions configure a run; zero fields take the defaults.
@@ -66,8 +69,13 @@ type BenchOptions struct {
 	// Agents is how many agents' subjects the events are spread over.
 	Agents int
 	// MaxPending is the publish window of the raw and bridge scenarios;
-	// default publish.DefaultMaxPending.
+	// default publish.DefaultMaxPending (BRIDGE_PUBLISH_MAX_PENDING's
+	// default).
 	MaxPending int
+	// PublishTimeout is the bridge scenario's acknowledgement timeout;
+	// default publish.DefaultPublishTimeout (BRIDGE_PUBLISH_TIMEOUT's
+	// default).
+	PublishTimeout time.Duration
 	// DataDir holds the server's store; default a temporary directory,
 	// removed afterwards.
 	DataDir string
@@ -113,7 +121,9 @@ type BenchResult struct {
 	// BridgeVsSDKReused compares with the SDK's best case.
 	BridgeVsSDKReused float64 `json:"bridgeVsSdkReused"`
 	MaxPending        int     `json:"maxPending"`
-	Agents            int     `json:"agents"`
+	// PublishTimeoutSeconds is the bridge scenario's acknowledgement timeout.
+	PublishTimeoutSeconds float64 `json:"publishTimeoutSeconds"`
+	Agents                int     `json:"agents"`
 }
 
 // presence and presenceChanged give the events the size and shape of a
@@ -149,6 +159,9 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = publish.DefaultMaxPending
 	}
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = publish.DefaultPublishTimeout
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -167,12 +180,12 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 	}
 	defer srv.Shutdown()
 
-	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: "https://contoso.crm.dynamics.com", SubjectPrefix: benchPrefix, BridgeVersion: "bench"})
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: "https://contoso.crm.dynamics.com", SubjectPrefix: contract.SubjectPrefix, BridgeVersion: "bench"})
 	if err != nil {
 		return BenchResult{}, fmt.Errorf("bench: %w", err)
 	}
 	events := makeEvents(max(opts.Events, opts.SDKEvents), opts.Agents)
-	res := BenchResult{MaxPending: opts.MaxPending, Agents: opts.Agents}
+	res := BenchResult{MaxPending: opts.MaxPending, PublishTimeoutSeconds: opts.PublishTimeout.Seconds(), Agents: opts.Agents}
 
 	log.Info("bench: warming up")
 	if _, err := runRaw(ctx, srv.ClientURL(), benchStream+"_WARMUP", enc, events[:min(len(events), 20_000)], opts.MaxPending); err != nil {
@@ -187,7 +200,7 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 		return res, err
 	}
 	log.Info("bench: bridge publish path", "events", opts.Events)
-	if res.Bridge, err = runBridge(ctx, srv.ClientURL(), enc, events[:opts.Events], opts.MaxPending); err != nil {
+	if res.Bridge, err = runBridge(ctx, srv.ClientURL(), enc, events[:opts.Events], opts.MaxPending, opts.PublishTimeout); err != nil {
 		return res, err
 	}
 	log.Info("bench: CloudEvents SDK sender", "events", opts.SDKEvents)
@@ -230,8 +243,8 @@ func writeResult(out io.Writer, res BenchResult, asJSON bool) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(out, "bridge/raw fenced = %.2f (goal >= 0.80)   raw fenced/raw = %.2f (the fence's price)   bridge/sdk = %.1fx (goal >= 10x)   bridge/sdk-reused = %.1fx   window %d, %d agents\n",
-		res.BridgeVsRaw, res.FenceCost, res.BridgeVsSDK, res.BridgeVsSDKReused, res.MaxPending, res.Agents)
+	_, err := fmt.Fprintf(out, "bridge/raw fenced = %.2f (goal >= 0.80)   raw fenced/raw = %.2f (the fence's price)   bridge/sdk = %.1fx (goal >= 10x)   bridge/sdk-reused = %.1fx   window %d, ack timeout %gs, %d agents\n",
+		res.BridgeVsRaw, res.FenceCost, res.BridgeVsSDK, res.BridgeVsSDKReused, res.MaxPending, res.PublishTimeoutSeconds, res.Agents)
 	return err
 }
 
@@ -297,7 +310,7 @@ func scenario(ctx context.Context, url, stream string, jsOpts ...jetstream.JetSt
 			return nil, nil, fmt.Errorf("bench: delete stream %s: %w", name, err)
 		}
 	}
-	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{Name: stream, SubjectPrefix: benchPrefix, Manage: true}); err != nil {
+	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{Name: stream, SubjectPrefix: contract.SubjectPrefix, Manage: true}); err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("bench: %w", err)
 	}
@@ -418,7 +431,7 @@ func runRawFenced(ctx context.Context, url, stream string, enc *publish.Encoder,
 		}
 		c := chains[ev.AgentID]
 		if c == nil {
-			c = &chain{subjects: enc.AgentSubjects(ev.AgentID)}
+			c = &chain{subjects: contract.AgentSubjects(contract.SubjectPrefix, ev.AgentID)}
 			chains[ev.AgentID] = c
 			order = append(order, c)
 		}
@@ -485,14 +498,14 @@ func runRawFenced(ctx context.Context, url, stream string, enc *publish.Encoder,
 
 // runBridge publishes through publish.Publisher, one Enqueue per event as
 // the pipeline does for an agent's change.
-func runBridge(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, window int) (ScenarioResult, error) {
+func runBridge(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, window int, timeout time.Duration) (ScenarioResult, error) {
 	stream := benchStream + "_BRIDGE"
 	nc, _, err := scenario(ctx, url, stream)
 	if err != nil {
 		return ScenarioResult{}, err
 	}
 	defer nc.Close()
-	p, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: stream, MaxPending: window, PublishTimeout: 30 * time.Second})
+	p, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: stream, MaxPending: window, PublishTimeout: timeout})
 	if err != nil {
 		return ScenarioResult{}, fmt.Errorf("bench bridge: %w", err)
 	}
@@ -538,7 +551,7 @@ func runSDK(ctx context.Context, url string, enc *publish.Encoder, events []dete
 		return ScenarioResult{}, err
 	}
 	defer nc.Close()
-	sender, err := cejs.NewSenderFromConn(nc, stream, benchPrefix, nil)
+	sender, err := cejs.NewSenderFromConn(nc, stream, contract.SubjectPrefix, nil)
 	if err != nil {
 		return ScenarioResult{}, fmt.Errorf("bench sdk: new sender: %w", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/publish"
 )
 
 func TestRunBenchSmall(t *testing.T) {
@@ -37,5 +39,24 @@ func TestRunBenchSmall(t *testing.T) {
 		} else if !strings.Contains(out.String(), "bridge/raw") {
 			t.Errorf("table output lacks the ratios:\n%s", out.String())
 		}
+	}
+}
+
+// TestRunBenchDefaultsToTheBridgeSettings: without options the bridge
+// scenario publishes with the bridge's window and acknowledgement timeout.
+func TestRunBenchDefaultsToTheBridgeSettings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	res, err := RunBench(ctx, BenchOptions{Events: 500, SDKEvents: 50, Agents: 50, DataDir: t.TempDir()}, &out)
+	if err != nil {
+		t.Fatalf("RunBench: %v", err)
+	}
+	if res.MaxPending != publish.DefaultMaxPending || res.PublishTimeoutSeconds != publish.DefaultPublishTimeout.Seconds() {
+		t.Errorf("window %d, ack timeout %gs; want the bridge's %d and %s", res.MaxPending, res.PublishTimeoutSeconds,
+			publish.DefaultMaxPending, publish.DefaultPublishTimeout)
+	}
+	if res.Bridge.Events != 500 {
+		t.Errorf("bridge scenario published %d events", res.Bridge.Events)
 	}
 }

@@ -48,7 +48,8 @@ type Options struct {
 	Warmup time.Duration
 	// Measure is the measured steady-state period; default 2 × Interval.
 	Measure time.Duration
-	// Concurrency is the workers of both loops; default 64.
+	// Concurrency is the workers of both loops; default
+	// source.DefaultMaxConcurrency (BRIDGE_MAX_CONCURRENCY's default).
 	Concurrency int
 	// CPUProfile, if set, is a file prefix: each polling process writes a
 	// CPU profile of its measured period to <prefix>.<mode>.
@@ -72,7 +73,7 @@ func (o *Options) defaults() {
 		o.Measure = 2 * o.Interval
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 64
+		o.Concurrency = source.DefaultMaxConcurrency
 	}
 }
 
@@ -200,7 +201,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	fs.DurationVar(&opts.Interval, "interval", 10*time.Second, "poll interval per agent")
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default one interval)")
 	fs.DurationVar(&opts.Measure, "measure", 0, "measured period (default two intervals)")
-	fs.IntVar(&opts.Concurrency, "concurrency", 64, "workers")
+	fs.IntVar(&opts.Concurrency, "concurrency", source.DefaultMaxConcurrency, "workers (BRIDGE_MAX_CONCURRENCY)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
