@@ -32,6 +32,7 @@ func TestDefaultsMatchConfig(t *testing.T) {
 		{"BRIDGE_BACKOFF_MAX", source.DefaultBackoffMax},
 		{"BRIDGE_PERMANENT_RETRY", source.DefaultPermanentRetry},
 		{"BRIDGE_FEED_INTERVAL", source.DefaultFeedInterval},
+		{"BRIDGE_PRESENCE_CATALOG_REFRESH", source.DefaultCatalogueRefresh},
 		{"BRIDGE_PUBLISH_MAX_PENDING", publish.DefaultMaxPending},
 		{"BRIDGE_PUBLISH_TIMEOUT", publish.DefaultPublishTimeout},
 		{"BRIDGE_STREAM_MAX_AGE", publish.DefaultStreamMaxAge},

@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
@@ -57,7 +58,7 @@ type Options struct {
 	FeedInterval time.Duration
 	// ShortUnder is what counts as a short presence; default 10 s.
 	ShortUnder time.Duration
-	// Concurrency is the poller's workers; default 64.
+	// Concurrency is the poller's workers; default source.DefaultMaxConcurrency.
 	Concurrency int
 	// JSON writes the results as JSON instead of a table.
 	JSON bool
@@ -82,7 +83,7 @@ func (o *Options) defaults() {
 	def(&o.FeedInterval, time.Second)
 	def(&o.ShortUnder, 10*time.Second)
 	if o.Concurrency <= 0 {
-		o.Concurrency = 64
+		o.Concurrency = source.DefaultMaxConcurrency
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -256,7 +257,7 @@ func runMode(ctx context.Context, o Options, feedOn bool) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	const stream, prefix = "CCAAS_AGENTS", "ccaas.agents"
+	const stream, prefix = contract.Stream, contract.SubjectPrefix
 	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{Name: stream, SubjectPrefix: prefix, MaxAge: time.Hour, Replicas: 1,
 		Storage: "file", DuplicateWindow: 2 * time.Minute, Manage: true}); err != nil {
 		return res, err
@@ -266,7 +267,7 @@ func runMode(ctx context.Context, o Options, feedOn bool) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "ccaas_agents", Replicas: 1, Storage: jetstream.FileStorage, Logger: log, Metrics: viewMetrics})
+	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: contract.StateBucket, Replicas: 1, Storage: jetstream.FileStorage, Logger: log, Metrics: viewMetrics})
 	if err != nil {
 		return res, err
 	}

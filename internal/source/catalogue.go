@@ -200,7 +200,7 @@ type CatalogueRefresher struct {
 	// Lister reads the table.
 	Lister PresenceLister
 	// Every is the refresh interval (BRIDGE_PRESENCE_CATALOG_REFRESH);
-	// default 15m.
+	// default DefaultCatalogueRefresh.
 	Every time.Duration
 	// Logger receives a line per failed load and per change of the number
 	// of presences.
@@ -208,6 +208,10 @@ type CatalogueRefresher struct {
 	// Metrics counts loads.
 	Metrics *Metrics
 }
+
+// DefaultCatalogueRefresh is how often the presence catalogue is re-read
+// when CatalogueRefresher.Every is zero.
+const DefaultCatalogueRefresh = time.Hour
 
 // Load reads the table once and updates the catalogue. On error the
 // catalogue keeps what it had.
@@ -232,7 +236,7 @@ func (r *CatalogueRefresher) Load(ctx context.Context) error {
 func (r *CatalogueRefresher) Run(ctx context.Context) {
 	every := r.Every
 	if every <= 0 {
-		every = 15 * time.Minute
+		every = DefaultCatalogueRefresh
 	}
 	log := r.Logger
 	if log == nil {
