@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestSourceSequenceOrdersEachAgent runs the bridge with several agents and
@@ -24,12 +26,12 @@ func TestSourceSequenceOrdersEachAgent(t *testing.T) {
 	defer cancel()
 	p := h.start(h.env(map[string]string{"BRIDGE_ORG_URL": org}), "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
 	// Step the organisation until every agent has several events (a
 	// change round does not change every agent).
 	for i := 0; i < 60 && !everyAgentHas(c, 6, 5); i++ {
 		h.sim.Step()
-		waitFor(t, 20*time.Second, fmt.Sprintf("round %d on the stream", i), func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, fmt.Sprintf("round %d on the stream", i), func() bool { return h.caughtUp(c) })
 	}
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // orgServer serves a simulator on a fixed loopback address that a test can
@@ -79,10 +80,10 @@ func TestReadyzTellsTheTruthAboutTheSource(t *testing.T) {
 		"BRIDGE_POLL_INTERVAL": interval.String(), "BRIDGE_BACKOFF_MAX": "1s",
 	}), "run")
 	ops := opsAddr(t, p)
-	waitFor(t, 30*time.Second, "polling started", func() bool { return strings.Contains(p.output(), `"msg":"bridge running"`) })
+	testwait.Until(t, waitScale*30*time.Second, "polling started", func() bool { return strings.Contains(p.output(), `"msg":"bridge running"`) })
 	started := time.Now()
 	var body string
-	waitFor(t, 3*interval, "503 naming the refused token", func() bool {
+	testwait.Until(t, waitScale*3*interval, "503 naming the refused token", func() bool {
 		body = scrape(ops, "/readyz")
 		return strings.Contains(body, `"status":"not_ready"`) && strings.Contains(body, "unauthorized (HTTP 401")
 	})
@@ -103,13 +104,13 @@ func TestReadyzTellsTheTruthAboutTheSource(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(simulator.DefaultToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "503 naming the unreachable organisation", func() bool {
+	testwait.Until(t, waitScale*10*time.Second, "503 naming the unreachable organisation", func() bool {
 		body = scrape(ops, "/readyz")
 		return strings.Contains(body, `"status":"not_ready"`) && strings.Contains(body, "most: transport") && strings.Contains(body, "unreachable")
 	})
 
 	org.up()
-	waitFor(t, 15*time.Second, "ready once polls succeed", func() bool {
+	testwait.Until(t, waitScale*15*time.Second, "ready once polls succeed", func() bool {
 		return strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`)
 	})
 }
@@ -130,9 +131,9 @@ func TestParameterRequiredOrganisation(t *testing.T) {
 			defer cancel()
 			p := h.start(h.env(nil), "run")
 			c := h.collect(ctx)
-			waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+			testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 			h.sim.Step()
-			waitFor(t, 20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
+			testwait.Until(t, waitScale*20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
 			out := p.output()
 			if !strings.Contains(out, `"msg":"presence call form"`) {
 				t.Errorf("the form in use is not logged:\n%s", out)
@@ -186,12 +187,12 @@ func TestOversizedChannelListStillReachesTheStream(t *testing.T) {
 	}
 	p := h.start(h.env(nil), "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	for _, next := range []string{simulator.PresenceAway, simulator.PresenceBusy} {
 		if _, _, err := h.sim.SetPresence(big, next); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "the presence change on the stream", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, "the presence change on the stream", func() bool { return h.caughtUp(c) })
 	}
 	events, errs := c.snapshot()
 	if len(errs) > 0 {
@@ -283,14 +284,14 @@ func TestNullsExtraKeysAndGzipPublishLikeNormalBodies(t *testing.T) {
 	p := h.start(h.env(nil), "run")
 	ops := opsAddr(t, p)
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	if _, _, err := h.sim.SetPresence(ids[2], simulator.PresenceInactive); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the Inactive presence on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "the Inactive presence on the stream", func() bool { return h.caughtUp(c) })
 	for range 3 {
 		h.sim.Step()
-		waitFor(t, 20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
 	}
 	events, errs := c.snapshot()
 	if len(errs) > 0 {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // This file holds the test support of the fault scenarios (NATS outages,
@@ -594,29 +595,13 @@ func leaderMetric(ops string, k int) string {
 	return ""
 }
 
-// eventually is waitFor that reports a timeout as a test error and returns
-// false instead of stopping the test, so that the whole-stream checks that
-// follow still say what went wrong.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) bool {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Errorf("timed out after %s waiting for %s", within, what)
-			return false
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval of the condition, not a synchronisation
-	}
-	return true
-}
-
 // caughtUpBucket waits until the bucket equals the simulator's state and
 // reports the last difference when it does not within the deadline; it
 // stops the test at once when one of the running bridges exits.
 func (h *harness) caughtUpBucket(ctx context.Context, t *testing.T, within time.Duration, what string, running ...*proc) bool {
 	t.Helper()
 	var last string
-	ok := eventually(t, within, what, func() bool {
+	ok := testwait.Eventually(t, within, what, func() bool {
 		for _, p := range running {
 			failIfExited(t, p, what)
 		}

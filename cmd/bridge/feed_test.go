@@ -9,6 +9,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // feedEnv is the bridge's environment with the change feed on.
@@ -82,7 +83,7 @@ func checkEveryPresence(t *testing.T, h *harness, by map[string][]event) int {
 // firstSight waits until every agent's presence is on the stream.
 func firstSight(t *testing.T, h *harness, c *collector) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
 }
 
 // TestFeedAndPollsOneHistory runs the bridge with the change feed and polls
@@ -111,7 +112,7 @@ func TestFeedAndPollsOneHistory(t *testing.T) {
 	}{{20 * time.Second, 429}, {40 * time.Second, 500}} {
 		time.Sleep(fault.at / 2) // the scenario's time passing, not a synchronisation
 		setFeedStatus(t, h, fault.status)
-		waitFor(t, 10*time.Second, "a failed read", func() bool {
+		testwait.Until(t, waitScale*10*time.Second, "a failed read", func() bool {
 			return metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_reads_total{result=\"ok\"}") > 0 &&
 				metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_reads_total")-metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_reads_total{result=\"ok\"}") > 0
 		})
@@ -121,7 +122,7 @@ func TestFeedAndPollsOneHistory(t *testing.T) {
 	time.Sleep(20 * time.Second) // the rest of the minute of changes
 	stopChanges()
 	<-done
-	waitFor(t, 60*time.Second, "the stream to catch up with the organisation", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*60*time.Second, "the stream to catch up with the organisation", func() bool { return h.caughtUp(c) })
 	metrics := scrape(ops, "/metrics")
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
@@ -190,10 +191,10 @@ func TestFeedUnreadableThenBack(t *testing.T) {
 	ops := opsAddr(t, p)
 
 	changeAll(t, h)
-	waitFor(t, 20*time.Second, "the change before the outage", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "the change before the outage", func() bool { return h.caughtUp(c) })
 	setFeedStatus(t, h, 403)
 	outage := time.Now()
-	waitFor(t, 20*time.Second, "the fallback", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the fallback", func() bool {
 		return metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_fallbacks_total") == 1
 	})
 	ready := scrape(ops, "/readyz")
@@ -205,15 +206,15 @@ func TestFeedUnreadableThenBack(t *testing.T) {
 	}
 	for time.Since(outage) < 10*time.Second {
 		changeAll(t, h) // every presence lasts two seconds: the polls see each
-		waitFor(t, 10*time.Second, "polls to see the change", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*10*time.Second, "polls to see the change", func() bool { return h.caughtUp(c) })
 		time.Sleep(2 * time.Second) // the scenario's time passing: each presence lasts two seconds
 	}
 	setFeedStatus(t, h, 0)
-	waitFor(t, 20*time.Second, "the feed to read again", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the feed to read again", func() bool {
 		return metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_up") == 1
 	})
 	changeAll(t, h)
-	waitFor(t, 40*time.Second, "the change after the outage", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*40*time.Second, "the change after the outage", func() bool { return h.caughtUp(c) })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
@@ -256,7 +257,7 @@ func TestFeedWatermarkSurvivesRestart(t *testing.T) {
 	c := h.collect(ctx)
 	firstSight(t, h, c)
 	changeAll(t, h)
-	waitFor(t, 20*time.Second, "the change before the restart", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "the change before the restart", func() bool { return h.caughtUp(c) })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
@@ -265,9 +266,9 @@ func TestFeedWatermarkSurvivesRestart(t *testing.T) {
 		time.Sleep(time.Second) // the scenario's time passing: each presence lasts a second
 	}
 	p2 := h.start(feedEnv(h, "2s"), "run")
-	waitFor(t, 40*time.Second, "the changes made while stopped", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*40*time.Second, "the changes made while stopped", func() bool { return h.caughtUp(c) })
 	changeAll(t, h)
-	waitFor(t, 20*time.Second, "a change after the restart", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "a change after the restart", func() bool { return h.caughtUp(c) })
 	if code := p2.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped plants, while no
@@ -56,12 +57,12 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 
 	// A history: every agent's first events and one change each.
 	p := h.start(env, "run")
-	waitFor(t, 60*time.Second, "first sight of every agent", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "first sight of every agent", func() bool {
 		failIfExited(t, p, "starting")
 		return h.bucketMismatch(ctx) == ""
 	})
 	h.changeEveryPresence(t)
-	waitFor(t, 30*time.Second, "the change on the stream and in the bucket", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*30*time.Second, "the change on the stream and in the bucket", func() bool { return h.bucketMismatch(ctx) == "" })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)
 	}
@@ -147,7 +148,7 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 	restarted := time.Now()
 	p = h.start(env, "run")
 	ops := opsAddr(t, p)
-	waitFor(t, 60*time.Second, "the bridge to poll and be ready in spite of the foreign content", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "the bridge to poll and be ready in spite of the foreign content", func() bool {
 		failIfExited(t, p, "starting with the foreign content")
 		return reqs.answeredSince(restarted) && strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`)
 	})

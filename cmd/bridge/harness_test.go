@@ -26,6 +26,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 	"github.com/ccaas/presence-bridge/schemas"
 )
 
@@ -181,7 +182,7 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) int 
 	t.Helper()
 	// The bridge installs its signal handler before it writes anything: a
 	// signal sent earlier would kill it with the signal's default action.
-	waitFor(t, 30*time.Second, "the bridge's first output line", func() bool {
+	testwait.Until(t, waitScale*30*time.Second, "the bridge's first output line", func() bool {
 		_, gone := exited(p)
 		return gone || p.output() != ""
 	})
@@ -323,25 +324,11 @@ func (c *collector) snapshot() ([]event, []error) {
 	return append([]event(nil), c.events...), append([]error(nil), c.errs...)
 }
 
-// waitScale stretches every waitFor deadline. A deadline only detects a
+// waitScale stretches every deadline these tests wait with testwait.Until. A deadline only detects a
 // hang; it is not a performance assertion, and a loaded 2-core runner with
 // the race detector can be several times slower than an idle one. A test
 // that passes waits no longer for it.
 const waitScale = 3
-
-// waitFor polls cond until it holds or the deadline (within, stretched by
-// waitScale) passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	within *= waitScale
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval of the condition, not a synchronisation
-	}
-}
 
 // latestPresence returns, per agent, the presence ID of its last
 // presence.changed event.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 	"github.com/ccaas/presence-bridge/schemas"
 )
 
@@ -309,14 +310,14 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 	})
 	p := h.start(bridgeEnv, "run")
 	c := h.collect(ctx)
-	waitFor(t, 40*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*40*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	// A second round: every agent's first change in this process reads its
 	// events back from the stream before it is published.
 	sim.Step()
-	waitFor(t, 30*time.Second, "the second round on the stream", func() bool { return h.caughtUp(c) })
-	waitFor(t, 30*time.Second, "the state bucket", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*30*time.Second, "the second round on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "the state bucket", func() bool { return h.bucketMismatch(ctx) == "" })
 	addr := opsAddr(t, p)
-	waitFor(t, 20*time.Second, "the lease held", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the lease held", func() bool {
 		return strings.Contains(scrape(addr, "/metrics"), `ccaas_bridge_leader{shard="0"} 1`)
 	})
 	events, errs := c.snapshot()
@@ -346,7 +347,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 			t.Fatalf("bridge replay: exit %d, %d events, want at least %d: %s", code, lines, len(events), stderr)
 		}
 		tail := h.start(consumerEnv, "tail", "--since", "1h")
-		waitFor(t, 20*time.Second, "tail to print the stream's events", func() bool {
+		testwait.Until(t, waitScale*20*time.Second, "tail to print the stream's events", func() bool {
 			return strings.Count(tail.output(), "\n") >= len(events)
 		})
 		if code := tail.stop(t, syscall.SIGINT, 10*time.Second); code != 0 {
@@ -436,7 +437,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 				if err := tt.attempt(); err == nil {
 					t.Fatalf("publish to %s succeeded", tt.subject)
 				}
-				waitFor(t, 10*time.Second, "the client's permission violation for "+tt.subject, func() bool { return tt.perms.about(tt.subject) })
+				testwait.Until(t, waitScale*10*time.Second, "the client's permission violation for "+tt.subject, func() bool { return tt.perms.about(tt.subject) })
 				if !slices.ContainsFunc(srvLog.violations(), func(l string) bool { return mentions(l, tt.subject) }) {
 					t.Errorf("the server logged no violation for %s", tt.subject)
 				}

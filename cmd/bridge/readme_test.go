@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/config"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 var updateSamples = flag.Bool("update-samples", false, "rewrite testdata/samples/ and the README's sample blocks from the real binary")
@@ -109,7 +110,7 @@ func startSimulator(t *testing.T, h *harness, args ...string) (*proc, string, ma
 	t.Helper()
 	addr := freeAddr(t)
 	p := h.start(nil, append([]string{"simulate", "--addr", addr}, args...)...)
-	waitFor(t, 60*time.Second, "the simulator's export lines", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "the simulator's export lines", func() bool {
 		return strings.Contains(p.output(), "export BRIDGE_AGENT_IDS=")
 	})
 	return p, addr, simulatorEnv(t, p.output())

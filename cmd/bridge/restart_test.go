@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // processLife is when one bridge process ran: from its start to its
@@ -67,7 +68,7 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	for i := range kills {
 		start := time.Now()
 		p := h.start(env, "run")
-		waitFor(t, 20*time.Second, "the new process's first poll", func() bool { return reqs.answeredSince(start) })
+		testwait.Until(t, waitScale*20*time.Second, "the new process's first poll", func() bool { return reqs.answeredSince(start) })
 		for range 2 + rng.IntN(5) {
 			step()
 		}
@@ -93,8 +94,8 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	start := time.Now()
 	lives = append(lives, processLife{start: start})
 	p := h.start(env, "run")
-	waitFor(t, 20*time.Second, "the final process's first poll", func() bool { return reqs.answeredSince(start) })
-	waitFor(t, 30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*20*time.Second, "the final process's first poll", func() bool { return reqs.answeredSince(start) })
+	testwait.Until(t, waitScale*30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("final process: exit status %d after SIGTERM", code)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestTwoBridgesPollingTheSameAgents runs two bridge processes without the
@@ -31,7 +32,7 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 	start := time.Now()
 	a := h.start(env, "run")
 	b := h.start(env, "run")
-	waitFor(t, 20*time.Second, "both bridges polling", func() bool { return reqs.answeredSince(start) })
+	testwait.Until(t, waitScale*20*time.Second, "both bridges polling", func() bool { return reqs.answeredSince(start) })
 	// Each process counts its own successful polls: both must poll every
 	// agent while the organisation changes (counted, not timed, so a slow
 	// runner changes nothing).
@@ -39,7 +40,7 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 	addrs := map[string]string{"a": opsAddr(t, a), "b": opsAddr(t, b)}
 	polled := map[string]float64{}
 	for name, addr := range addrs {
-		waitFor(t, 30*time.Second, "bridge "+name+" polling every agent", func() bool {
+		testwait.Until(t, waitScale*30*time.Second, "bridge "+name+" polling every agent", func() bool {
 			polled[name] = metricSum(scrape(addr, "/metrics"), okPolls)
 			return polled[name] >= agents
 		})
@@ -54,11 +55,11 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 		h.sim.Step()
 	}
 	for name, addr := range addrs {
-		waitFor(t, 30*time.Second, "bridge "+name+" polling every agent during the changes", func() bool {
+		testwait.Until(t, waitScale*30*time.Second, "bridge "+name+" polling every agent during the changes", func() bool {
 			return metricSum(scrape(addr, "/metrics"), okPolls) >= polled[name]+agents
 		})
 	}
-	waitFor(t, 30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	for name, p := range map[string]*proc{"a": a, "b": b} {
 		if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 			t.Fatalf("bridge %s: exit status %d after SIGTERM", name, code)

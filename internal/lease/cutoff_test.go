@@ -17,6 +17,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/lease"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // proxy is a TCP proxy between one client and a NATS server that the test
@@ -215,19 +216,19 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 			e := newCutEnv(t)
 			rec := &recorder{}
 			a := startContenderOn(t, reconnecting(t, e.proxy.url()), "a", 1, rec.leading("a"))
-			waitFor(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
+			testwait.Until(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
 			var b *contender
 			if tt.standby {
 				b = startContenderOn(t, reconnecting(t, e.srv.ClientURL()), "b", 1, rec.leading("b"))
 			}
 			// Give b time to see a's lease, so that it takes over by expiry.
-			waitFor(t, 3*testTTL, "a renewal", func() bool { return e.writes().count("a") >= 2 })
+			testwait.Until(t, 3*testTTL, "a renewal", func() bool { return e.writes().count("a") >= 2 })
 
 			tt.cut(t, e)
 			cutAt := time.Now()
-			waitFor(t, 5*time.Second, "a to notice the outage", func() bool { return !a.nc.IsConnected() })
+			testwait.Until(t, 5*time.Second, "a to notice the outage", func() bool { return !a.nc.IsConnected() })
 			if tt.standby {
-				waitFor(t, 3*testTTL, "b to take over", func() bool { return b.set.IsLeader(0) })
+				testwait.Until(t, 3*testTTL, "b to take over", func() bool { return b.set.IsLeader(0) })
 			}
 			// a keeps leading through the whole outage.
 			for time.Since(cutAt) < outage {
@@ -242,9 +243,9 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 
 			restoredAt := time.Now()
 			tt.restore(t, e)
-			waitFor(t, 10*time.Second, "a to reconnect", a.nc.IsConnected)
+			testwait.Until(t, 10*time.Second, "a to reconnect", a.nc.IsConnected)
 			if !tt.standby {
-				waitFor(t, 3*testTTL, "a to renew after the outage", func() bool {
+				testwait.Until(t, 3*testTTL, "a to renew after the outage", func() bool {
 					w := e.writes().last()
 					return w.instance == "a" && w.written.After(restoredAt)
 				})
@@ -259,7 +260,7 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, 3*testTTL, "a to step down after seeing b", func() bool { return !a.set.IsLeader(0) })
+			testwait.Until(t, 3*testTTL, "a to step down after seeing b", func() bool { return !a.set.IsLeader(0) })
 			if logs := a.logs.String(); !strings.Contains(logs, "another process took the shard") {
 				t.Errorf("a stepped down for another reason:\n%s", logs)
 			}
@@ -332,7 +333,7 @@ func (e *cutEnv) restartServer(t *testing.T) {
 		t.Fatalf("jetstream: %v", err)
 	}
 	var obs *shardWrites
-	waitFor(t, 10*time.Second, "the bucket after the restart", func() bool {
+	testwait.Until(t, 10*time.Second, "the bucket after the restart", func() bool {
 		obs, err = watchShardWrites(t, js)
 		return err == nil
 	})

@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 const testStream = "CCAAS_AGENTS"
@@ -354,7 +356,7 @@ func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the lookup to reach the spy", func() bool { return requests.Load() >= 1 })
+	testwait.Until(t, 10*time.Second, "the lookup to reach the spy", func() bool { return requests.Load() >= 1 })
 	before := requests.Load()
 	for range 200 {
 		if code, body := get(t, srv.Handler(), "/readyz"); code != 200 {
@@ -366,7 +368,7 @@ func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
 	if _, err := js.AccountInfo(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the marker request", func() bool { return requests.Load() >= before+1 })
+	testwait.Until(t, 10*time.Second, "the marker request", func() bool { return requests.Load() >= before+1 })
 	if got := requests.Load() - before; got != 1 {
 		t.Errorf("200 probes sent %d JetStream API requests, want none", got-1)
 	}
@@ -399,11 +401,11 @@ func TestStreamWatchRefreshedWhileServing(t *testing.T) {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	srv.AddCheck(NewStreamWatch(js, testStream, 20*time.Millisecond)) // added while serving, as cmd/bridge does
 
-	waitFor(t, "ready", func() bool { code, _ := get(t, srv.Handler(), "/readyz"); return code == 200 })
+	testwait.Until(t, 10*time.Second, "ready", func() bool { code, _ := get(t, srv.Handler(), "/readyz"); return code == 200 })
 	if err := js.DeleteStream(t.Context(), testStream); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the missing stream on /readyz", func() bool {
+	testwait.Until(t, 10*time.Second, "the missing stream on /readyz", func() bool {
 		_, body := get(t, srv.Handler(), "/readyz")
 		return strings.Contains(body, "stream CCAAS_AGENTS not found")
 	})
@@ -464,18 +466,6 @@ func TestServerTimeouts(t *testing.T) {
 				t.Errorf("closed after %s", d)
 			}
 		})
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval of the condition, not a synchronisation
 	}
 }
 

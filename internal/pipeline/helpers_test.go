@@ -265,20 +265,6 @@ func typesOf(events []streamEvent) []string {
 	return out
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 // checkFollowOn asserts that each presence.changed, sessions.changed and
 // channels.changed has as previous the current of the agent's prior event
 // of the same type (null for the first): no event contradicts the stream.

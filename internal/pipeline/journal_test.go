@@ -10,6 +10,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/publish"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestJournalFollow reads an agent's history back the ways the pipeline
@@ -22,7 +23,7 @@ func TestJournalFollow(t *testing.T) {
 	b := startBridge(t, url, 0, nil)
 	t0 := time.Now()
 	observe(t, b.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, t0}.ok())
-	waitFor(t, "first sight recorded", func() bool {
+	testwait.Until(t, 10*time.Second, "first sight recorded", func() bool {
 		st, ok, err := b.store.Get(t.Context(), agentA)
 		return err == nil && ok && st.Sequence == 3
 	})
@@ -31,7 +32,7 @@ func TestJournalFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	observe(t, b.pipe, snap{agentA, "Ada", busy, "Busy", "Busy", 2, 0, t0.Add(time.Second)}.ok())
-	waitFor(t, "the change recorded", func() bool {
+	testwait.Until(t, 10*time.Second, "the change recorded", func() bool {
 		st, ok, err := b.store.Get(t.Context(), agentA)
 		return err == nil && ok && st.Sequence == 5
 	})

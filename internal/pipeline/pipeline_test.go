@@ -16,6 +16,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/source"
 	"github.com/ccaas/presence-bridge/internal/statebucket"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 const (
@@ -78,7 +79,7 @@ func TestAlertsStaleAndResumed(t *testing.T) {
 			continue
 		}
 		agent := s.obs.AgentID
-		waitFor(t, s.name+" committed", func() bool {
+		testwait.Until(t, 10*time.Second, s.name+" committed", func() bool {
 			st, ok, err := b.store.Get(t.Context(), agent)
 			cur, _ := b.det.State(agent)
 			return err == nil && ok && st.Sequence == cur.Sequence

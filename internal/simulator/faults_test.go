@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // recorder collects the Request records of a simulator.
@@ -307,7 +308,7 @@ func TestLatency(t *testing.T) {
 		if _, err := e.srv.Client().Do(req); err == nil {
 			t.Fatal("request succeeded despite a minute of latency")
 		}
-		waitFor(t, "the handler to notice", func() bool { return e.sim.Stats().ByReason["client-gone"] == 1 })
+		testwait.Until(t, 5*time.Second, "the handler to notice", func() bool { return e.sim.Stats().ByReason["client-gone"] == 1 })
 	})
 }
 
@@ -445,7 +446,7 @@ func TestQuotaConcurrent(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "two requests in flight", func() bool { return e.sim.Stats().PeakConcurrent == 2 })
+	testwait.Until(t, 5*time.Second, "two requests in flight", func() bool { return e.sim.Stats().PeakConcurrent == 2 })
 	e.sim.ClearAgentFault(ids[0])
 	resp, body := e.get(t, ids[0], simulator.DefaultToken)
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
@@ -459,7 +460,7 @@ func TestQuotaConcurrent(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	waitFor(t, "the slots to be released", func() bool {
+	testwait.Until(t, 5*time.Second, "the slots to be released", func() bool {
 		resp, _ := e.get(t, ids[0], simulator.DefaultToken)
 		return resp.StatusCode == 200
 	})
