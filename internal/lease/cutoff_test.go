@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/lease"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -196,7 +196,7 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 	}{
 		{
 			name:    "server stopped and restarted, nobody else",
-			cut:     func(t *testing.T, e *cutEnv) { e.srv.Shutdown() },
+			cut:     func(t *testing.T, e *cutEnv) { e.srv.Stop() },
 			restore: func(t *testing.T, e *cutEnv) { e.restartServer(t) },
 		},
 		{
@@ -281,9 +281,8 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 // cutEnv is a server, a proxy in front of it, and an observer on its own
 // connection.
 type cutEnv struct {
-	srv   *embeddednats.Server // the server running now; set by the test goroutine only
+	srv   *natstest.Server
 	addr  string
-	dir   string
 	proxy *proxy
 
 	mu  sync.Mutex
@@ -292,8 +291,7 @@ type cutEnv struct {
 
 func newCutEnv(t *testing.T) *cutEnv {
 	t.Helper()
-	e := &cutEnv{dir: t.TempDir()}
-	e.startServer(t, "127.0.0.1:-1")
+	e := &cutEnv{srv: natstest.Start(t)}
 	e.addr = e.srv.Addr()
 	e.proxy = startProxy(t, e.addr)
 	_, js := connect(t, e.srv.ClientURL())
@@ -311,23 +309,11 @@ func newCutEnv(t *testing.T) *cutEnv {
 	return e
 }
 
-func (e *cutEnv) startServer(t *testing.T, listen string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	srv, err := embeddednats.Start(ctx, embeddednats.Options{Listen: listen, DataDir: e.dir})
-	if err != nil {
-		t.Fatalf("start nats-server on %s: %v", listen, err)
-	}
-	t.Cleanup(srv.Shutdown)
-	e.srv = srv
-}
-
 // restartServer starts the server again on its address and store, and
 // follows the shard key from a new observer connection.
 func (e *cutEnv) restartServer(t *testing.T) {
 	t.Helper()
-	e.startServer(t, e.addr)
+	e.srv.Restart()
 	js, err := jetstream.New(reconnecting(t, e.srv.ClientURL()))
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/publish"
@@ -45,7 +46,7 @@ func TestJournalFollow(t *testing.T) {
 	js := connect(t, url)
 	var lastForeign uint64
 	for _, m := range []*nats.Msg{
-		{Subject: "ccaas.agents." + agentA + ".presence.changed", Data: []byte("not an event")},
+		{Subject: contract.Subject(contract.SubjectPrefix, agentA, detector.TypePresenceChanged), Data: []byte("not an event")},
 		foreignEvent(t, agentA, agentB),
 	} {
 		ack, err := js.PublishMsg(t.Context(), m)
@@ -59,7 +60,7 @@ func TestJournalFollow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents", Metrics: m})
+	j := pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix, Metrics: m})
 	tests := []struct {
 		name string
 		base *detector.AgentState
@@ -113,6 +114,6 @@ func foreignEvent(t *testing.T, agent, other string) *nats.Msg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg.Subject = "ccaas.agents." + agent + "." + detector.TypeSessionsChanged
+	msg.Subject = contract.Subject(contract.SubjectPrefix, agent, detector.TypeSessionsChanged)
 	return msg
 }
