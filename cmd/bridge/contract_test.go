@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -74,11 +75,11 @@ func TestSourceSequenceOrdersEachAgent(t *testing.T) {
 	}
 
 	// The raw header carries the percent-encoded form.
-	stream, err := h.js.Stream(ctx, "CCAAS_AGENTS")
+	stream, err := h.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, "ccaas.agents.>")
+	msg, err := stream.GetLastMsgForSubject(ctx, contract.StreamSubjects(contract.SubjectPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
@@ -121,12 +119,12 @@ func TestReadyzTellsTheTruthAboutTheSource(t *testing.T) {
 func TestParameterRequiredOrganisation(t *testing.T) {
 	for _, readable := range []bool{true, false} {
 		t.Run(fmt.Sprintf("definition readable %v", readable), func(t *testing.T) {
-			h := newHarnessCustom(t, 5, 5, func(o *simulator.Options) {
+			h := newHarness(t, 5, 5, withSim(func(o *simulator.Options) {
 				o.CallForm = simulator.CallFormFunction
 				if !readable {
 					o.CustomAPIsStatus = http.StatusForbidden
 				}
-			}, nil)
+			}))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			p := h.start(h.env(nil), "run")
@@ -160,23 +158,7 @@ func TestOversizedChannelListStillReachesTheStream(t *testing.T) {
 	const maxPayload = 64 << 10
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir(),
-		Configure: func(o *server.Options) error { o.MaxPayload = maxPayload; return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := newHarness(t, 3, 8)
-	h := &harness{t: t, ns: ns, nc: nc, js: js, sim: base.sim, simURL: base.simURL, val: base.val}
+	h := newHarness(t, 3, 8, withNATS(natstest.WithConfigure(func(o *server.Options) error { o.MaxPayload = maxPayload; return nil })))
 	big := h.sim.AgentIDs()[0]
 	var channels []string
 	for i := range 900 { // about 40 KB: the state fits, current + added do not
@@ -244,7 +226,7 @@ func TestCheckInEachSimulatorMode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarnessCustom(t, 3, 4, tt.sim, nil)
+			h := newHarness(t, 3, 4, withSim(tt.sim))
 			if tt.fault != nil {
 				if err := h.sim.SetAgentFault(h.sim.AgentIDs()[0], *tt.fault); err != nil {
 					t.Fatal(err)
@@ -271,7 +253,7 @@ func TestCheckInEachSimulatorMode(t *testing.T) {
 // undocumented keys and gzip bodies, and has the Inactive presence, is
 // followed event for event with no malformed poll.
 func TestNullsExtraKeysAndGzipPublishLikeNormalBodies(t *testing.T) {
-	h := newHarnessCustom(t, 6, 17, func(o *simulator.Options) { o.NullEmpty, o.ExtraKeys, o.Gzip, o.Inactive = true, true, true, true }, nil)
+	h := newHarness(t, 6, 17, withSim(func(o *simulator.Options) { o.NullEmpty, o.ExtraKeys, o.Gzip, o.Inactive = true, true, true, true }))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ids := h.sim.AgentIDs()

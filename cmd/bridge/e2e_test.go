@@ -15,6 +15,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
@@ -102,7 +103,7 @@ func TestCloudEventsSDKConsumerDecodesEvents(t *testing.T) {
 	c := h.collect(ctx) // waits for the stream
 	testwait.Until(t, waitScale*30*time.Second, "first events", func() bool { return h.caughtUp(c) })
 
-	consumer, err := cejs.NewConsumerFromConn(h.nc, "CCAAS_AGENTS", "ccaas.agents.>", nil, []nats.SubOpt{nats.DeliverAll()})
+	consumer, err := cejs.NewConsumerFromConn(h.nc, contract.Stream, contract.StreamSubjects(contract.SubjectPrefix), nil, []nats.SubOpt{nats.DeliverAll()})
 	if err != nil {
 		t.Fatalf("cloudevents consumer: %v", err)
 	}

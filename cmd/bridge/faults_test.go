@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
@@ -28,34 +28,6 @@ import (
 // This file holds the test support of the fault scenarios (NATS outages,
 // partitions, lease moves, foreign content, SIGTERM with answers in flight)
 // (its unit tests are in faults_support_test.go).
-
-// stopNATS shuts the rig's NATS server down, as a crash or an upgrade would,
-// and returns the function that starts it again on the same address with
-// the same store.
-func (r *rig) stopNATS() (restart func()) {
-	r.t.Helper()
-	s := r.servers
-	s.mu.Lock()
-	addr := s.current.Addr()
-	s.current.Shutdown()
-	s.current = nil
-	s.mu.Unlock()
-	return func() {
-		r.t.Helper()
-		opts := s.opts
-		opts.Listen = addr
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ns, err := embeddednats.Start(ctx, opts)
-		if err != nil {
-			r.t.Fatalf("start nats again on %s: %v", addr, err)
-		}
-		s.mu.Lock()
-		s.current = ns
-		s.mu.Unlock()
-		r.ns = ns
-	}
-}
 
 // tcpProxy forwards TCP connections to a target address until it is cut:
 // then it drops every open connection and closes each new one at once, so
@@ -206,7 +178,7 @@ type writtenEvent struct {
 // stream order.
 func (h *harness) bridgeEvents(ctx context.Context, planted map[uint64]bool) []writtenEvent {
 	h.t.Helper()
-	st, err := h.js.Stream(ctx, "CCAAS_AGENTS")
+	st, err := h.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		h.t.Fatalf("look up stream: %v", err)
 	}
@@ -572,7 +544,7 @@ func (h *harness) changeEveryPresence(t *testing.T) time.Time {
 
 // leaseRevision is the revision of shard k's lease key, 0 when absent.
 func (h *harness) leaseRevision(ctx context.Context, k int) uint64 {
-	kv, err := h.js.KeyValue(ctx, "ccaas_bridge_leases")
+	kv, err := h.js.KeyValue(ctx, contract.LeaseBucket)
 	if err != nil {
 		return 0
 	}

@@ -92,10 +92,10 @@ func firstSight(t *testing.T, h *harness, c *collector) {
 // throttled and fail for moments: every presence of the ground truth is on
 // the stream, in order, once, timed at the source; sequences are gapless.
 func TestFeedAndPollsOneHistory(t *testing.T) {
-	h := newHarnessCustom(t, 8, 11, func(o *simulator.Options) {
+	h := newHarness(t, 8, 11, withSim(func(o *simulator.Options) {
 		o.FeedLag = 700 * time.Millisecond
 		o.Faults.Rate429, o.Faults.Rate5xx = 0.03, 0.03
-	}, nil)
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	p := h.start(feedEnv(h, "2s"), "run")
@@ -182,7 +182,7 @@ func changeAll(t *testing.T, h *harness) {
 // the polls can see, reads the feed again and catches up from its
 // watermark, and says so.
 func TestFeedUnreadableThenBack(t *testing.T) {
-	h := newHarnessCustom(t, 4, 12, func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }, nil)
+	h := newHarness(t, 4, 12, withSim(func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p := h.start(feedEnv(h, "500ms"), "run")
@@ -250,7 +250,7 @@ func TestFeedUnreadableThenBack(t *testing.T) {
 // and every change made meanwhile is on the stream once, in order, timed at
 // the source.
 func TestFeedWatermarkSurvivesRestart(t *testing.T) {
-	h := newHarnessCustom(t, 4, 13, func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }, nil)
+	h := newHarness(t, 4, 13, withSim(func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p := h.start(feedEnv(h, "2s"), "run")

@@ -48,7 +48,7 @@ func TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped(t *testing.T) {
 // the bucket's, or both.
 func testForeignContent(t *testing.T, onStream, inBucket bool) {
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: 3, seed: 17, sim: func(o *simulator.Options) { o.OnRequest = reqs.record }})
+	h := newHarness(t, 3, 17, withSim(func(o *simulator.Options) { o.OnRequest = reqs.record }))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"GORACE": raceExitNow})
@@ -106,7 +106,7 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 		hdr.Set("ce-bridgeversion", "test-planted")
 		return hdr
 	}
-	subject := func(agent, typ string) string { return "ccaas.agents." + agent + "." + typ }
+	subject := func(agent, typ string) string { return contract.Subject(contract.SubjectPrefix, agent, typ) }
 	junk := func(agent string) {
 		plant(subject(agent, detector.TypePresenceChanged), nil, []byte("\x00\xffnot a CloudEvent {"))
 	}
@@ -128,7 +128,7 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 		plant(subject(x, "presence.future"), ceHeaders("presence.future", x, fmt.Sprintf("%s-%d", x, 900003), 900003), future(x))
 	}
 	if inBucket {
-		kv, err := h.js.KeyValue(ctx, "ccaas_agents")
+		kv, err := h.js.KeyValue(ctx, contract.StateBucket)
 		if err != nil {
 			t.Fatalf("open the state bucket: %v", err)
 		}

@@ -11,13 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // leaseHolder returns the instance holding shard k's lease, or "".
 func (h *harness) leaseHolder(ctx context.Context, k int) string {
-	kv, err := h.js.KeyValue(ctx, "ccaas_bridge_leases")
+	kv, err := h.js.KeyValue(ctx, contract.LeaseBucket)
 	if err != nil {
 		return ""
 	}
@@ -148,7 +149,7 @@ func TestShardsSplitAgentsAcrossProcesses(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	h := newHarnessCustom(t, 30, 5, func(o *simulator.Options) { o.StaticTokens = tokens }, wrap)
+	h := newHarness(t, 30, 5, withSim(func(o *simulator.Options) { o.StaticTokens = tokens }), withHandler(wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for i, tok := range tokens {

@@ -26,7 +26,7 @@ func TestSIGTERMPublishesEveryAnswerInFlight(t *testing.T) {
 		shutdownTimeout = 15 * time.Second
 	)
 	answers := &answerLog{delay: func() time.Duration { return time.Second + rand.N(time.Second) }}
-	h := newHarnessCustom(t, agents, 23, nil, answers.wrap)
+	h := newHarness(t, agents, 23, withHandler(answers.wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{

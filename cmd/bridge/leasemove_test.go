@@ -36,10 +36,10 @@ func TestLeaseMoveLeavesNoEventsFromTheReplicaThatGaveUp(t *testing.T) {
 	)
 	binB := bridgeBinaryVersion(t, versionB) // before anything runs: the build takes a while
 	polls := newPollersLog()
-	h := newHarnessCustom(t, agents, 7, func(o *simulator.Options) {
+	h := newHarness(t, agents, 7, withSim(func(o *simulator.Options) {
 		o.StaticTokens = []string{"token-a", "token-b"}
 		o.ChangeProbability = 0.3
-	}, polls.wrap)
+	}), withHandler(polls.wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := func(id, token string) map[string]string {

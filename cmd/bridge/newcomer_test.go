@@ -16,7 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -122,7 +124,7 @@ func TestNewcomerPath(t *testing.T) {
 	}
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	kv, err := js.KeyValue(ctx, "ccaas_agents")
+	kv, err := js.KeyValue(ctx, contract.StateBucket)
 	if err != nil {
 		t.Fatalf("state bucket: %v", err)
 	}
@@ -289,18 +291,15 @@ func checkStore(t *testing.T, dataDir string, printed int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: dataDir})
-	if err != nil {
-		t.Fatalf("open the demo's data directory after it stopped: %v", err)
-	}
-	defer ns.Shutdown()
+	ns := natstest.Start(t, natstest.WithDataDir(dataDir)) // the demo's store, after the demo stopped
+	defer ns.Stop()
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	s, err := js.Stream(ctx, "CCAAS_AGENTS")
+	s, err := js.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatalf("the demo's stream: %v", err)
 	}

@@ -23,7 +23,7 @@ import (
 // on it), the next events follow on from it, and the stream's last presence
 // is the simulator's.
 func TestRestartAfterUncommittedPublishOfAnotherChange(t *testing.T) {
-	h := newHarnessWith(t, harnessOptions{agents: 2, seed: 3})
+	h := newHarness(t, 2, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})

@@ -35,7 +35,7 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 		// BRIDGE_LEASE_TTL's default 15s).
 		renewEvery = 5 * time.Second
 	)
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 41, sim: func(o *simulator.Options) { o.ChangeProbability = 0.5 }})
+	h := newHarness(t, agents, 41, withSim(func(o *simulator.Options) { o.ChangeProbability = 0.5 }))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// The default configuration apart from the test's short poll interval
@@ -59,14 +59,14 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 		t.Fatal(ctx.Err())
 	}
 
-	restart := h.stopNATS()
+	h.ns.Stop()
 	down := time.Now()
 	select {
 	case <-time.After(outage): // the outage's length is the scenario
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
-	restart()
+	h.ns.Restart()
 	up := time.Now()
 	t.Logf("NATS down from %s to %s, %s after the last lease renewal", down.Format("15:04:05.000"), up.Format("15:04:05.000"), down.Sub(renewed).Round(time.Millisecond))
 	failIfExited(t, p, "NATS was down")
@@ -129,10 +129,10 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 		stepEvery = 7 * testInterval / 2
 	)
 	polls := newPollersLog()
-	h := newHarnessCustom(t, agents, 31, func(o *simulator.Options) {
+	h := newHarness(t, agents, 31, withSim(func(o *simulator.Options) {
 		o.StaticTokens = []string{"token-a", "token-b"}
 		o.ChangeProbability = 0.5
-	}, polls.wrap)
+	}), withHandler(polls.wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	proxy := newTCPProxy(t, h.ns.Addr())

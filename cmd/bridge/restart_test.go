@@ -49,10 +49,10 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	t.Logf("kill points seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 5, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 5, withSim(func(o *simulator.Options) {
 		o.ChangeProbability = 0.5
 		o.OnRequest = reqs.record
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})

@@ -96,8 +96,7 @@ func assertNoSecret(t *testing.T, what, text string) {
 // and with Entra ID credentials against an unreachable authority, and its
 // output must not show them either.
 func TestSecretsNeverLeak(t *testing.T) {
-	r := newHarnessWith(t, harnessOptions{agents: 4, seed: 17, natsUser: natsUser, natsPassword: secretNATSPassword,
-		sim: func(o *simulator.Options) { o.StaticTokens = []string{secretToken} }})
+	r := newHarness(t, 4, 17, withSim(func(o *simulator.Options) { o.StaticTokens = []string{secretToken} }), withNATSUser(natsUser, secretNATSPassword))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := r.env(map[string]string{
@@ -142,7 +141,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	// Then NATS goes away and comes back: the bridge reconnects with its
 	// password, and publishes again.
-	r.restartNATS()
+	r.ns.Restart()
 	testwait.Until(t, waitScale*30*time.Second, "a NATS reconnect counted", metricAbove("ccaas_bridge_nats_reconnects_total", 0))
 	published := metricSum(metrics, "ccaas_bridge_events_published_total")
 	mustSim(t)(r.sim.SetPresence(r.sim.AgentIDs()[0], simulator.PresenceAway))

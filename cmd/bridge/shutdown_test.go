@@ -22,9 +22,9 @@ func TestSIGTERMMidBurstLosesNothing(t *testing.T) {
 		agents          = 200
 		shutdownTimeout = 5 * time.Second
 	)
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 13, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 13, withSim(func(o *simulator.Options) {
 		o.Faults.Latency = 20 * time.Millisecond // polls are in flight at any time
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{

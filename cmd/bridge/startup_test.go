@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -36,20 +33,8 @@ func TestStartsBeforeNATSIsReachable(t *testing.T) {
 	})
 	testwait.Until(t, waitScale*20*time.Second, "a retry logged", func() bool { return strings.Contains(p.output(), "NATS unreachable; retrying") })
 
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: addr, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start nats on %s: %v", addr, err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := natstest.Start(t, natstest.WithListen(addr))
+	nc, js := natstest.Connect(t, ns.ClientURL())
 	late := &harness{t: t, ns: ns, nc: nc, js: js, sim: h.sim, simURL: h.simURL, val: h.val}
 	c := late.collect(ctx)
 	testwait.Until(t, waitScale*60*time.Second, "every agent published once NATS is up", func() bool { return late.caughtUp(c) })

@@ -22,10 +22,10 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 		rounds = 60
 	)
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 9, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 9, withSim(func(o *simulator.Options) {
 		o.ChangeProbability = 0.5
 		o.OnRequest = reqs.record
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})

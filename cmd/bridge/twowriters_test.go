@@ -29,10 +29,10 @@ func TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds(t *testing.T) {
 		lateness  = time.Second
 	)
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 27, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 27, withSim(func(o *simulator.Options) {
 		o.ChangeProbability = 0.2
 		o.OnRequest = reqs.record
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})

@@ -366,7 +366,7 @@ func TestStreamWatchRefreshedWhileServing(t *testing.T) {
 	}
 	testwait.Until(t, 10*time.Second, "the missing stream on /readyz", func() bool {
 		_, body := get(t, srv.Handler(), "/readyz")
-		return strings.Contains(body, "stream CCAAS_AGENTS not found")
+		return strings.Contains(body, "stream "+testStream+" not found")
 	})
 	cancel()
 	select {
