@@ -191,12 +191,7 @@ func TestAlertsDrivenBySimulator(t *testing.T) {
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)
 	}
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	for _, ev := range by[ids[4]] {
 		if !ev.isFirstSight() {
 			t.Errorf("agent %s was left alone but got %s %s", ids[4], ev.Type, ev.ID)

@@ -60,6 +60,20 @@ func checkSequences(t *testing.T, events []event) map[string][]event {
 	return by
 }
 
+// checkCollected reports every message the collector could not decode or
+// validate, checks the sequences and chains of the events it holds, and
+// returns them by agent.
+func checkCollected(t *testing.T, c *collector) map[string][]event {
+	t.Helper()
+	events, errs := c.snapshot()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	by := checkSequences(t, events)
+	checkChained(t, by)
+	return by
+}
+
 // checkChained asserts that every agent's changes follow on from each
 // other: no event contradicts the one before it.
 func checkChained(t *testing.T, by map[string][]event) {
@@ -195,6 +209,21 @@ func checkBucketFollowsStream(t *testing.T, states map[string]detector.AgentStat
 		if _, ok := by[agent]; !ok {
 			t.Errorf("agent %s has state sequence %d in the bucket but no event on the stream", agent, st.Sequence)
 		}
+	}
+}
+
+// checkBucket asserts that the state bucket follows the stream's events
+// (by agent) and equals the simulator's state.
+func (h *harness) checkBucket(ctx context.Context, by map[string][]event) {
+	h.t.Helper()
+	states, err := h.bucketStates(ctx)
+	if err != nil {
+		h.t.Errorf("state bucket: %v", err)
+	} else {
+		checkBucketFollowsStream(h.t, states, by)
+	}
+	if d := h.bucketMismatch(ctx); d != "" {
+		h.t.Errorf("bucket differs from the simulator: %s", d)
 	}
 }
 

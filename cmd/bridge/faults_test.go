@@ -227,15 +227,7 @@ func (h *harness) checkWholeStream(ctx context.Context, events []event) map[stri
 	t := h.t
 	by := checkSequences(t, events)
 	checkChained(t, by)
-	states, err := h.bucketStates(ctx)
-	if err != nil {
-		t.Errorf("state bucket: %v", err)
-	} else {
-		checkBucketFollowsStream(t, states, by)
-	}
-	if d := h.bucketMismatch(ctx); d != "" {
-		t.Errorf("bucket differs from the simulator: %s", d)
-	}
+	h.checkBucket(ctx, by)
 	latest := latestPresence(events)
 	for _, st := range h.sim.Agents() {
 		if latest[st.AgentID] != st.PresenceID {

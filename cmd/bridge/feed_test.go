@@ -128,12 +128,7 @@ func TestFeedAndPollsOneHistory(t *testing.T) {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
 
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	timed := checkEveryPresence(t, h, by)
 	if timed < 50 {
 		t.Errorf("only %d presence changes carried changedAt: the feed reported too little to prove anything", timed)
@@ -218,12 +213,7 @@ func TestFeedUnreadableThenBack(t *testing.T) {
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	checkEveryPresence(t, h, by)
 	logs := p.output()
 	if n := strings.Count(logs, "change feed unreadable; polling alone"); n != 1 {
@@ -272,12 +262,7 @@ func TestFeedWatermarkSurvivesRestart(t *testing.T) {
 	if code := p2.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	if timed := checkEveryPresence(t, h, by); timed < 4*4 {
 		t.Errorf("%d changes timed at the source, want at least the 16 made after the first sight", timed)
 	}

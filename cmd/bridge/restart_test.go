@@ -103,14 +103,7 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	events := h.streamEvents(ctx)
 	by := checkSequences(t, events)
 	checkChained(t, by)
-	states, err := h.bucketStates(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkBucketFollowsStream(t, states, by)
-	if d := h.bucketMismatch(ctx); d != "" {
-		t.Errorf("bucket differs from the simulator: %s", d)
-	}
+	h.checkBucket(ctx, by)
 
 	spans := h.presenceSpans()
 	if len(spans) != agents {

@@ -66,21 +66,6 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 		}
 	}
 	events := h.streamEvents(ctx)
-	by := checkSequences(t, events)
-	checkChained(t, by)
-	states, err := h.bucketStates(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkBucketFollowsStream(t, states, by)
-	if d := h.bucketMismatch(ctx); d != "" {
-		t.Errorf("bucket differs from the simulator: %s", d)
-	}
-	latest := latestPresence(events)
-	for _, st := range h.sim.Agents() {
-		if latest[st.AgentID] != st.PresenceID {
-			t.Errorf("agent %s: last presence on the stream %s, simulator %s", st.AgentID, latest[st.AgentID], st.PresenceID)
-		}
-	}
+	h.checkWholeStream(ctx, events)
 	t.Logf("%d events %v from two bridges", len(events), countTypes(events))
 }

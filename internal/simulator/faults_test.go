@@ -133,16 +133,7 @@ func TestInjectedFaults(t *testing.T) {
 				if err := json.Unmarshal(body, &m); err != nil {
 					t.Fatal(err)
 				}
-				var strict struct {
-					ActiveBrowserSessions     int
-					AgentId                   string
-					AgentName                 string
-					Timestamp                 int64
-					AllowedChannels           []string
-					CurrentPresenceStatusInfo string
-					DisabledChannels          []string
-					PresenceId                string
-				}
+				var strict presenceBody
 				var typeErr *json.UnmarshalTypeError
 				if err := json.Unmarshal(body, &strict); !errors.As(err, &typeErr) || len(m) != len(documented)+1 {
 					t.Errorf("decoding %s gave %v, want a type error", body, err)

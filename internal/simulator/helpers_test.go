@@ -45,17 +45,12 @@ type env struct {
 // adjust the options, and serves it.
 func newEnv(t *testing.T, mutate func(*simulator.Options)) *env {
 	t.Helper()
-	clock := newFakeClock()
-	opts := simulator.DefaultOptions()
-	opts.Agents = 5
-	opts.Now = clock.Now
-	if mutate != nil {
-		mutate(&opts)
-	}
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatalf("new simulator: %v", err)
-	}
+	sim, clock := build(t, func(o *simulator.Options) {
+		o.Agents = 5
+		if mutate != nil {
+			mutate(o)
+		}
+	})
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
 	return &env{sim: sim, srv: srv, clock: clock}
@@ -90,4 +85,17 @@ func (e *env) do(t *testing.T, ctx context.Context, method, path, caller, token 
 		t.Fatalf("read body: %v", err)
 	}
 	return resp, body
+}
+
+// presenceBody is the body of a CCaaS_GetPresence answer, field by field as
+// the contract names them.
+type presenceBody struct {
+	ActiveBrowserSessions     int
+	AgentId                   string
+	AgentName                 string
+	Timestamp                 int64
+	AllowedChannels           []string
+	CurrentPresenceStatusInfo string
+	DisabledChannels          []string
+	PresenceId                string
 }
