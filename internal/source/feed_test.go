@@ -17,6 +17,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // memStore is a WatermarkStore in memory.
@@ -266,13 +267,7 @@ func TestPollNow(t *testing.T) {
 	before := count(r.healthy)
 	other := count(r.faulty)
 	r.poller.PollNow(strings.ToUpper(r.healthy))
-	deadline := time.Now().Add(5 * time.Second)
-	for count(r.healthy) == before {
-		if time.Now().After(deadline) {
-			t.Fatal("PollNow did not poll the agent")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 5*time.Second, "PollNow to poll the agent", func() bool { return count(r.healthy) != before })
 	if count(r.faulty) != other {
 		t.Error("PollNow polled another agent")
 	}
