@@ -1,7 +1,6 @@
 package lease_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/lease"
 	"github.com/ccaas/presence-bridge/internal/natstest"
+	"github.com/ccaas/presence-bridge/internal/testlog"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -102,27 +102,10 @@ type contender struct {
 	nc      *nats.Conn
 	healthy atomic.Bool
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	onHeld  atomic.Pointer[[]int] // the last OnChange report
 	cancel  context.CancelFunc
 	done    chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startContender(t *testing.T, url, instance string, shards int, rec *recorder) *contender {
@@ -145,7 +128,7 @@ func startContenderOn(t *testing.T, nc *nats.Conn, instance string, shards int, 
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
-	c := &contender{nc: nc, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, done: make(chan error, 1)}
+	c := &contender{nc: nc, reg: prometheus.NewRegistry(), logs: &testlog.Buffer{}, done: make(chan error, 1)}
 	c.healthy.Store(true)
 	set, err := lease.New(lease.Options{
 		JetStream:  js,

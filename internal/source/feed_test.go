@@ -17,6 +17,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testlog"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -63,7 +64,7 @@ type feedRig struct {
 	rec    *recorder
 	polls  *pollNowRecorder
 	store  *memStore
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 }
 
 func (r *feedRig) clock() time.Time {
@@ -80,7 +81,7 @@ func (r *feedRig) advance(d time.Duration) {
 
 func newFeedRig(t *testing.T, agents int, lag time.Duration) *feedRig {
 	t.Helper()
-	r := &feedRig{now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC), rec: newRecorder(), polls: &pollNowRecorder{}, store: &memStore{}, logs: &syncBuffer{}}
+	r := &feedRig{now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC), rec: newRecorder(), polls: &pollNowRecorder{}, store: &memStore{}, logs: &testlog.Buffer{}}
 	opts := simulator.DefaultOptions()
 	opts.Agents, opts.FeedLag, opts.Now = agents, lag, r.clock
 	sim, err := simulator.New(opts)

@@ -1,7 +1,6 @@
 package source_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http/httptest"
@@ -15,26 +14,9 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testlog"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // recorder is a Sink keeping every observation, and the simulator's
 // requests by agent.
@@ -82,7 +64,7 @@ type rig struct {
 	rec     *recorder
 	poller  *source.Poller
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	tokens  source.TokenProvider
 	client  *source.Client
 	stop    func()
@@ -98,7 +80,7 @@ func newRig(t *testing.T, agents int, simOpts func(*simulator.Options), pollOpts
 // newRigWith is newRig with the client's options adjusted by clientOpts.
 func newRigWith(t *testing.T, agents int, simOpts func(*simulator.Options), clientOpts func(*source.ClientOptions), pollOpts func(*source.PollerOptions), tokens func(*simulator.Simulator) source.TokenProvider) *rig {
 	t.Helper()
-	r := &rig{rec: newRecorder(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	r := &rig{rec: newRecorder(), reg: prometheus.NewRegistry(), logs: &testlog.Buffer{}}
 	opts := simulator.DefaultOptions()
 	opts.Agents = agents
 	opts.OnRequest = r.rec.onRequest
