@@ -236,13 +236,8 @@ func TestPresenceCatalogue(t *testing.T) {
 	}
 	opts := simulator.DefaultOptions()
 	opts.Agents = 1
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sim.Handler())
-	defer srv.Close()
-	client := newClient(t, srv.URL, source.StaticToken(simulator.DefaultToken))
+	sim, simURL := serveSim(t, opts)
+	client := newClient(t, simURL, source.StaticToken(simulator.DefaultToken))
 	cat := source.NewCatalogue(overrides)
 	ref := &source.CatalogueRefresher{Catalogue: cat, Lister: client, Logger: slog.New(slog.DiscardHandler)}
 	if err := ref.Load(t.Context()); err != nil {

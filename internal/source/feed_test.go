@@ -84,14 +84,10 @@ func newFeedRig(t *testing.T, agents int, lag time.Duration) *feedRig {
 	r := &feedRig{now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC), rec: newRecorder(), polls: &pollNowRecorder{}, store: &memStore{}, logs: &testlog.Buffer{}}
 	opts := simulator.DefaultOptions()
 	opts.Agents, opts.FeedLag, opts.Now = agents, lag, r.clock
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.sim = sim
-	srv := httptest.NewServer(sim.Handler())
-	t.Cleanup(srv.Close)
-	r.client, err = source.NewClient(source.ClientOptions{OrgURL: srv.URL, Tokens: source.StaticToken(simulator.DefaultToken), Now: r.clock})
+	var simURL string
+	r.sim, simURL = serveSim(t, opts)
+	var err error
+	r.client, err = source.NewClient(source.ClientOptions{OrgURL: simURL, Tokens: source.StaticToken(simulator.DefaultToken), Now: r.clock})
 	if err != nil {
 		t.Fatal(err)
 	}

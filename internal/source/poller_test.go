@@ -18,6 +18,19 @@ import (
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
+// serveSim builds a simulator with opts and serves it over HTTP until the
+// test ends; it returns the simulator and its URL.
+func serveSim(t *testing.T, opts simulator.Options) (*simulator.Simulator, string) {
+	t.Helper()
+	sim, err := simulator.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	return sim, srv.URL
+}
+
 // recorder is a Sink keeping every observation, and the simulator's
 // requests by agent.
 type recorder struct {
@@ -87,13 +100,8 @@ func newRigWith(t *testing.T, agents int, simOpts func(*simulator.Options), clie
 	if simOpts != nil {
 		simOpts(&opts)
 	}
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, simURL := serveSim(t, opts)
 	r.sim = sim
-	srv := httptest.NewServer(sim.Handler())
-	t.Cleanup(srv.Close)
 	metrics, err := source.NewMetrics(r.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +110,7 @@ func newRigWith(t *testing.T, agents int, simOpts func(*simulator.Options), clie
 	if tokens != nil {
 		r.tokens = tokens(sim)
 	}
-	co := source.ClientOptions{OrgURL: srv.URL, Tokens: r.tokens, Metrics: metrics,
+	co := source.ClientOptions{OrgURL: simURL, Tokens: r.tokens, Metrics: metrics,
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	if clientOpts != nil {
 		clientOpts(&co)
