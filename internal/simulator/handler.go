@@ -235,6 +235,9 @@ func orgURL(r *http.Request) string {
 }
 
 // presenceBody is the CCaaS_GetPresence response.
+// It is declared here, not shared with internal/source, on purpose: the
+// simulator shares no code with the client, so that it catches the client's
+// mistakes.
 type presenceBody struct {
 	Context                   string   `json:"@odata.context"`
 	ActiveBrowserSessions     int      `json:"ActiveBrowserSessions"`
