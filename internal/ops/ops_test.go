@@ -304,11 +304,7 @@ func TestRunBadAddr(t *testing.T) {
 // state comes from the last lookup.
 func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
 	ns, nc, js := startStream(t)
-	spy, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(spy.Close)
+	spy, _ := natstest.Connect(t, ns.ClientURL())
 	var requests atomic.Int64
 	if _, err := spy.Subscribe("$JS.API.>", func(*nats.Msg) { requests.Add(1) }); err != nil {
 		t.Fatal(err)

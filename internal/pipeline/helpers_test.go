@@ -43,22 +43,17 @@ func startServer(t *testing.T) string {
 	return srv.ClientURL()
 }
 
+// connect returns a JetStream client on a connection of its own to url.
 func connect(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	js, err := jetstream.New(connectConn(t, url))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, url)
 	return js
 }
 
+// connectConn returns a connection of its own to url.
 func connectConn(t *testing.T, url string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc, _ := natstest.Connect(t, url)
 	return nc
 }
 
