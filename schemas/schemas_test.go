@@ -129,7 +129,7 @@ func TestAsyncAPI(t *testing.T) {
 			t.Errorf("asyncapi.yaml has no message named %s", typ)
 			continue
 		}
-		if want := "ccaas.agents.{agentId}." + typ; messageOf[key] != want {
+		if want := contract.SubjectPrefix + ".{agentId}." + typ; messageOf[key] != want {
 			t.Errorf("message %s is on channel %q, want %q", typ, messageOf[key], want)
 		}
 		m := doc.Components.Messages[key]

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // nextEvent waits for the agent's first event of type typ with a sequence
@@ -17,7 +18,7 @@ import (
 func nextEvent(t *testing.T, c *collector, agent, typ string, after uint64) event {
 	t.Helper()
 	var found event
-	waitFor(t, 15*time.Second, fmt.Sprintf("%s of agent %s after sequence %d", typ, agent, after), func() bool {
+	testwait.Until(t, waitScale*15*time.Second, fmt.Sprintf("%s of agent %s after sequence %d", typ, agent, after), func() bool {
 		events, _ := c.snapshot()
 		for _, ev := range events {
 			if ev.Agent == agent && ev.Type == typ && ev.Sequence > after {
@@ -71,7 +72,7 @@ func TestAlertsDrivenBySimulator(t *testing.T) {
 	}
 	p := h.start(h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String(), "BRIDGE_STALE_AFTER": "1s"}), "run")
 	c := h.collect(ctx)
-	waitFor(t, 20*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
 
 	offline := []struct {
 		name       string
@@ -160,7 +161,7 @@ func TestAlertsDrivenBySimulator(t *testing.T) {
 			t.Errorf("presence.stale has sequence %d, want %d (nothing in between)", stale.Sequence, before+1)
 		}
 		// The current-state view says the agent is stale.
-		waitFor(t, 10*time.Second, "the bucket to mark the agent stale", func() bool {
+		testwait.Until(t, waitScale*10*time.Second, "the bucket to mark the agent stale", func() bool {
 			states, err := h.bucketStates(ctx)
 			return err == nil && states[agent].Stale && states[agent].StaleErrorClass == "server_error"
 		})
@@ -181,7 +182,7 @@ func TestAlertsDrivenBySimulator(t *testing.T) {
 		if got := changed.Data["current"].(map[string]any)["id"]; got != simulator.PresenceAway {
 			t.Errorf("presence.changed after resuming to %v, want Away", got)
 		}
-		waitFor(t, 10*time.Second, "the bucket to clear the stale flag", func() bool {
+		testwait.Until(t, waitScale*10*time.Second, "the bucket to clear the stale flag", func() bool {
 			states, err := h.bucketStates(ctx)
 			return err == nil && !states[agent].Stale
 		})
@@ -190,12 +191,7 @@ func TestAlertsDrivenBySimulator(t *testing.T) {
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)
 	}
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	for _, ev := range by[ids[4]] {
 		if !ev.isFirstSight() {
 			t.Errorf("agent %s was left alone but got %s %s", ids[4], ev.Type, ev.ID)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"sort"
@@ -14,128 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/streamcheck"
 	"github.com/ccaas/presence-bridge/schemas"
 )
-
-// harnessOptions customise newHarnessWith beyond newHarness's defaults.
-type harnessOptions struct {
-	agents int
-	seed   uint64
-	// sim changes the simulator's options before it is built.
-	sim func(*simulator.Options)
-	// natsUser and natsPassword, when set, make the server require them.
-	natsUser, natsPassword string
-}
-
-// rig is a harness built by newHarnessWith: it can also restart its NATS
-// server.
-type rig struct {
-	*harness
-	servers *natsServers
-}
-
-// newHarnessWith is newHarness with a configurable simulator and NATS
-// server. The server's data directory and address are kept so that
-// restartNATS can bring it back on the same port with the same store.
-func newHarnessWith(t *testing.T, o harnessOptions) *rig {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	nopts := embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir()}
-	if o.natsUser != "" {
-		nopts.Configure = func(so *server.Options) error {
-			so.Username, so.Password = o.natsUser, o.natsPassword
-			return nil
-		}
-	}
-	ns, err := embeddednats.Start(ctx, nopts)
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
-	}
-	srvs := &natsServers{opts: nopts, current: ns}
-	t.Cleanup(srvs.shutdown)
-	var copts []nats.Option
-	if o.natsUser != "" {
-		copts = append(copts, nats.UserInfo(o.natsUser, o.natsPassword))
-	}
-	copts = append(copts, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	nc, err := nats.Connect(ns.ClientURL(), copts...)
-	if err != nil {
-		t.Fatalf("connect nats: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sopts := simulator.DefaultOptions()
-	sopts.Agents, sopts.Seed = o.agents, o.seed
-	if o.sim != nil {
-		o.sim(&sopts)
-	}
-	sim, err := simulator.New(sopts)
-	if err != nil {
-		t.Fatalf("new simulator: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: sim.Handler()}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	val, err := schemas.NewValidator()
-	if err != nil {
-		t.Fatalf("compile schemas: %v", err)
-	}
-	h := &harness{t: t, ns: ns, nc: nc, js: js, sim: sim, simURL: "http://" + ln.Addr().String(), val: val}
-	return &rig{harness: h, servers: srvs}
-}
-
-// natsServers remembers how the harness's NATS server was started, for
-// restartNATS.
-type natsServers struct {
-	mu      sync.Mutex
-	opts    embeddednats.Options
-	current *embeddednats.Server
-}
-
-func (s *natsServers) shutdown() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.current != nil {
-		s.current.Shutdown()
-		s.current = nil
-	}
-}
-
-// restartNATS shuts the NATS server down and starts it again on the same
-// address with the same store, as a NATS upgrade or crash would.
-func (r *rig) restartNATS() {
-	r.t.Helper()
-	s := r.servers
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	addr := s.current.Addr()
-	s.current.Shutdown()
-	opts := s.opts
-	opts.Listen = addr
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns, err := embeddednats.Start(ctx, opts)
-	if err != nil {
-		r.t.Fatalf("restart nats on %s: %v", addr, err)
-	}
-	s.current = ns
-	r.ns = ns
-}
 
 // streamEvents reads the whole stream, message by message, decoding and
 // validating each event; any message that fails is a test error.
@@ -146,7 +31,7 @@ func (h *harness) streamEvents(ctx context.Context) []event {
 
 // streamCount is the number of messages in the stream, 0 before it exists.
 func (h *harness) streamCount(ctx context.Context) uint64 {
-	st, err := h.js.Stream(ctx, "CCAAS_AGENTS")
+	st, err := h.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		return 0
 	}
@@ -157,51 +42,45 @@ func (h *harness) streamCount(ctx context.Context) uint64 {
 	return info.State.Msgs
 }
 
+// checked is what streamcheck reads of the event.
+func (ev event) checked() streamcheck.Event {
+	return streamcheck.Event{ID: ev.ID, Agent: ev.Agent, Type: ev.Type, Sequence: ev.Sequence,
+		Previous: canonical(ev.Data["previous"]), Current: canonical(ev.Data["current"])}
+}
+
 // checkSequences asserts that event IDs are unique and that every agent's
 // events appear in the stream with sequences 1..n in order, and returns the
 // events by agent.
 func checkSequences(t *testing.T, events []event) map[string][]event {
 	t.Helper()
-	ids := map[string]bool{}
-	by := map[string][]event{}
-	for _, ev := range events {
-		if ids[ev.ID] {
-			t.Errorf("duplicate event %s (%s)", ev.ID, ev.Type)
-		}
-		ids[ev.ID] = true
-		if want := uint64(len(by[ev.Agent]) + 1); ev.Sequence != want {
-			t.Errorf("agent %s: event %s (%s) has sequence %d where %d was due", ev.Agent, ev.ID, ev.Type, ev.Sequence, want)
-		}
-		by[ev.Agent] = append(by[ev.Agent], ev)
+	by, problems := streamcheck.Sequences(events, event.checked)
+	for _, p := range problems {
+		t.Error(p)
 	}
 	return by
 }
 
-// chainedTypes are the event types whose data carries previous and current:
-// each event's previous must be the current of the agent's prior event of
-// the same type, and only the first may have previous null.
-var chainedTypes = []string{detector.TypePresenceChanged, detector.TypeSessionsChanged, detector.TypeChannelsChanged}
+// checkCollected reports every message the collector could not decode or
+// validate, checks the sequences and chains of the events it holds, and
+// returns them by agent.
+func checkCollected(t *testing.T, c *collector) map[string][]event {
+	t.Helper()
+	events, errs := c.snapshot()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	by := checkSequences(t, events)
+	checkChained(t, by)
+	return by
+}
 
 // checkChained asserts that every agent's changes follow on from each
 // other: no event contradicts the one before it.
 func checkChained(t *testing.T, by map[string][]event) {
 	t.Helper()
-	for agent, events := range by {
-		last := map[string]string{}
-		for _, ev := range events {
-			if !slices.Contains(chainedTypes, ev.Type) {
-				continue
-			}
-			prev, cur := canonical(ev.Data["previous"]), canonical(ev.Data["current"])
-			want, seen := last[ev.Type]
-			if !seen {
-				want = "null"
-			}
-			if prev != want {
-				t.Errorf("agent %s: %s %s (sequence %d) has previous %s, but the stream's prior %s said current %s",
-					agent, ev.Type, ev.ID, ev.Sequence, prev, ev.Type, want)
-			}
-			last[ev.Type] = cur
+	for _, events := range by {
+		for _, p := range streamcheck.Chained(events, event.checked) {
+			t.Error(p)
 		}
 	}
 }
@@ -218,9 +97,9 @@ func canonical(v any) string {
 // bucketStates reads every agent's value from the state bucket, each
 // validated against schemas/agent-state.schema.json.
 func (h *harness) bucketStates(ctx context.Context) (map[string]detector.AgentState, error) {
-	kv, err := h.js.KeyValue(ctx, "ccaas_agents")
+	kv, err := h.js.KeyValue(ctx, contract.StateBucket)
 	if err != nil {
-		return nil, fmt.Errorf("open bucket ccaas_agents: %w", err)
+		return nil, fmt.Errorf("open bucket %s: %w", contract.StateBucket, err)
 	}
 	keys, err := kv.Keys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -330,6 +209,21 @@ func checkBucketFollowsStream(t *testing.T, states map[string]detector.AgentStat
 		if _, ok := by[agent]; !ok {
 			t.Errorf("agent %s has state sequence %d in the bucket but no event on the stream", agent, st.Sequence)
 		}
+	}
+}
+
+// checkBucket asserts that the state bucket follows the stream's events
+// (by agent) and equals the simulator's state.
+func (h *harness) checkBucket(ctx context.Context, by map[string][]event) {
+	h.t.Helper()
+	states, err := h.bucketStates(ctx)
+	if err != nil {
+		h.t.Errorf("state bucket: %v", err)
+	} else {
+		checkBucketFollowsStream(h.t, states, by)
+	}
+	if d := h.bucketMismatch(ctx); d != "" {
+		h.t.Errorf("bucket differs from the simulator: %s", d)
 	}
 }
 

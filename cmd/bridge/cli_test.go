@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // runCLI runs one bridge subcommand to completion and returns its stdout,
@@ -43,12 +45,12 @@ func TestConsumerCommandsAgainstARunningBridge(t *testing.T) {
 	env := h.env(nil)
 	h.start(env, "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	h.sim.Step()
-	waitFor(t, 20*time.Second, "a round on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "a round on the stream", func() bool { return h.caughtUp(c) })
 	events, _ := c.snapshot()
 	// The bucket is committed after the stream: wait until it has caught up too.
-	waitFor(t, 20*time.Second, "the state bucket", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the state bucket", func() bool {
 		out, _, code := runCLI(t, env, "state")
 		if code != 0 {
 			return false
@@ -110,7 +112,7 @@ func TestConsumerCommandsAgainstARunningBridge(t *testing.T) {
 				want++
 			}
 		}
-		waitFor(t, 20*time.Second, "tail to print every presence change", func() bool {
+		testwait.Until(t, waitScale*20*time.Second, "tail to print every presence change", func() bool {
 			return strings.Count(p.output(), "presence.changed") >= want
 		})
 		for _, line := range strings.Split(strings.TrimSpace(p.output()), "\n") {

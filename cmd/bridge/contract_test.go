@@ -7,6 +7,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestSourceSequenceOrdersEachAgent runs the bridge with several agents and
@@ -24,12 +27,12 @@ func TestSourceSequenceOrdersEachAgent(t *testing.T) {
 	defer cancel()
 	p := h.start(h.env(map[string]string{"BRIDGE_ORG_URL": org}), "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
 	// Step the organisation until every agent has several events (a
 	// change round does not change every agent).
 	for i := 0; i < 60 && !everyAgentHas(c, 6, 5); i++ {
 		h.sim.Step()
-		waitFor(t, 20*time.Second, fmt.Sprintf("round %d on the stream", i), func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, fmt.Sprintf("round %d on the stream", i), func() bool { return h.caughtUp(c) })
 	}
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
@@ -72,11 +75,11 @@ func TestSourceSequenceOrdersEachAgent(t *testing.T) {
 	}
 
 	// The raw header carries the percent-encoded form.
-	stream, err := h.js.Stream(ctx, "CCAAS_AGENTS")
+	stream, err := h.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, "ccaas.agents.>")
+	msg, err := stream.GetLastMsgForSubject(ctx, contract.StreamSubjects(contract.SubjectPrefix))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,11 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // orgServer serves a simulator on a fixed loopback address that a test can
@@ -79,10 +78,10 @@ func TestReadyzTellsTheTruthAboutTheSource(t *testing.T) {
 		"BRIDGE_POLL_INTERVAL": interval.String(), "BRIDGE_BACKOFF_MAX": "1s",
 	}), "run")
 	ops := opsAddr(t, p)
-	waitFor(t, 30*time.Second, "polling started", func() bool { return strings.Contains(p.output(), `"msg":"bridge running"`) })
+	testwait.Until(t, waitScale*30*time.Second, "polling started", func() bool { return strings.Contains(p.output(), `"msg":"bridge running"`) })
 	started := time.Now()
 	var body string
-	waitFor(t, 3*interval, "503 naming the refused token", func() bool {
+	testwait.Until(t, waitScale*3*interval, "503 naming the refused token", func() bool {
 		body = scrape(ops, "/readyz")
 		return strings.Contains(body, `"status":"not_ready"`) && strings.Contains(body, "unauthorized (HTTP 401")
 	})
@@ -103,13 +102,13 @@ func TestReadyzTellsTheTruthAboutTheSource(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(simulator.DefaultToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "503 naming the unreachable organisation", func() bool {
+	testwait.Until(t, waitScale*10*time.Second, "503 naming the unreachable organisation", func() bool {
 		body = scrape(ops, "/readyz")
 		return strings.Contains(body, `"status":"not_ready"`) && strings.Contains(body, "most: transport") && strings.Contains(body, "unreachable")
 	})
 
 	org.up()
-	waitFor(t, 15*time.Second, "ready once polls succeed", func() bool {
+	testwait.Until(t, waitScale*15*time.Second, "ready once polls succeed", func() bool {
 		return strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`)
 	})
 }
@@ -120,19 +119,19 @@ func TestReadyzTellsTheTruthAboutTheSource(t *testing.T) {
 func TestParameterRequiredOrganisation(t *testing.T) {
 	for _, readable := range []bool{true, false} {
 		t.Run(fmt.Sprintf("definition readable %v", readable), func(t *testing.T) {
-			h := newHarnessCustom(t, 5, 5, func(o *simulator.Options) {
+			h := newHarness(t, 5, 5, withSim(func(o *simulator.Options) {
 				o.CallForm = simulator.CallFormFunction
 				if !readable {
 					o.CustomAPIsStatus = http.StatusForbidden
 				}
-			}, nil)
+			}))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			p := h.start(h.env(nil), "run")
 			c := h.collect(ctx)
-			waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+			testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 			h.sim.Step()
-			waitFor(t, 20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
+			testwait.Until(t, waitScale*20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
 			out := p.output()
 			if !strings.Contains(out, `"msg":"presence call form"`) {
 				t.Errorf("the form in use is not logged:\n%s", out)
@@ -159,23 +158,7 @@ func TestOversizedChannelListStillReachesTheStream(t *testing.T) {
 	const maxPayload = 64 << 10
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir(),
-		Configure: func(o *server.Options) error { o.MaxPayload = maxPayload; return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := newHarness(t, 3, 8)
-	h := &harness{t: t, ns: ns, nc: nc, js: js, sim: base.sim, simURL: base.simURL, val: base.val}
+	h := newHarness(t, 3, 8, withNATS(natstest.WithConfigure(func(o *server.Options) error { o.MaxPayload = maxPayload; return nil })))
 	big := h.sim.AgentIDs()[0]
 	var channels []string
 	for i := range 900 { // about 40 KB: the state fits, current + added do not
@@ -186,12 +169,12 @@ func TestOversizedChannelListStillReachesTheStream(t *testing.T) {
 	}
 	p := h.start(h.env(nil), "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	for _, next := range []string{simulator.PresenceAway, simulator.PresenceBusy} {
 		if _, _, err := h.sim.SetPresence(big, next); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "the presence change on the stream", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, "the presence change on the stream", func() bool { return h.caughtUp(c) })
 	}
 	events, errs := c.snapshot()
 	if len(errs) > 0 {
@@ -243,7 +226,7 @@ func TestCheckInEachSimulatorMode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarnessCustom(t, 3, 4, tt.sim, nil)
+			h := newHarness(t, 3, 4, withSim(tt.sim))
 			if tt.fault != nil {
 				if err := h.sim.SetAgentFault(h.sim.AgentIDs()[0], *tt.fault); err != nil {
 					t.Fatal(err)
@@ -270,7 +253,7 @@ func TestCheckInEachSimulatorMode(t *testing.T) {
 // undocumented keys and gzip bodies, and has the Inactive presence, is
 // followed event for event with no malformed poll.
 func TestNullsExtraKeysAndGzipPublishLikeNormalBodies(t *testing.T) {
-	h := newHarnessCustom(t, 6, 17, func(o *simulator.Options) { o.NullEmpty, o.ExtraKeys, o.Gzip, o.Inactive = true, true, true, true }, nil)
+	h := newHarness(t, 6, 17, withSim(func(o *simulator.Options) { o.NullEmpty, o.ExtraKeys, o.Gzip, o.Inactive = true, true, true, true }))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ids := h.sim.AgentIDs()
@@ -283,14 +266,14 @@ func TestNullsExtraKeysAndGzipPublishLikeNormalBodies(t *testing.T) {
 	p := h.start(h.env(nil), "run")
 	ops := opsAddr(t, p)
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	if _, _, err := h.sim.SetPresence(ids[2], simulator.PresenceInactive); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the Inactive presence on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "the Inactive presence on the stream", func() bool { return h.caughtUp(c) })
 	for range 3 {
 		h.sim.Step()
-		waitFor(t, 20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, "a round of changes on the stream", func() bool { return h.caughtUp(c) })
 	}
 	events, errs := c.snapshot()
 	if len(errs) > 0 {

@@ -15,7 +15,9 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // presenceHistory returns, per agent, the presence IDs in the order the
@@ -43,11 +45,11 @@ func TestEndToEndMatchesGroundTruth(t *testing.T) {
 	defer cancel()
 	p := h.start(h.env(nil), "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
 	const rounds = 15
 	for i := 0; i < rounds; i++ {
 		h.sim.Step() // a change round; the bridge polls every 100 ms
-		waitFor(t, 20*time.Second, fmt.Sprintf("round %d on the stream", i), func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, fmt.Sprintf("round %d on the stream", i), func() bool { return h.caughtUp(c) })
 	}
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
@@ -99,9 +101,9 @@ func TestCloudEventsSDKConsumerDecodesEvents(t *testing.T) {
 	defer cancel()
 	h.start(h.env(nil), "run")
 	c := h.collect(ctx) // waits for the stream
-	waitFor(t, 30*time.Second, "first events", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "first events", func() bool { return h.caughtUp(c) })
 
-	consumer, err := cejs.NewConsumerFromConn(h.nc, "CCAAS_AGENTS", "ccaas.agents.>", nil, []nats.SubOpt{nats.DeliverAll()})
+	consumer, err := cejs.NewConsumerFromConn(h.nc, contract.Stream, contract.StreamSubjects(contract.SubjectPrefix), nil, []nats.SubOpt{nats.DeliverAll()})
 	if err != nil {
 		t.Fatalf("cloudevents consumer: %v", err)
 	}
@@ -122,7 +124,7 @@ func TestCloudEventsSDKConsumerDecodesEvents(t *testing.T) {
 		})
 	}()
 	want, _ := c.snapshot()
-	waitFor(t, 20*time.Second, "the SDK consumer to receive every event", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the SDK consumer to receive every event", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(seen) >= len(want)
@@ -159,7 +161,7 @@ func TestDemoPrintsEventsAndStopsCleanly(t *testing.T) {
 		"BRIDGE_HTTP_ADDR":            "127.0.0.1:0",
 	}, "demo")
 	start := time.Now()
-	waitFor(t, 30*time.Second, "the demo's first event line", func() bool {
+	testwait.Until(t, waitScale*30*time.Second, "the demo's first event line", func() bool {
 		return strings.Contains(p.output(), "presence.changed") && strings.Contains(p.output(), "→")
 	})
 	t.Logf("first event line after %s", time.Since(start).Round(time.Millisecond))
@@ -190,7 +192,7 @@ func TestDemoShowsEveryEventType(t *testing.T) {
 		t.Fatalf("the detector has %d event types, want 9", len(types))
 	}
 	start := time.Now()
-	waitFor(t, 60*time.Second, "an event line of every type and a summary counting them", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "an event line of every type and a summary counting them", func() bool {
 		out := p.output()
 		for _, typ := range types {
 			if !demoEventLine(out, typ) {

@@ -20,41 +20,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // This file holds the test support of the fault scenarios (NATS outages,
 // partitions, lease moves, foreign content, SIGTERM with answers in flight)
 // (its unit tests are in faults_support_test.go).
-
-// stopNATS shuts the rig's NATS server down, as a crash or an upgrade would,
-// and returns the function that starts it again on the same address with
-// the same store.
-func (r *rig) stopNATS() (restart func()) {
-	r.t.Helper()
-	s := r.servers
-	s.mu.Lock()
-	addr := s.current.Addr()
-	s.current.Shutdown()
-	s.current = nil
-	s.mu.Unlock()
-	return func() {
-		r.t.Helper()
-		opts := s.opts
-		opts.Listen = addr
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ns, err := embeddednats.Start(ctx, opts)
-		if err != nil {
-			r.t.Fatalf("start nats again on %s: %v", addr, err)
-		}
-		s.mu.Lock()
-		s.current = ns
-		s.mu.Unlock()
-		r.ns = ns
-	}
-}
 
 // tcpProxy forwards TCP connections to a target address until it is cut:
 // then it drops every open connection and closes each new one at once, so
@@ -205,7 +178,7 @@ type writtenEvent struct {
 // stream order.
 func (h *harness) bridgeEvents(ctx context.Context, planted map[uint64]bool) []writtenEvent {
 	h.t.Helper()
-	st, err := h.js.Stream(ctx, "CCAAS_AGENTS")
+	st, err := h.js.Stream(ctx, contract.Stream)
 	if err != nil {
 		h.t.Fatalf("look up stream: %v", err)
 	}
@@ -254,15 +227,7 @@ func (h *harness) checkWholeStream(ctx context.Context, events []event) map[stri
 	t := h.t
 	by := checkSequences(t, events)
 	checkChained(t, by)
-	states, err := h.bucketStates(ctx)
-	if err != nil {
-		t.Errorf("state bucket: %v", err)
-	} else {
-		checkBucketFollowsStream(t, states, by)
-	}
-	if d := h.bucketMismatch(ctx); d != "" {
-		t.Errorf("bucket differs from the simulator: %s", d)
-	}
+	h.checkBucket(ctx, by)
 	latest := latestPresence(events)
 	for _, st := range h.sim.Agents() {
 		if latest[st.AgentID] != st.PresenceID {
@@ -571,7 +536,7 @@ func (h *harness) changeEveryPresence(t *testing.T) time.Time {
 
 // leaseRevision is the revision of shard k's lease key, 0 when absent.
 func (h *harness) leaseRevision(ctx context.Context, k int) uint64 {
-	kv, err := h.js.KeyValue(ctx, "ccaas_bridge_leases")
+	kv, err := h.js.KeyValue(ctx, contract.LeaseBucket)
 	if err != nil {
 		return 0
 	}
@@ -594,29 +559,13 @@ func leaderMetric(ops string, k int) string {
 	return ""
 }
 
-// eventually is waitFor that reports a timeout as a test error and returns
-// false instead of stopping the test, so that the whole-stream checks that
-// follow still say what went wrong.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) bool {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Errorf("timed out after %s waiting for %s", within, what)
-			return false
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval of the condition, not a synchronisation
-	}
-	return true
-}
-
 // caughtUpBucket waits until the bucket equals the simulator's state and
 // reports the last difference when it does not within the deadline; it
 // stops the test at once when one of the running bridges exits.
 func (h *harness) caughtUpBucket(ctx context.Context, t *testing.T, within time.Duration, what string, running ...*proc) bool {
 	t.Helper()
 	var last string
-	ok := eventually(t, within, what, func() bool {
+	ok := testwait.Eventually(t, within, what, func() bool {
 		for _, p := range running {
 			failIfExited(t, p, what)
 		}

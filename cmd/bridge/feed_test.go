@@ -9,6 +9,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // feedEnv is the bridge's environment with the change feed on.
@@ -82,7 +83,7 @@ func checkEveryPresence(t *testing.T, h *harness, by map[string][]event) int {
 // firstSight waits until every agent's presence is on the stream.
 func firstSight(t *testing.T, h *harness, c *collector) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "first sight of every agent", func() bool { return h.caughtUp(c) })
 }
 
 // TestFeedAndPollsOneHistory runs the bridge with the change feed and polls
@@ -91,10 +92,10 @@ func firstSight(t *testing.T, h *harness, c *collector) {
 // throttled and fail for moments: every presence of the ground truth is on
 // the stream, in order, once, timed at the source; sequences are gapless.
 func TestFeedAndPollsOneHistory(t *testing.T) {
-	h := newHarnessCustom(t, 8, 11, func(o *simulator.Options) {
+	h := newHarness(t, 8, 11, withSim(func(o *simulator.Options) {
 		o.FeedLag = 700 * time.Millisecond
 		o.Faults.Rate429, o.Faults.Rate5xx = 0.03, 0.03
-	}, nil)
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	p := h.start(feedEnv(h, "2s"), "run")
@@ -111,7 +112,7 @@ func TestFeedAndPollsOneHistory(t *testing.T) {
 	}{{20 * time.Second, 429}, {40 * time.Second, 500}} {
 		time.Sleep(fault.at / 2) // the scenario's time passing, not a synchronisation
 		setFeedStatus(t, h, fault.status)
-		waitFor(t, 10*time.Second, "a failed read", func() bool {
+		testwait.Until(t, waitScale*10*time.Second, "a failed read", func() bool {
 			return metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_reads_total{result=\"ok\"}") > 0 &&
 				metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_reads_total")-metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_reads_total{result=\"ok\"}") > 0
 		})
@@ -121,18 +122,13 @@ func TestFeedAndPollsOneHistory(t *testing.T) {
 	time.Sleep(20 * time.Second) // the rest of the minute of changes
 	stopChanges()
 	<-done
-	waitFor(t, 60*time.Second, "the stream to catch up with the organisation", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*60*time.Second, "the stream to catch up with the organisation", func() bool { return h.caughtUp(c) })
 	metrics := scrape(ops, "/metrics")
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
 
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	timed := checkEveryPresence(t, h, by)
 	if timed < 50 {
 		t.Errorf("only %d presence changes carried changedAt: the feed reported too little to prove anything", timed)
@@ -181,7 +177,7 @@ func changeAll(t *testing.T, h *harness) {
 // the polls can see, reads the feed again and catches up from its
 // watermark, and says so.
 func TestFeedUnreadableThenBack(t *testing.T) {
-	h := newHarnessCustom(t, 4, 12, func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }, nil)
+	h := newHarness(t, 4, 12, withSim(func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p := h.start(feedEnv(h, "500ms"), "run")
@@ -190,10 +186,10 @@ func TestFeedUnreadableThenBack(t *testing.T) {
 	ops := opsAddr(t, p)
 
 	changeAll(t, h)
-	waitFor(t, 20*time.Second, "the change before the outage", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "the change before the outage", func() bool { return h.caughtUp(c) })
 	setFeedStatus(t, h, 403)
 	outage := time.Now()
-	waitFor(t, 20*time.Second, "the fallback", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the fallback", func() bool {
 		return metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_fallbacks_total") == 1
 	})
 	ready := scrape(ops, "/readyz")
@@ -205,24 +201,19 @@ func TestFeedUnreadableThenBack(t *testing.T) {
 	}
 	for time.Since(outage) < 10*time.Second {
 		changeAll(t, h) // every presence lasts two seconds: the polls see each
-		waitFor(t, 10*time.Second, "polls to see the change", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*10*time.Second, "polls to see the change", func() bool { return h.caughtUp(c) })
 		time.Sleep(2 * time.Second) // the scenario's time passing: each presence lasts two seconds
 	}
 	setFeedStatus(t, h, 0)
-	waitFor(t, 20*time.Second, "the feed to read again", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the feed to read again", func() bool {
 		return metricSum(scrape(ops, "/metrics"), "ccaas_bridge_feed_up") == 1
 	})
 	changeAll(t, h)
-	waitFor(t, 40*time.Second, "the change after the outage", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*40*time.Second, "the change after the outage", func() bool { return h.caughtUp(c) })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	checkEveryPresence(t, h, by)
 	logs := p.output()
 	if n := strings.Count(logs, "change feed unreadable; polling alone"); n != 1 {
@@ -249,14 +240,14 @@ func TestFeedUnreadableThenBack(t *testing.T) {
 // and every change made meanwhile is on the stream once, in order, timed at
 // the source.
 func TestFeedWatermarkSurvivesRestart(t *testing.T) {
-	h := newHarnessCustom(t, 4, 13, func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }, nil)
+	h := newHarness(t, 4, 13, withSim(func(o *simulator.Options) { o.FeedLag = 300 * time.Millisecond }))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p := h.start(feedEnv(h, "2s"), "run")
 	c := h.collect(ctx)
 	firstSight(t, h, c)
 	changeAll(t, h)
-	waitFor(t, 20*time.Second, "the change before the restart", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "the change before the restart", func() bool { return h.caughtUp(c) })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
@@ -265,18 +256,13 @@ func TestFeedWatermarkSurvivesRestart(t *testing.T) {
 		time.Sleep(time.Second) // the scenario's time passing: each presence lasts a second
 	}
 	p2 := h.start(feedEnv(h, "2s"), "run")
-	waitFor(t, 40*time.Second, "the changes made while stopped", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*40*time.Second, "the changes made while stopped", func() bool { return h.caughtUp(c) })
 	changeAll(t, h)
-	waitFor(t, 20*time.Second, "a change after the restart", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "a change after the restart", func() bool { return h.caughtUp(c) })
 	if code := p2.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("bridge exit status %d after SIGTERM", code)
 	}
-	events, errs := c.snapshot()
-	for _, err := range errs {
-		t.Error(err)
-	}
-	by := checkSequences(t, events)
-	checkChained(t, by)
+	by := checkCollected(t, c)
 	if timed := checkEveryPresence(t, h, by); timed < 4*4 {
 		t.Errorf("%d changes timed at the source, want at least the 16 made after the first sight", timed)
 	}

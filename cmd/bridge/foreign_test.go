@@ -15,6 +15,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped plants, while no
@@ -47,7 +48,7 @@ func TestForeignContentOnAgentSubjectsAndInTheBucketIsSkipped(t *testing.T) {
 // the bucket's, or both.
 func testForeignContent(t *testing.T, onStream, inBucket bool) {
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: 3, seed: 17, sim: func(o *simulator.Options) { o.OnRequest = reqs.record }})
+	h := newHarness(t, 3, 17, withSim(func(o *simulator.Options) { o.OnRequest = reqs.record }))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"GORACE": raceExitNow})
@@ -56,12 +57,12 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 
 	// A history: every agent's first events and one change each.
 	p := h.start(env, "run")
-	waitFor(t, 60*time.Second, "first sight of every agent", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "first sight of every agent", func() bool {
 		failIfExited(t, p, "starting")
 		return h.bucketMismatch(ctx) == ""
 	})
 	h.changeEveryPresence(t)
-	waitFor(t, 30*time.Second, "the change on the stream and in the bucket", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*30*time.Second, "the change on the stream and in the bucket", func() bool { return h.bucketMismatch(ctx) == "" })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)
 	}
@@ -105,7 +106,7 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 		hdr.Set("ce-bridgeversion", "test-planted")
 		return hdr
 	}
-	subject := func(agent, typ string) string { return "ccaas.agents." + agent + "." + typ }
+	subject := func(agent, typ string) string { return contract.Subject(contract.SubjectPrefix, agent, typ) }
 	junk := func(agent string) {
 		plant(subject(agent, detector.TypePresenceChanged), nil, []byte("\x00\xffnot a CloudEvent {"))
 	}
@@ -127,7 +128,7 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 		plant(subject(x, "presence.future"), ceHeaders("presence.future", x, fmt.Sprintf("%s-%d", x, 900003), 900003), future(x))
 	}
 	if inBucket {
-		kv, err := h.js.KeyValue(ctx, "ccaas_agents")
+		kv, err := h.js.KeyValue(ctx, contract.StateBucket)
 		if err != nil {
 			t.Fatalf("open the state bucket: %v", err)
 		}
@@ -147,7 +148,7 @@ func testForeignContent(t *testing.T, onStream, inBucket bool) {
 	restarted := time.Now()
 	p = h.start(env, "run")
 	ops := opsAddr(t, p)
-	waitFor(t, 60*time.Second, "the bridge to poll and be ready in spite of the foreign content", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "the bridge to poll and be ready in spite of the foreign content", func() bool {
 		failIfExited(t, p, "starting with the foreign content")
 		return reqs.answeredSince(restarted) && strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`)
 	})

@@ -11,12 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // leaseHolder returns the instance holding shard k's lease, or "".
 func (h *harness) leaseHolder(ctx context.Context, k int) string {
-	kv, err := h.js.KeyValue(ctx, "ccaas_bridge_leases")
+	kv, err := h.js.KeyValue(ctx, contract.LeaseBucket)
 	if err != nil {
 		return ""
 	}
@@ -78,18 +80,18 @@ func TestFailoverAfterLeaderIsKilled(t *testing.T) {
 	}
 	a := h.start(env("bridge-a"), "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "bridge-a to lead and publish every agent", func() bool {
+	testwait.Until(t, waitScale*30*time.Second, "bridge-a to lead and publish every agent", func() bool {
 		return h.leaseHolder(ctx, 0) == "bridge-a" && h.caughtUp(c)
 	})
 	b := h.start(env("bridge-b"), "run")
 	bOps := opsAddr(t, b)
-	waitFor(t, 20*time.Second, "bridge-b ready but idle", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "bridge-b ready but idle", func() bool {
 		return strings.Contains(scrape(bOps, "/readyz"), `"status":"standby"`) &&
 			strings.Contains(scrape(bOps, "/metrics"), `ccaas_bridge_leader{shard="0"} 0`)
 	})
 	for i := 0; i < 3; i++ {
 		h.sim.Step()
-		waitFor(t, 20*time.Second, "a round on the stream", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, "a round on the stream", func() bool { return h.caughtUp(c) })
 	}
 	if got := h.leaseHolder(ctx, 0); got != "bridge-a" {
 		t.Fatalf("lease holder %q while bridge-a is alive, want bridge-a", got)
@@ -100,7 +102,7 @@ func TestFailoverAfterLeaderIsKilled(t *testing.T) {
 		t.Fatalf("bridge-a exit %d, want killed", code)
 	}
 	h.sim.Step() // changes while nobody polls
-	waitFor(t, 2*ttl, "bridge-b to take the lease", func() bool { return h.leaseHolder(ctx, 0) == "bridge-b" })
+	testwait.Until(t, waitScale*2*ttl, "bridge-b to take the lease", func() bool { return h.leaseHolder(ctx, 0) == "bridge-b" })
 	// The lease expires after the TTL and the standby, retrying every
 	// third of it, takes it at its next attempt: well within twice the TTL
 	// however loaded the runner (a standby that ignored the expiry would
@@ -110,16 +112,16 @@ func TestFailoverAfterLeaderIsKilled(t *testing.T) {
 	} else {
 		t.Logf("standby took over %s after the leader died (TTL %s)", took.Round(time.Millisecond), ttl)
 	}
-	waitFor(t, 20*time.Second, "bridge-b to publish the change made during failover", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "bridge-b to publish the change made during failover", func() bool { return h.caughtUp(c) })
 	if m := scrape(bOps, "/metrics"); !strings.Contains(m, `ccaas_bridge_leader{shard="0"} 1`) {
 		t.Errorf("bridge-b leads but its metric says otherwise:\n%s", m)
 	}
-	waitFor(t, 10*time.Second, "bridge-b ready and active", func() bool {
+	testwait.Until(t, waitScale*10*time.Second, "bridge-b ready and active", func() bool {
 		return strings.Contains(scrape(bOps, "/readyz"), `"status":"ready"`)
 	})
 	for i := 0; i < 3; i++ {
 		h.sim.Step()
-		waitFor(t, 20*time.Second, "a round after failover", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, "a round after failover", func() bool { return h.caughtUp(c) })
 	}
 	h.checkStream(t, c)
 }
@@ -147,7 +149,7 @@ func TestShardsSplitAgentsAcrossProcesses(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	h := newHarnessCustom(t, 30, 5, func(o *simulator.Options) { o.StaticTokens = tokens }, wrap)
+	h := newHarness(t, 30, 5, withSim(func(o *simulator.Options) { o.StaticTokens = tokens }), withHandler(wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for i, tok := range tokens {
@@ -167,8 +169,8 @@ func TestShardsSplitAgentsAcrossProcesses(t *testing.T) {
 		}
 		return true
 	}
-	waitFor(t, 30*time.Second, "one shard per process", balanced)
-	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "one shard per process", balanced)
+	testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 
 	// Record who polls whom over a few poll intervals of the balanced state.
 	mu.Lock()
@@ -176,7 +178,7 @@ func TestShardsSplitAgentsAcrossProcesses(t *testing.T) {
 	mu.Unlock()
 	for i := 0; i < 3; i++ {
 		h.sim.Step()
-		waitFor(t, 20*time.Second, "a round on the stream", func() bool { return h.caughtUp(c) })
+		testwait.Until(t, waitScale*20*time.Second, "a round on the stream", func() bool { return h.caughtUp(c) })
 	}
 	mu.Lock()
 	recording = false

@@ -24,8 +24,9 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/ceheader"
 	"github.com/ccaas/presence-bridge/internal/contract"
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 	"github.com/ccaas/presence-bridge/schemas"
 )
 
@@ -34,7 +35,7 @@ import (
 // a consumer of the stream.
 type harness struct {
 	t      *testing.T
-	ns     *embeddednats.Server
+	ns     *natstest.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	sim    *simulator.Simulator
@@ -42,38 +43,66 @@ type harness struct {
 	val    *schemas.Validator
 }
 
-func newHarness(t *testing.T, agents int, seed uint64) *harness {
-	t.Helper()
-	return newHarnessCustom(t, agents, seed, nil, nil)
+// harnessConfig is what newHarness's options change.
+type harnessConfig struct {
+	sim      func(*simulator.Options)
+	wrap     func(http.Handler) http.Handler
+	nats     []natstest.Option
+	natsConn []nats.Option
 }
 
-// newHarnessCustom is newHarness with the simulator's options adjusted by
-// configure and its HTTP handler wrapped by wrap (either may be nil).
-func newHarnessCustom(t *testing.T, agents int, seed uint64, configure func(*simulator.Options), wrap func(http.Handler) http.Handler) *harness {
+// harnessOption changes what newHarness builds.
+type harnessOption func(*harnessConfig)
+
+// withSim adjusts the simulator's options before it is built.
+func withSim(configure func(*simulator.Options)) harnessOption {
+	return func(c *harnessConfig) { c.sim = configure }
+}
+
+// withHandler wraps the simulator's HTTP handler.
+func withHandler(wrap func(http.Handler) http.Handler) harnessOption {
+	return func(c *harnessConfig) { c.wrap = wrap }
+}
+
+// withNATS starts the NATS server with opts (limits, users, its log).
+func withNATS(opts ...natstest.Option) harnessOption {
+	return func(c *harnessConfig) { c.nats = append(c.nats, opts...) }
+}
+
+// withNATSConn connects the harness's consumer with opts as well
+// (credentials, an error handler).
+func withNATSConn(opts ...nats.Option) harnessOption {
+	return func(c *harnessConfig) { c.natsConn = append(c.natsConn, opts...) }
+}
+
+// withNATSUser makes the server require user and password, and the
+// harness's consumer give them.
+func withNATSUser(user, password string) harnessOption {
+	return func(c *harnessConfig) {
+		c.nats = append(c.nats, natstest.WithUser(user, password))
+		c.natsConn = append(c.natsConn, nats.UserInfo(user, password))
+	}
+}
+
+// newHarness starts a JetStream server (h.ns, which a test may stop and
+// restart on the same address and store) and a simulated organisation of
+// agents seeded with seed, and connects the harness's consumer; opts adjust
+// either.
+func newHarness(t *testing.T, agents int, seed uint64, opts ...harnessOption) *harness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
+	var c harnessConfig
+	for _, opt := range opts {
+		opt(&c)
 	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatalf("connect nats: %v", err)
+	ns := natstest.Start(t, c.nats...)
+	nc, js := natstest.Connect(t, ns.ClientURL(),
+		append(c.natsConn, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))...)
+	sopts := simulator.DefaultOptions()
+	sopts.Agents, sopts.Seed = agents, seed
+	if c.sim != nil {
+		c.sim(&sopts)
 	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := simulator.DefaultOptions()
-	opts.Agents = agents
-	opts.Seed = seed
-	if configure != nil {
-		configure(&opts)
-	}
-	sim, err := simulator.New(opts)
+	sim, err := simulator.New(sopts)
 	if err != nil {
 		t.Fatalf("new simulator: %v", err)
 	}
@@ -82,8 +111,8 @@ func newHarnessCustom(t *testing.T, agents int, seed uint64, configure func(*sim
 		t.Fatal(err)
 	}
 	handler := sim.Handler()
-	if wrap != nil {
-		handler = wrap(handler)
+	if c.wrap != nil {
+		handler = c.wrap(handler)
 	}
 	srv := &http.Server{Handler: handler}
 	go srv.Serve(ln)
@@ -181,7 +210,7 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) int 
 	t.Helper()
 	// The bridge installs its signal handler before it writes anything: a
 	// signal sent earlier would kill it with the signal's default action.
-	waitFor(t, 30*time.Second, "the bridge's first output line", func() bool {
+	testwait.Until(t, waitScale*30*time.Second, "the bridge's first output line", func() bool {
 		_, gone := exited(p)
 		return gone || p.output() != ""
 	})
@@ -251,7 +280,7 @@ func (h *harness) decode(msg *nats.Msg) (event, error) {
 	if _, err := fmt.Sscanf(fmt.Sprint(seq), "%d", &ev.Sequence); err != nil {
 		return ev, fmt.Errorf("event %s sequence %v: %w", ev.ID, seq, err)
 	}
-	if want := "ccaas.agents." + ev.Agent + "." + ev.Type; msg.Subject != want {
+	if want := contract.Subject(contract.SubjectPrefix, ev.Agent, ev.Type); msg.Subject != want {
 		return ev, fmt.Errorf("event %s on subject %s, want %s", ev.ID, msg.Subject, want)
 	}
 	if want := fmt.Sprintf("%s-%d", ev.Agent, ev.Sequence); ev.ID != want || msg.Header.Get(jetstream.MsgIDHeader) != want {
@@ -284,12 +313,12 @@ func (h *harness) collect(ctx context.Context) *collector {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var err error
-		cons, err = h.js.OrderedConsumer(ctx, "CCAAS_AGENTS", jetstream.OrderedConsumerConfig{})
+		cons, err = h.js.OrderedConsumer(ctx, contract.Stream, jetstream.OrderedConsumerConfig{})
 		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("ordered consumer on CCAAS_AGENTS: %v", err)
+			h.t.Fatalf("ordered consumer on %s: %v", contract.Stream, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -323,25 +352,11 @@ func (c *collector) snapshot() ([]event, []error) {
 	return append([]event(nil), c.events...), append([]error(nil), c.errs...)
 }
 
-// waitScale stretches every waitFor deadline. A deadline only detects a
+// waitScale stretches every deadline these tests wait with testwait.Until. A deadline only detects a
 // hang; it is not a performance assertion, and a loaded 2-core runner with
 // the race detector can be several times slower than an idle one. A test
 // that passes waits no longer for it.
 const waitScale = 3
-
-// waitFor polls cond until it holds or the deadline (within, stretched by
-// waitScale) passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	within *= waitScale
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval of the condition, not a synchronisation
-	}
-}
 
 // latestPresence returns, per agent, the presence ID of its last
 // presence.changed event.

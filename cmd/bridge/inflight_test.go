@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestSIGTERMPublishesEveryAnswerInFlight sends SIGTERM while 30 or more
@@ -24,7 +26,7 @@ func TestSIGTERMPublishesEveryAnswerInFlight(t *testing.T) {
 		shutdownTimeout = 15 * time.Second
 	)
 	answers := &answerLog{delay: func() time.Duration { return time.Second + rand.N(time.Second) }}
-	h := newHarnessCustom(t, agents, 23, nil, answers.wrap)
+	h := newHarness(t, agents, 23, withHandler(answers.wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{
@@ -35,14 +37,14 @@ func TestSIGTERMPublishesEveryAnswerInFlight(t *testing.T) {
 		"BRIDGE_SHUTDOWN_TIMEOUT": shutdownTimeout.String(),
 	})
 	p := h.start(env, "run")
-	waitFor(t, 90*time.Second, "first sight of every agent", func() bool {
+	testwait.Until(t, waitScale*90*time.Second, "first sight of every agent", func() bool {
 		failIfExited(t, p, "starting")
 		return h.bucketMismatch(ctx) == ""
 	})
 
 	changed := h.changeEveryPresence(t)
 	inFlight := 0
-	waitFor(t, 30*time.Second, "answers with the new presences sent and 30 more in flight", func() bool {
+	testwait.Until(t, waitScale*30*time.Second, "answers with the new presences sent and 30 more in flight", func() bool {
 		sent, n := answers.snapshot()
 		inFlight = n
 		newer := 0

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestLeaseMoveLeavesNoEventsFromTheReplicaThatGaveUp runs one replica with
@@ -35,10 +36,10 @@ func TestLeaseMoveLeavesNoEventsFromTheReplicaThatGaveUp(t *testing.T) {
 	)
 	binB := bridgeBinaryVersion(t, versionB) // before anything runs: the build takes a while
 	polls := newPollersLog()
-	h := newHarnessCustom(t, agents, 7, func(o *simulator.Options) {
+	h := newHarness(t, agents, 7, withSim(func(o *simulator.Options) {
 		o.StaticTokens = []string{"token-a", "token-b"}
 		o.ChangeProbability = 0.3
-	}, polls.wrap)
+	}), withHandler(polls.wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := func(id, token string) map[string]string {
@@ -49,7 +50,7 @@ func TestLeaseMoveLeavesNoEventsFromTheReplicaThatGaveUp(t *testing.T) {
 	}
 	a := h.start(env("bridge-a", "token-a"), "run")
 	aOps := opsAddr(t, a)
-	waitFor(t, 60*time.Second, "bridge-a to hold both shards and publish every agent", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "bridge-a to hold both shards and publish every agent", func() bool {
 		failIfExited(t, a, "starting")
 		return leaderMetric(aOps, 0) == "1" && leaderMetric(aOps, 1) == "1" && h.bucketMismatch(ctx) == ""
 	})
@@ -58,7 +59,7 @@ func TestLeaseMoveLeavesNoEventsFromTheReplicaThatGaveUp(t *testing.T) {
 	b := h.startBinary(binB, env("bridge-b", "token-b"), "run")
 	bOps := opsAddr(t, b)
 	moved := -1
-	waitFor(t, 60*time.Second, "bridge-b to take one shard over and bridge-a to report it gave it up", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "bridge-b to take one shard over and bridge-a to report it gave it up", func() bool {
 		failIfExited(t, a, "the lease moved")
 		failIfExited(t, b, "joining")
 		for k := range 2 {
@@ -70,7 +71,7 @@ func TestLeaseMoveLeavesNoEventsFromTheReplicaThatGaveUp(t *testing.T) {
 		return false
 	})
 	movedAt := time.Now()
-	waitFor(t, 60*time.Second, "a watch of the stream after the move", func() bool { return time.Since(movedAt) >= watch })
+	testwait.Until(t, waitScale*60*time.Second, "a watch of the stream after the move", func() bool { return time.Since(movedAt) >= watch })
 	until := time.Now()
 	stable := leaderMetric(bOps, moved) == "1" && leaderMetric(aOps, moved) == "0" && leaderMetric(aOps, 1-moved) == "1"
 	stopChanges()

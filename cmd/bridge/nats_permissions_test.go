@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -23,9 +20,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"sigs.k8s.io/yaml"
 
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
-	"github.com/ccaas/presence-bridge/internal/simulator"
-	"github.com/ccaas/presence-bridge/schemas"
+	"github.com/ccaas/presence-bridge/internal/contract"
+	"github.com/ccaas/presence-bridge/internal/detector"
+	"github.com/ccaas/presence-bridge/internal/natstest"
+	"github.com/ccaas/presence-bridge/internal/testlog"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // The least-privilege NATS examples: a nats-server configuration and values
@@ -193,22 +192,13 @@ func (p *permissionErrors) all() []string {
 // permission violation of every client (the CLI's included, which log
 // nothing themselves).
 type serverLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *serverLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
+	testlog.Buffer
 }
 
 // violations returns the server's log lines about permission violations.
 func (l *serverLog) violations() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
+	for _, line := range strings.Split(l.String(), "\n") {
 		if strings.Contains(line, "Violation") {
 			out = append(out, line)
 		}
@@ -245,56 +235,24 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 	defer cancel()
 
 	srvLog := &serverLog{}
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: t.TempDir(),
-		Logger: slog.New(slog.NewTextHandler(srvLog, nil)),
-		Configure: func(o *server.Options) error {
-			for _, name := range []string{bridgeNATSUser, consumerNATSUser} {
-				o.Users = append(o.Users, users[name])
-			}
-			return nil
-		}})
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
-	}
-	t.Cleanup(ns.Shutdown)
-	connect := func(user string, perms *permissionErrors) (*nats.Conn, jetstream.JetStream) {
-		t.Helper()
-		nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(user, users[user].Password), nats.ErrorHandler(perms.handler))
-		if err != nil {
-			t.Fatalf("connect as %s: %v", user, err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc, js
-	}
-	if _, err := nats.Connect(ns.ClientURL()); err == nil {
-		t.Fatal("the server accepts a client without credentials: the permissions would not apply")
-	}
 	consumerPerms := &permissionErrors{}
-	cnc, cjs := connect(consumerNATSUser, consumerPerms)
-
-	sopts := simulator.DefaultOptions()
-	sopts.Agents, sopts.Seed = 4, 29
-	sim, err := simulator.New(sopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: sim.Handler()}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	val, err := schemas.NewValidator()
-	if err != nil {
-		t.Fatal(err)
+	credentials := func(user string, perms *permissionErrors) []nats.Option {
+		return []nats.Option{nats.UserInfo(user, users[user].Password), nats.ErrorHandler(perms.handler)}
 	}
 	// The harness reads the stream and the bucket as the consumer.
-	h := &harness{t: t, ns: ns, nc: cnc, js: cjs, sim: sim, simURL: "http://" + ln.Addr().String(), val: val}
+	h := newHarness(t, 4, 29,
+		withNATS(natstest.WithLogger(slog.New(slog.NewTextHandler(srvLog, nil))),
+			natstest.WithConfigure(func(o *server.Options) error {
+				for _, name := range []string{bridgeNATSUser, consumerNATSUser} {
+					o.Users = append(o.Users, users[name])
+				}
+				return nil
+			})),
+		withNATSConn(credentials(consumerNATSUser, consumerPerms)...))
+	cnc, cjs := h.nc, h.js
+	if _, err := nats.Connect(h.ns.ClientURL()); err == nil {
+		t.Fatal("the server accepts a client without credentials: the permissions would not apply")
+	}
 
 	bridgeEnv := h.env(map[string]string{
 		"BRIDGE_NATS_USER":     bridgeNATSUser,
@@ -309,14 +267,14 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 	})
 	p := h.start(bridgeEnv, "run")
 	c := h.collect(ctx)
-	waitFor(t, 40*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*40*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	// A second round: every agent's first change in this process reads its
 	// events back from the stream before it is published.
-	sim.Step()
-	waitFor(t, 30*time.Second, "the second round on the stream", func() bool { return h.caughtUp(c) })
-	waitFor(t, 30*time.Second, "the state bucket", func() bool { return h.bucketMismatch(ctx) == "" })
+	h.sim.Step()
+	testwait.Until(t, waitScale*30*time.Second, "the second round on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "the state bucket", func() bool { return h.bucketMismatch(ctx) == "" })
 	addr := opsAddr(t, p)
-	waitFor(t, 20*time.Second, "the lease held", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the lease held", func() bool {
 		return strings.Contains(scrape(addr, "/metrics"), `ccaas_bridge_leader{shard="0"} 1`)
 	})
 	events, errs := c.snapshot()
@@ -336,7 +294,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("bridge state: exit %d: %s", code, stderr)
 		}
-		for _, a := range sim.Agents() {
+		for _, a := range h.sim.Agents() {
 			if !strings.Contains(out, a.AgentID) {
 				t.Errorf("bridge state does not list agent %s:\n%s", a.AgentID, out)
 			}
@@ -346,7 +304,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 			t.Fatalf("bridge replay: exit %d, %d events, want at least %d: %s", code, lines, len(events), stderr)
 		}
 		tail := h.start(consumerEnv, "tail", "--since", "1h")
-		waitFor(t, 20*time.Second, "tail to print the stream's events", func() bool {
+		testwait.Until(t, waitScale*20*time.Second, "tail to print the stream's events", func() bool {
 			return strings.Count(tail.output(), "\n") >= len(events)
 		})
 		if code := tail.stop(t, syscall.SIGINT, 10*time.Second); code != 0 {
@@ -360,14 +318,14 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 	t.Run("durable consumer with acknowledgements as the consumer user", func(t *testing.T) {
 		// What the alerting example does: a durable consumer with explicit
 		// acknowledgements, looked up again by name.
-		cons, err := cjs.CreateOrUpdateConsumer(ctx, "CCAAS_AGENTS", jetstream.ConsumerConfig{
-			Durable: "alerting", FilterSubject: "ccaas.agents.*.presence.changed",
+		cons, err := cjs.CreateOrUpdateConsumer(ctx, contract.Stream, jetstream.ConsumerConfig{
+			Durable: "alerting", FilterSubject: contract.Filter(contract.SubjectPrefix, "", detector.TypePresenceChanged),
 			AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		if err != nil {
 			t.Fatalf("create the durable consumer: %v", err)
 		}
-		if _, err := cjs.Consumer(ctx, "CCAAS_AGENTS", "alerting"); err != nil {
+		if _, err := cjs.Consumer(ctx, contract.Stream, "alerting"); err != nil {
 			t.Fatalf("look the durable consumer up: %v", err)
 		}
 		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
@@ -387,8 +345,8 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 	}
 
 	t.Run("refused", func(t *testing.T) {
-		agent := sim.AgentIDs()[0]
-		kv, err := cjs.KeyValue(ctx, "ccaas_agents")
+		agent := h.sim.AgentIDs()[0]
+		kv, err := cjs.KeyValue(ctx, contract.StateBucket)
 		if err != nil {
 			t.Fatalf("the consumer cannot open the state bucket: %v", err)
 		}
@@ -397,37 +355,37 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 			t.Fatal(err)
 		}
 		bridgePerms := &permissionErrors{}
-		bnc, _ := connect(bridgeNATSUser, bridgePerms)
+		bnc, _ := natstest.Connect(t, h.ns.ClientURL(), credentials(bridgeNATSUser, bridgePerms)...)
 		forgedID := agent + "-99999999"
 		short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 2*time.Second) }
 
 		tests := []refusal{
-			{"consumer publishes an event", consumerPerms, "ccaas.agents." + agent + ".agent.offline", func() error {
+			{"consumer publishes an event", consumerPerms, contract.Subject(contract.SubjectPrefix, agent, detector.TypeAgentOffline), func() error {
 				c, cancel := short()
 				defer cancel()
-				_, err := cjs.Publish(c, "ccaas.agents."+agent+".agent.offline", []byte(`{}`), jetstream.WithMsgID(forgedID))
+				_, err := cjs.Publish(c, contract.Subject(contract.SubjectPrefix, agent, detector.TypeAgentOffline), []byte(`{}`), jetstream.WithMsgID(forgedID))
 				return err
 			}},
-			{"consumer writes an agent's state", consumerPerms, "$KV.ccaas_agents." + agent, func() error {
+			{"consumer writes an agent's state", consumerPerms, "$KV." + contract.StateBucket + "." + agent, func() error {
 				c, cancel := short()
 				defer cancel()
 				_, err := kv.Put(c, agent, []byte(`{"agentId":"forged"}`))
 				return err
 			}},
-			{"consumer takes a lease", consumerPerms, "$KV.ccaas_bridge_leases.shard-0", func() error {
-				_, err := cnc.Request("$KV.ccaas_bridge_leases.shard-0", []byte(`{}`), 2*time.Second)
+			{"consumer takes a lease", consumerPerms, "$KV." + contract.LeaseBucket + ".shard-0", func() error {
+				_, err := cnc.Request("$KV."+contract.LeaseBucket+".shard-0", []byte(`{}`), 2*time.Second)
 				return err
 			}},
-			{"consumer deletes the stream", consumerPerms, "$JS.API.STREAM.DELETE.CCAAS_AGENTS", func() error {
-				_, err := cnc.Request("$JS.API.STREAM.DELETE.CCAAS_AGENTS", nil, 2*time.Second)
+			{"consumer deletes the stream", consumerPerms, "$JS.API.STREAM.DELETE." + contract.Stream, func() error {
+				_, err := cnc.Request("$JS.API.STREAM.DELETE."+contract.Stream, nil, 2*time.Second)
 				return err
 			}},
 			{"bridge publishes outside its prefix", bridgePerms, "ccaas.other", func() error {
 				_, err := bnc.Request("ccaas.other", []byte(`{}`), 2*time.Second)
 				return err
 			}},
-			{"bridge purges the stream", bridgePerms, "$JS.API.STREAM.PURGE.CCAAS_AGENTS", func() error {
-				_, err := bnc.Request("$JS.API.STREAM.PURGE.CCAAS_AGENTS", nil, 2*time.Second)
+			{"bridge purges the stream", bridgePerms, "$JS.API.STREAM.PURGE." + contract.Stream, func() error {
+				_, err := bnc.Request("$JS.API.STREAM.PURGE."+contract.Stream, nil, 2*time.Second)
 				return err
 			}},
 		}
@@ -436,7 +394,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 				if err := tt.attempt(); err == nil {
 					t.Fatalf("publish to %s succeeded", tt.subject)
 				}
-				waitFor(t, 10*time.Second, "the client's permission violation for "+tt.subject, func() bool { return tt.perms.about(tt.subject) })
+				testwait.Until(t, waitScale*10*time.Second, "the client's permission violation for "+tt.subject, func() bool { return tt.perms.about(tt.subject) })
 				if !slices.ContainsFunc(srvLog.violations(), func(l string) bool { return mentions(l, tt.subject) }) {
 					t.Errorf("the server logged no violation for %s", tt.subject)
 				}
@@ -444,7 +402,7 @@ func TestBridgeAndConsumersWithLeastPrivilegeNATS(t *testing.T) {
 		}
 
 		// Nothing of it reached the stream or the buckets.
-		st, err := cjs.Stream(ctx, "CCAAS_AGENTS")
+		st, err := cjs.Stream(ctx, contract.Stream)
 		if err != nil {
 			t.Fatal(err)
 		}

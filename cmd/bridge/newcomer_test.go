@@ -16,7 +16,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // eventLineRE matches an event line of the demo and of `bridge tail`:
@@ -61,14 +64,14 @@ func TestNewcomerPath(t *testing.T) {
 
 	demo := h.start(demoEnv, "demo")
 	var agents int
-	waitFor(t, 90*time.Second, "the demo's banner", func() bool {
+	testwait.Until(t, waitScale*90*time.Second, "the demo's banner", func() bool {
 		m := regexp.MustCompile(`demo: (\d+) simulated agents`).FindStringSubmatch(demo.output())
 		if m != nil {
 			agents, _ = strconv.Atoi(m[1])
 		}
 		return agents > 1
 	})
-	waitFor(t, 90*time.Second, "the demo's first event lines", func() bool {
+	testwait.Until(t, waitScale*90*time.Second, "the demo's first event lines", func() bool {
 		return len(eventLineRE.FindAllString(demo.output(), -1)) >= agents
 	})
 	banner := demo.output()
@@ -81,7 +84,7 @@ func TestNewcomerPath(t *testing.T) {
 	// state: every agent, and one agent by ID (braces accepted, as
 	// Dynamics 365 shows IDs).
 	var stateOut string
-	waitFor(t, 60*time.Second, "every agent in bridge state", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "every agent in bridge state", func() bool {
 		args, _ := run("./bridge state", nil)
 		out, _, code := runCLI(t, cliEnv, args...)
 		stateOut = out
@@ -121,7 +124,7 @@ func TestNewcomerPath(t *testing.T) {
 	}
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	kv, err := js.KeyValue(ctx, "ccaas_agents")
+	kv, err := js.KeyValue(ctx, contract.StateBucket)
 	if err != nil {
 		t.Fatalf("state bucket: %v", err)
 	}
@@ -208,7 +211,7 @@ func TestNewcomerPath(t *testing.T) {
 			t.Errorf("second demo's message does not say %q:\n%s", want, stderr)
 		}
 	}
-	waitFor(t, 60*time.Second, "the first demo's events after the collision", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "the first demo's events after the collision", func() bool {
 		return len(eventLineRE.FindAllString(demo.output(), -1)) > before
 	})
 
@@ -263,7 +266,7 @@ func TestNewcomerPath(t *testing.T) {
 	bridge := h.start(runEnv, args...)
 	tailEnv := map[string]string{"BRIDGE_EMBEDDED_NATS_LISTEN": runEnv["BRIDGE_EMBEDDED_NATS_LISTEN"]}
 	var tailOut string
-	waitFor(t, 90*time.Second, "the simulator's agents in bridge tail", func() bool {
+	testwait.Until(t, waitScale*90*time.Second, "the simulator's agents in bridge tail", func() bool {
 		out, _ := runFor(t, tailEnv, 5*time.Second, func(out string) bool { return len(eventLineRE.FindAllString(out, -1)) >= 3 }, "tail", "--since", "10m")
 		tailOut = out
 		return len(eventLineRE.FindAllString(out, -1)) >= 3
@@ -288,18 +291,15 @@ func checkStore(t *testing.T, dataDir string, printed int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: dataDir})
-	if err != nil {
-		t.Fatalf("open the demo's data directory after it stopped: %v", err)
-	}
-	defer ns.Shutdown()
+	ns := natstest.Start(t, natstest.WithDataDir(dataDir)) // the demo's store, after the demo stopped
+	defer ns.Stop()
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	s, err := js.Stream(ctx, "CCAAS_AGENTS")
+	s, err := js.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatalf("the demo's stream: %v", err)
 	}

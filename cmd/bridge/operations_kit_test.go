@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // The operations kit the chart ships: alert rules and a Grafana dashboard.
@@ -38,10 +40,10 @@ func TestOperationsKitQueriesExportedMetrics(t *testing.T) {
 	defer cancel()
 	p := h.start(h.env(map[string]string{"GORACE": raceExitNow, "BRIDGE_LEASE_TTL": "3s"}), "run")
 	c := h.collect(ctx)
-	waitFor(t, 30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
+	testwait.Until(t, waitScale*30*time.Second, "every agent on the stream", func() bool { return h.caughtUp(c) })
 	addr := opsAddr(t, p)
 	var body string
-	waitFor(t, 20*time.Second, "the lease and published events in the metrics", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the lease and published events in the metrics", func() bool {
 		body = scrape(addr, "/metrics")
 		return strings.Contains(body, `ccaas_bridge_leader{shard="0"} 1`) && strings.Contains(body, "ccaas_bridge_events_published_total{")
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestRestartAfterUncommittedPublishOfAnotherChange reproduces, without
@@ -22,7 +23,7 @@ import (
 // on it), the next events follow on from it, and the stream's last presence
 // is the simulator's.
 func TestRestartAfterUncommittedPublishOfAnotherChange(t *testing.T) {
-	h := newHarnessWith(t, harnessOptions{agents: 2, seed: 3})
+	h := newHarness(t, 2, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})
@@ -30,7 +31,7 @@ func TestRestartAfterUncommittedPublishOfAnotherChange(t *testing.T) {
 	mustSim(t)(h.sim.Login(agent)) // Available, one session
 
 	p := h.start(env, "run")
-	waitFor(t, 20*time.Second, "first sight of every agent", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*20*time.Second, "first sight of every agent", func() bool { return h.bucketMismatch(ctx) == "" })
 	if !strings.Contains(scrape(opsAddr(t, p), "/metrics"), "ccaas_bridge_adoptions_total") {
 		t.Fatal("the bridge does not adopt agents' histories from the stream (pipeline.Options.Journal not wired)")
 	}
@@ -71,9 +72,9 @@ func TestRestartAfterUncommittedPublishOfAnotherChange(t *testing.T) {
 	mustSim(t)(h.sim.SetPresence(agent, simulator.PresenceAway))
 
 	p = h.start(env, "run")
-	waitFor(t, 20*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*20*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	mustSim(t)(h.sim.SetPresence(agent, simulator.PresenceAvailable))
-	waitFor(t, 20*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*20*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Fatalf("exit status %d after SIGTERM", code)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestNATSOutageWithDefaultLeaseLosesNoTransition stops NATS for 5 s under
@@ -34,14 +35,14 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 		// BRIDGE_LEASE_TTL's default 15s).
 		renewEvery = 5 * time.Second
 	)
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 41, sim: func(o *simulator.Options) { o.ChangeProbability = 0.5 }})
+	h := newHarness(t, agents, 41, withSim(func(o *simulator.Options) { o.ChangeProbability = 0.5 }))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// The default configuration apart from the test's short poll interval
 	// and backoff: no BRIDGE_LEASE_* variable is set.
 	p := h.start(h.env(map[string]string{"GORACE": raceExitNow}), "run")
 	ops := opsAddr(t, p)
-	waitFor(t, 60*time.Second, "the bridge to lead and publish every agent", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "the bridge to lead and publish every agent", func() bool {
 		failIfExited(t, p, "starting")
 		return leaderMetric(ops, 0) == "1" && h.bucketMismatch(ctx) == ""
 	})
@@ -50,7 +51,7 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 	// Place the outage 4 s after a renewal: the renewal due 1 s into it
 	// fails, and half a TTL after the last one falls 3.5 s into it.
 	rev := h.leaseRevision(ctx, 0)
-	waitFor(t, 3*renewEvery, "a lease renewal", func() bool { return h.leaseRevision(ctx, 0) > rev })
+	testwait.Until(t, waitScale*3*renewEvery, "a lease renewal", func() bool { return h.leaseRevision(ctx, 0) > rev })
 	renewed := time.Now()
 	select {
 	case <-time.After(renewEvery - time.Second - time.Since(renewed)): // scenario timing, not a synchronisation
@@ -58,21 +59,21 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 		t.Fatal(ctx.Err())
 	}
 
-	restart := h.stopNATS()
+	h.ns.Stop()
 	down := time.Now()
 	select {
 	case <-time.After(outage): // the outage's length is the scenario
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
-	restart()
+	h.ns.Restart()
 	up := time.Now()
 	t.Logf("NATS down from %s to %s, %s after the last lease renewal", down.Format("15:04:05.000"), up.Format("15:04:05.000"), down.Sub(renewed).Round(time.Millisecond))
 	failIfExited(t, p, "NATS was down")
 
 	// A few more rounds with NATS back, then the organisation rests and the
 	// bridge catches up.
-	waitFor(t, 30*time.Second, "a few rounds of changes after the outage", func() bool { return time.Since(up) >= 4*stepEvery })
+	testwait.Until(t, waitScale*30*time.Second, "a few rounds of changes after the outage", func() bool { return time.Since(up) >= 4*stepEvery })
 	stopChanges()
 	failIfExited(t, p, "catching up after the outage")
 	h.caughtUpBucket(ctx, t, 60*time.Second, "the bucket to equal the simulator's state after the outage", p)
@@ -128,10 +129,10 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 		stepEvery = 7 * testInterval / 2
 	)
 	polls := newPollersLog()
-	h := newHarnessCustom(t, agents, 31, func(o *simulator.Options) {
+	h := newHarness(t, agents, 31, withSim(func(o *simulator.Options) {
 		o.StaticTokens = []string{"token-a", "token-b"}
 		o.ChangeProbability = 0.5
-	}, polls.wrap)
+	}), withHandler(polls.wrap))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	proxy := newTCPProxy(t, h.ns.Addr())
@@ -143,13 +144,13 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	}
 	a := h.start(env("bridge-a", "token-a", "nats://"+proxy.addr()), "run")
 	aOps := opsAddr(t, a)
-	waitFor(t, 60*time.Second, "bridge-a to lead and publish every agent", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "bridge-a to lead and publish every agent", func() bool {
 		failIfExited(t, a, "starting")
 		return h.leaseHolder(ctx, 0) == "bridge-a" && h.bucketMismatch(ctx) == ""
 	})
 	b := h.start(env("bridge-b", "token-b", h.ns.ClientURL()), "run")
 	bOps := opsAddr(t, b)
-	waitFor(t, 30*time.Second, "bridge-b ready but idle", func() bool {
+	testwait.Until(t, waitScale*30*time.Second, "bridge-b ready but idle", func() bool {
 		return strings.Contains(scrape(bOps, "/readyz"), `"status":"standby"`) && leaderMetric(bOps, 0) == "0"
 	})
 
@@ -157,26 +158,26 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	cut := time.Now()
 	// A change the cut-off leader observes and holds...
 	changed := h.changeEveryPresence(t)
-	waitFor(t, 20*time.Second, "bridge-a to poll every agent after a change while cut off", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "bridge-a to poll every agent after a change while cut off", func() bool {
 		return len(polls.polledSince("token-a", changed)) == agents
 	})
 	// ...and another before bridge-b polls: whoever publishes first, the two
 	// replicas hold different versions of the agents' next events.
 	h.changeEveryPresence(t)
 	stopChanges := h.changeEvery(stepEvery)
-	waitFor(t, 60*time.Second, "bridge-b to take the lease and poll every agent while bridge-a is cut off", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "bridge-b to take the lease and poll every agent while bridge-a is cut off", func() bool {
 		failIfExited(t, a, "cut off")
 		return h.leaseHolder(ctx, 0) == "bridge-b" && len(polls.polledSince("token-b", cut)) == agents
 	})
-	waitFor(t, 60*time.Second, "the cut to last three duplicate windows", func() bool { return time.Since(cut) >= cutFor })
+	testwait.Until(t, waitScale*60*time.Second, "the cut to last three duplicate windows", func() bool { return time.Since(cut) >= cutFor })
 	polledWhileCut := len(polls.polledSince("token-a", time.Now().Add(-2*time.Second)))
 	stopChanges()
-	waitFor(t, 60*time.Second, "bridge-b to publish the organisation's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*60*time.Second, "bridge-b to publish the organisation's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	proxy.setCut(false)
 	rejoined := time.Now()
 	t.Logf("bridge-a cut off for %s; it polled %d of %d agents in the last 2 s of the cut", rejoined.Sub(cut).Round(time.Millisecond), polledWhileCut, agents)
 
-	eventually(t, 60*time.Second, "bridge-a to reconnect, publish what it held and stand by", func() bool {
+	testwait.Eventually(t, 60*time.Second, "bridge-a to reconnect, publish what it held and stand by", func() bool {
 		failIfExited(t, a, "reconnecting")
 		return proxy.openConns() > 0 && metricSum(scrape(aOps, "/metrics"), "ccaas_bridge_publish_window_in_use") == 0 &&
 			strings.Contains(scrape(aOps, "/readyz"), `"status":"standby"`)

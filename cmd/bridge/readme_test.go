@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccaas/presence-bridge/examples/eventstest"
 	"github.com/ccaas/presence-bridge/internal/config"
+	"github.com/ccaas/presence-bridge/internal/contract"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 var updateSamples = flag.Bool("update-samples", false, "rewrite testdata/samples/ and the README's sample blocks from the real binary")
@@ -109,7 +112,7 @@ func startSimulator(t *testing.T, h *harness, args ...string) (*proc, string, ma
 	t.Helper()
 	addr := freeAddr(t)
 	p := h.start(nil, append([]string{"simulate", "--addr", addr}, args...)...)
-	waitFor(t, 60*time.Second, "the simulator's export lines", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "the simulator's export lines", func() bool {
 		return strings.Contains(p.output(), "export BRIDGE_AGENT_IDS=")
 	})
 	return p, addr, simulatorEnv(t, p.output())
@@ -293,6 +296,38 @@ func TestExamplesShareOneDecoder(t *testing.T) {
 		}
 		if !bytes.Equal(b, first) {
 			t.Errorf("examples/%s/cloudevent.go differs from examples/alerting/cloudevent.go", ex)
+		}
+	}
+}
+
+// TestExamplesUseTheContractsNames: the examples and their test support
+// spell the contract's names themselves, on purpose (public libraries
+// only); their defaults must stay those of internal/contract.
+func TestExamplesUseTheContractsNames(t *testing.T) {
+	for _, tt := range []struct{ what, got, want string }{
+		{"eventstest.Stream", eventstest.Stream, contract.Stream},
+		{"eventstest.SubjectPrefix", eventstest.SubjectPrefix, contract.SubjectPrefix},
+		{"eventstest.StateBucket", eventstest.StateBucket, contract.StateBucket},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s = %q, want %q", tt.what, tt.got, tt.want)
+		}
+	}
+	want := map[string]string{"stream": contract.Stream, "prefix": contract.SubjectPrefix, "bucket": contract.StateBucket}
+	flagDefault := regexp.MustCompile(`flag\.StringVar\(&opts\.\w+, "(stream|prefix|bucket)", "([^"]*)"`)
+	for _, ex := range []string{"alerting", "pipeline-export", "routing-view"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", ex, "main.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := flagDefault.FindAllStringSubmatch(string(b), -1)
+		if len(found) < 2 {
+			t.Errorf("examples/%s/main.go: %d of the contract's flags found, want the stream and the prefix at least", ex, len(found))
+		}
+		for _, m := range found {
+			if m[2] != want[m[1]] {
+				t.Errorf("examples/%s/main.go: -%s defaults to %q, want %q", ex, m[1], m[2], want[m[1]])
+			}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // processLife is when one bridge process ran: from its start to its
@@ -48,10 +49,10 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	t.Logf("kill points seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 5, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 5, withSim(func(o *simulator.Options) {
 		o.ChangeProbability = 0.5
 		o.OnRequest = reqs.record
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})
@@ -67,7 +68,7 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	for i := range kills {
 		start := time.Now()
 		p := h.start(env, "run")
-		waitFor(t, 20*time.Second, "the new process's first poll", func() bool { return reqs.answeredSince(start) })
+		testwait.Until(t, waitScale*20*time.Second, "the new process's first poll", func() bool { return reqs.answeredSince(start) })
 		for range 2 + rng.IntN(5) {
 			step()
 		}
@@ -93,8 +94,8 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	start := time.Now()
 	lives = append(lives, processLife{start: start})
 	p := h.start(env, "run")
-	waitFor(t, 20*time.Second, "the final process's first poll", func() bool { return reqs.answeredSince(start) })
-	waitFor(t, 30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*20*time.Second, "the final process's first poll", func() bool { return reqs.answeredSince(start) })
+	testwait.Until(t, waitScale*30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("final process: exit status %d after SIGTERM", code)
 	}
@@ -102,14 +103,7 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	events := h.streamEvents(ctx)
 	by := checkSequences(t, events)
 	checkChained(t, by)
-	states, err := h.bucketStates(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkBucketFollowsStream(t, states, by)
-	if d := h.bucketMismatch(ctx); d != "" {
-		t.Errorf("bucket differs from the simulator: %s", d)
-	}
+	h.checkBucket(ctx, by)
 
 	spans := h.presenceSpans()
 	if len(spans) != agents {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // Known secrets: none of them may appear in anything the bridge writes.
@@ -32,7 +33,7 @@ var secrets = []string{secretToken, secretWrongToken, secretClientSecret, secret
 func opsAddr(t *testing.T, p *proc) string {
 	t.Helper()
 	var addr string
-	waitFor(t, 20*time.Second, "the operator http address in the logs", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "the operator http address in the logs", func() bool {
 		sc := bufio.NewScanner(strings.NewReader(p.output()))
 		for sc.Scan() {
 			var line struct {
@@ -95,8 +96,7 @@ func assertNoSecret(t *testing.T, what, text string) {
 // and with Entra ID credentials against an unreachable authority, and its
 // output must not show them either.
 func TestSecretsNeverLeak(t *testing.T) {
-	r := newHarnessWith(t, harnessOptions{agents: 4, seed: 17, natsUser: natsUser, natsPassword: secretNATSPassword,
-		sim: func(o *simulator.Options) { o.StaticTokens = []string{secretToken} }})
+	r := newHarness(t, 4, 17, withSim(func(o *simulator.Options) { o.StaticTokens = []string{secretToken} }), withNATSUser(natsUser, secretNATSPassword))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := r.env(map[string]string{
@@ -120,7 +120,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			return metricSum(metrics, prefix) > n
 		}
 	}
-	waitFor(t, 20*time.Second, "successful polls", metricAbove(`ccaas_bridge_polls_total{result="ok"}`, 0))
+	testwait.Until(t, waitScale*20*time.Second, "successful polls", metricAbove(`ccaas_bridge_polls_total{result="ok"}`, 0))
 
 	// The API refuses the token for a while.
 	for _, id := range r.sim.AgentIDs() {
@@ -128,24 +128,24 @@ func TestSecretsNeverLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "401s counted", metricAbove(`ccaas_bridge_polls_total{result="unauthorized"}`, 0))
+	testwait.Until(t, waitScale*20*time.Second, "401s counted", metricAbove(`ccaas_bridge_polls_total{result="unauthorized"}`, 0))
 
 	// Then answers with broken bodies, of every kind.
 	if err := r.sim.SetFaults(simulator.Faults{RateMalformed: 0.6}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "malformed responses counted", metricAbove(`ccaas_bridge_polls_total{result="malformed"}`, 3))
+	testwait.Until(t, waitScale*20*time.Second, "malformed responses counted", metricAbove(`ccaas_bridge_polls_total{result="malformed"}`, 3))
 	if err := r.sim.SetFaults(simulator.Faults{}); err != nil {
 		t.Fatal(err)
 	}
 
 	// Then NATS goes away and comes back: the bridge reconnects with its
 	// password, and publishes again.
-	r.restartNATS()
-	waitFor(t, 30*time.Second, "a NATS reconnect counted", metricAbove("ccaas_bridge_nats_reconnects_total", 0))
+	r.ns.Restart()
+	testwait.Until(t, waitScale*30*time.Second, "a NATS reconnect counted", metricAbove("ccaas_bridge_nats_reconnects_total", 0))
 	published := metricSum(metrics, "ccaas_bridge_events_published_total")
 	mustSim(t)(r.sim.SetPresence(r.sim.AgentIDs()[0], simulator.PresenceAway))
-	waitFor(t, 30*time.Second, "a publish after the reconnect", metricAbove("ccaas_bridge_events_published_total", published))
+	testwait.Until(t, waitScale*30*time.Second, "a publish after the reconnect", metricAbove("ccaas_bridge_events_published_total", published))
 
 	health := scrape(addr, "/healthz") + scrape(addr, "/readyz")
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {

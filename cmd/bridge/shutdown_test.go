@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestSIGTERMMidBurstLosesNothing changes all of 200 agents at once and
@@ -21,9 +22,9 @@ func TestSIGTERMMidBurstLosesNothing(t *testing.T) {
 		agents          = 200
 		shutdownTimeout = 5 * time.Second
 	)
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 13, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 13, withSim(func(o *simulator.Options) {
 		o.Faults.Latency = 20 * time.Millisecond // polls are in flight at any time
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{
@@ -33,7 +34,7 @@ func TestSIGTERMMidBurstLosesNothing(t *testing.T) {
 		"BRIDGE_SHUTDOWN_TIMEOUT": shutdownTimeout.String(),
 	})
 	p := h.start(env, "run")
-	waitFor(t, 30*time.Second, "first sight of every agent in the bucket", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*30*time.Second, "first sight of every agent in the bucket", func() bool { return h.bucketMismatch(ctx) == "" })
 
 	before := h.streamCount(ctx)
 	for _, st := range h.sim.Agents() {
@@ -45,7 +46,7 @@ func TestSIGTERMMidBurstLosesNothing(t *testing.T) {
 	}
 	// SIGTERM once the burst is well under way: the agents' polls are
 	// spread over the interval, so most of it is still to come.
-	waitFor(t, 10*time.Second, "the burst's first events", func() bool { return h.streamCount(ctx) > before+agents/5 })
+	testwait.Until(t, waitScale*10*time.Second, "the burst's first events", func() bool { return h.streamCount(ctx) > before+agents/5 })
 	at := h.streamCount(ctx)
 	start := time.Now()
 	if code := p.stop(t, syscall.SIGTERM, shutdownTimeout); code != 0 {
@@ -69,7 +70,7 @@ func TestSIGTERMMidBurstLosesNothing(t *testing.T) {
 
 	// A new process catches up with what the first did not poll.
 	p = h.start(env, "run")
-	waitFor(t, 30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	if code := p.stop(t, syscall.SIGTERM, shutdownTimeout); code != 0 {
 		t.Fatalf("second process: exit status %d after SIGTERM", code)
 	}

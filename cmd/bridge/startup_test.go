@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestStartsBeforeNATSIsReachable: a bridge started while its NATS servers
@@ -29,28 +27,16 @@ func TestStartsBeforeNATSIsReachable(t *testing.T) {
 
 	p := h.start(h.env(map[string]string{"BRIDGE_NATS_URL": "nats://" + addr}), "run")
 	ops := opsAddr(t, p)
-	waitFor(t, 20*time.Second, "not ready while NATS is unreachable", func() bool {
+	testwait.Until(t, waitScale*20*time.Second, "not ready while NATS is unreachable", func() bool {
 		body := scrape(ops, "/readyz")
 		return strings.Contains(body, `"status":"not_ready"`) && strings.Contains(body, `"reason":"connecting"`)
 	})
-	waitFor(t, 20*time.Second, "a retry logged", func() bool { return strings.Contains(p.output(), "NATS unreachable; retrying") })
+	testwait.Until(t, waitScale*20*time.Second, "a retry logged", func() bool { return strings.Contains(p.output(), "NATS unreachable; retrying") })
 
-	ns, err := embeddednats.Start(ctx, embeddednats.Options{Listen: addr, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start nats on %s: %v", addr, err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := natstest.Start(t, natstest.WithListen(addr))
+	nc, js := natstest.Connect(t, ns.ClientURL())
 	late := &harness{t: t, ns: ns, nc: nc, js: js, sim: h.sim, simURL: h.simURL, val: h.val}
 	c := late.collect(ctx)
-	waitFor(t, 60*time.Second, "every agent published once NATS is up", func() bool { return late.caughtUp(c) })
-	waitFor(t, 20*time.Second, "ready", func() bool { return strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`) })
+	testwait.Until(t, waitScale*60*time.Second, "every agent published once NATS is up", func() bool { return late.caughtUp(c) })
+	testwait.Until(t, waitScale*20*time.Second, "ready", func() bool { return strings.Contains(scrape(ops, "/readyz"), `"status":"ready"`) })
 }

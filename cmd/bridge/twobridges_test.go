@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestTwoBridgesPollingTheSameAgents runs two bridge processes without the
@@ -21,17 +22,17 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 		rounds = 60
 	)
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 9, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 9, withSim(func(o *simulator.Options) {
 		o.ChangeProbability = 0.5
 		o.OnRequest = reqs.record
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})
 	start := time.Now()
 	a := h.start(env, "run")
 	b := h.start(env, "run")
-	waitFor(t, 20*time.Second, "both bridges polling", func() bool { return reqs.answeredSince(start) })
+	testwait.Until(t, waitScale*20*time.Second, "both bridges polling", func() bool { return reqs.answeredSince(start) })
 	// Each process counts its own successful polls: both must poll every
 	// agent while the organisation changes (counted, not timed, so a slow
 	// runner changes nothing).
@@ -39,7 +40,7 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 	addrs := map[string]string{"a": opsAddr(t, a), "b": opsAddr(t, b)}
 	polled := map[string]float64{}
 	for name, addr := range addrs {
-		waitFor(t, 30*time.Second, "bridge "+name+" polling every agent", func() bool {
+		testwait.Until(t, waitScale*30*time.Second, "bridge "+name+" polling every agent", func() bool {
 			polled[name] = metricSum(scrape(addr, "/metrics"), okPolls)
 			return polled[name] >= agents
 		})
@@ -54,32 +55,17 @@ func TestTwoBridgesPollingTheSameAgents(t *testing.T) {
 		h.sim.Step()
 	}
 	for name, addr := range addrs {
-		waitFor(t, 30*time.Second, "bridge "+name+" polling every agent during the changes", func() bool {
+		testwait.Until(t, waitScale*30*time.Second, "bridge "+name+" polling every agent during the changes", func() bool {
 			return metricSum(scrape(addr, "/metrics"), okPolls) >= polled[name]+agents
 		})
 	}
-	waitFor(t, 30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.Until(t, waitScale*30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
 	for name, p := range map[string]*proc{"a": a, "b": b} {
 		if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 			t.Fatalf("bridge %s: exit status %d after SIGTERM", name, code)
 		}
 	}
 	events := h.streamEvents(ctx)
-	by := checkSequences(t, events)
-	checkChained(t, by)
-	states, err := h.bucketStates(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkBucketFollowsStream(t, states, by)
-	if d := h.bucketMismatch(ctx); d != "" {
-		t.Errorf("bucket differs from the simulator: %s", d)
-	}
-	latest := latestPresence(events)
-	for _, st := range h.sim.Agents() {
-		if latest[st.AgentID] != st.PresenceID {
-			t.Errorf("agent %s: last presence on the stream %s, simulator %s", st.AgentID, latest[st.AgentID], st.PresenceID)
-		}
-	}
+	h.checkWholeStream(ctx, events)
 	t.Logf("%d events %v from two bridges", len(events), countTypes(events))
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds runs two bridge
@@ -28,16 +29,16 @@ func TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds(t *testing.T) {
 		lateness  = time.Second
 	)
 	reqs := newRequestLog()
-	h := newHarnessWith(t, harnessOptions{agents: agents, seed: 27, sim: func(o *simulator.Options) {
+	h := newHarness(t, agents, 27, withSim(func(o *simulator.Options) {
 		o.ChangeProbability = 0.2
 		o.OnRequest = reqs.record
-	}})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})
 	a := h.start(env, "run")
 	b := h.start(env, "run")
-	waitFor(t, 60*time.Second, "first sight of every agent", func() bool {
+	testwait.Until(t, waitScale*60*time.Second, "first sight of every agent", func() bool {
 		failIfExited(t, a, "starting")
 		failIfExited(t, b, "starting")
 		return h.bucketMismatch(ctx) == ""
@@ -45,7 +46,7 @@ func TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds(t *testing.T) {
 
 	start := time.Now()
 	stopChanges := h.changeEvery(stepEvery)
-	waitFor(t, runFor+30*time.Second, "30 s of changes", func() bool {
+	testwait.Until(t, waitScale*(runFor+30*time.Second), "30 s of changes", func() bool {
 		failIfExited(t, a, "changes")
 		failIfExited(t, b, "changes")
 		return time.Since(start) >= runFor

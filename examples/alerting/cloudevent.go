@@ -1,5 +1,7 @@
 package main
 
+// Each example copies this file on purpose, to stand alone on public libraries; TestExamplesShareOneDecoder (cmd/bridge) keeps the copies identical.
+
 import (
 	"context"
 	"errors"

@@ -60,6 +60,7 @@ func main() {
 	}
 }
 
+// connectAndRun is repeated in each example on purpose: each is a standalone program.
 func connectAndRun(ctx context.Context, url string, opts options) error {
 	nc, err := nats.Connect(url, nats.Name("alerting"))
 	if err != nil {

@@ -69,6 +69,20 @@ func (s *service) stop() error {
 	return <-s.done
 }
 
+// durableInfo returns the state of the durable consumer.
+func durableInfo(t *testing.T, js jetstream.JetStream) *jetstream.ConsumerInfo {
+	t.Helper()
+	cons, err := js.Consumer(t.Context(), eventstest.Stream, testOpts.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
 // waitDurable waits until the durable consumer exists.
 func waitDurable(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
@@ -107,14 +121,7 @@ func TestRun(t *testing.T) {
 	if got := s.out.String(); got != want {
 		t.Errorf("first run:\n%s\nwant:\n%s", got, want)
 	}
-	cons, err := js.Consumer(t.Context(), eventstest.Stream, testOpts.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := durableInfo(t, js)
 	if info.NumAckPending != 0 || info.AckFloor.Consumer != 2 {
 		t.Errorf("after the first run: %d acks pending, ack floor %d; want 0 and 2", info.NumAckPending, info.AckFloor.Consumer)
 	}
@@ -173,14 +180,7 @@ func TestAlertNotRaisedIsRetried(t *testing.T) {
 	if !slices.Equal(lines, want) {
 		t.Errorf("output lines %q, want %q", lines, want)
 	}
-	cons, err := js.Consumer(t.Context(), eventstest.Stream, testOpts.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := durableInfo(t, js)
 	if info.NumAckPending != 0 || info.Delivered.Consumer != 3 {
 		t.Errorf("%d acks pending, %d deliveries; want 0 and 3", info.NumAckPending, info.Delivered.Consumer)
 	}

@@ -22,7 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The contract's defaults.
+// The contract's defaults, spelled here on purpose (public libraries only);
+// TestExamplesUseTheContractsNames (cmd/bridge) keeps them those of the bridge.
 const (
 	Stream        = "CCAAS_AGENTS"
 	SubjectPrefix = "ccaas.agents"
@@ -44,6 +45,7 @@ func AgentSource(agent string) string {
 
 // StartJetStream runs an in-process JetStream server for one test, creates
 // the stream capturing SubjectPrefix.> and returns a connection to it.
+// It does not use internal/natstest on purpose: public libraries only.
 func StartJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{

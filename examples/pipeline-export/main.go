@@ -52,6 +52,7 @@ func main() {
 	}
 }
 
+// connectAndRun is repeated in each example on purpose: each is a standalone program.
 func connectAndRun(ctx context.Context, url string, opts options) error {
 	nc, err := nats.Connect(url, nats.Name("pipeline-export"))
 	if err != nil {

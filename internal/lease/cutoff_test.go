@@ -16,7 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccaas/presence-bridge/internal/contract"
-	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // proxy is a TCP proxy between one client and a NATS server that the test
@@ -195,7 +196,7 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 	}{
 		{
 			name:    "server stopped and restarted, nobody else",
-			cut:     func(t *testing.T, e *cutEnv) { e.srv.Shutdown() },
+			cut:     func(t *testing.T, e *cutEnv) { e.srv.Stop() },
 			restore: func(t *testing.T, e *cutEnv) { e.restartServer(t) },
 		},
 		{
@@ -215,19 +216,19 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 			e := newCutEnv(t)
 			rec := &recorder{}
 			a := startContenderOn(t, reconnecting(t, e.proxy.url()), "a", 1, rec.leading("a"))
-			waitFor(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
+			testwait.Until(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
 			var b *contender
 			if tt.standby {
 				b = startContenderOn(t, reconnecting(t, e.srv.ClientURL()), "b", 1, rec.leading("b"))
 			}
 			// Give b time to see a's lease, so that it takes over by expiry.
-			waitFor(t, 3*testTTL, "a renewal", func() bool { return e.writes().count("a") >= 2 })
+			testwait.Until(t, 3*testTTL, "a renewal", func() bool { return e.writes().count("a") >= 2 })
 
 			tt.cut(t, e)
 			cutAt := time.Now()
-			waitFor(t, 5*time.Second, "a to notice the outage", func() bool { return !a.nc.IsConnected() })
+			testwait.Until(t, 5*time.Second, "a to notice the outage", func() bool { return !a.nc.IsConnected() })
 			if tt.standby {
-				waitFor(t, 3*testTTL, "b to take over", func() bool { return b.set.IsLeader(0) })
+				testwait.Until(t, 3*testTTL, "b to take over", func() bool { return b.set.IsLeader(0) })
 			}
 			// a keeps leading through the whole outage.
 			for time.Since(cutAt) < outage {
@@ -242,9 +243,9 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 
 			restoredAt := time.Now()
 			tt.restore(t, e)
-			waitFor(t, 10*time.Second, "a to reconnect", a.nc.IsConnected)
+			testwait.Until(t, 10*time.Second, "a to reconnect", a.nc.IsConnected)
 			if !tt.standby {
-				waitFor(t, 3*testTTL, "a to renew after the outage", func() bool {
+				testwait.Until(t, 3*testTTL, "a to renew after the outage", func() bool {
 					w := e.writes().last()
 					return w.instance == "a" && w.written.After(restoredAt)
 				})
@@ -259,7 +260,7 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, 3*testTTL, "a to step down after seeing b", func() bool { return !a.set.IsLeader(0) })
+			testwait.Until(t, 3*testTTL, "a to step down after seeing b", func() bool { return !a.set.IsLeader(0) })
 			if logs := a.logs.String(); !strings.Contains(logs, "another process took the shard") {
 				t.Errorf("a stepped down for another reason:\n%s", logs)
 			}
@@ -280,9 +281,8 @@ func TestHolderCutOffFromNATSKeepsLeading(t *testing.T) {
 // cutEnv is a server, a proxy in front of it, and an observer on its own
 // connection.
 type cutEnv struct {
-	srv   *embeddednats.Server // the server running now; set by the test goroutine only
+	srv   *natstest.Server
 	addr  string
-	dir   string
 	proxy *proxy
 
 	mu  sync.Mutex
@@ -291,8 +291,7 @@ type cutEnv struct {
 
 func newCutEnv(t *testing.T) *cutEnv {
 	t.Helper()
-	e := &cutEnv{dir: t.TempDir()}
-	e.startServer(t, "127.0.0.1:-1")
+	e := &cutEnv{srv: natstest.Start(t)}
 	e.addr = e.srv.Addr()
 	e.proxy = startProxy(t, e.addr)
 	_, js := connect(t, e.srv.ClientURL())
@@ -310,29 +309,17 @@ func newCutEnv(t *testing.T) *cutEnv {
 	return e
 }
 
-func (e *cutEnv) startServer(t *testing.T, listen string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	srv, err := embeddednats.Start(ctx, embeddednats.Options{Listen: listen, DataDir: e.dir})
-	if err != nil {
-		t.Fatalf("start nats-server on %s: %v", listen, err)
-	}
-	t.Cleanup(srv.Shutdown)
-	e.srv = srv
-}
-
 // restartServer starts the server again on its address and store, and
 // follows the shard key from a new observer connection.
 func (e *cutEnv) restartServer(t *testing.T) {
 	t.Helper()
-	e.startServer(t, e.addr)
+	e.srv.Restart()
 	js, err := jetstream.New(reconnecting(t, e.srv.ClientURL()))
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
 	var obs *shardWrites
-	waitFor(t, 10*time.Second, "the bucket after the restart", func() bool {
+	testwait.Until(t, 10*time.Second, "the bucket after the restart", func() bool {
 		obs, err = watchShardWrites(t, js)
 		return err == nil
 	})

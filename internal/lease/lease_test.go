@@ -1,7 +1,6 @@
 package lease_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,8 @@ import (
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/lease"
 	"github.com/ccaas/presence-bridge/internal/natstest"
+	"github.com/ccaas/presence-bridge/internal/testlog"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 const testTTL = time.Second
@@ -102,27 +103,10 @@ type contender struct {
 	nc      *nats.Conn
 	healthy atomic.Bool
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	onHeld  atomic.Pointer[[]int] // the last OnChange report
 	cancel  context.CancelFunc
 	done    chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startContender(t *testing.T, url, instance string, shards int, rec *recorder) *contender {
@@ -145,7 +129,7 @@ func startContenderOn(t *testing.T, nc *nats.Conn, instance string, shards int, 
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
-	c := &contender{nc: nc, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, done: make(chan error, 1)}
+	c := &contender{nc: nc, reg: prometheus.NewRegistry(), logs: &testlog.Buffer{}, done: make(chan error, 1)}
 	c.healthy.Store(true)
 	set, err := lease.New(lease.Options{
 		JetStream:  js,
@@ -194,18 +178,6 @@ func (c *contender) stop(t *testing.T) func() {
 	}
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func leaders(cs []*contender, shard int) []*contender {
 	var out []*contender
 	for _, c := range cs {
@@ -238,10 +210,10 @@ func TestOneLeaderAmongContenders(t *testing.T) {
 		startContender(t, url, "a", 1, rec),
 		startContender(t, url, "b", 1, rec),
 	}
-	waitFor(t, 3*testTTL, "a leader", func() bool { return len(leaders(cs, 0)) == 1 })
+	testwait.Until(t, 3*testTTL, "a leader", func() bool { return len(leaders(cs, 0)) == 1 })
 	leader := leaders(cs, 0)[0]
 	rev := leaseRevision(t, js, 0)
-	waitFor(t, 3*testTTL, "three renewals", func() bool { return leaseRevision(t, js, 0) >= rev+3 })
+	testwait.Until(t, 3*testTTL, "three renewals", func() bool { return leaseRevision(t, js, 0) >= rev+3 })
 
 	if got := leaders(cs, 0); len(got) != 1 || got[0] != leader {
 		t.Fatalf("leaders after renewals = %d, want only the first leader", len(got))
@@ -348,16 +320,16 @@ func TestStandbyTakesOverWithinTTL(t *testing.T) {
 			_, js := connect(t, url)
 			rec := &recorder{}
 			a := startContender(t, url, "a", 1, rec)
-			waitFor(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
+			testwait.Until(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
 			b := startContender(t, url, "b", 1, rec)
 			lastRenewal := renewalTimes(t, js, 0)
 			rev := leaseRevision(t, js, 0)
-			waitFor(t, 3*testTTL, "a renewal seen by b", func() bool { return leaseRevision(t, js, 0) > rev && !lastRenewal("a").IsZero() })
+			testwait.Until(t, 3*testTTL, "a renewal seen by b", func() bool { return leaseRevision(t, js, 0) > rev && !lastRenewal("a").IsZero() })
 
 			tt.kill(a)
 			// b holds the shard a moment before its Leading function starts:
 			// wait for both.
-			waitFor(t, 3*testTTL, "b to take over and lead", func() bool { return b.set.IsLeader(0) && len(rec.snapshot()) >= 2 })
+			testwait.Until(t, 3*testTTL, "b to take over and lead", func() bool { return b.set.IsLeader(0) && len(rec.snapshot()) >= 2 })
 			ivs := rec.snapshot()
 			if len(ivs) != 2 || ivs[0].instance != "a" || ivs[1].instance != "b" {
 				t.Fatalf("leading intervals = %+v, want a then b", ivs)
@@ -369,7 +341,7 @@ func TestStandbyTakesOverWithinTTL(t *testing.T) {
 				t.Errorf("b's logs do not show a takeover:\n%s", b.logs)
 			}
 			if tt.seesTakeover {
-				waitFor(t, testTTL, "a to step down after seeing b", func() bool { return !a.set.IsLeader(0) })
+				testwait.Until(t, testTTL, "a to step down after seeing b", func() bool { return !a.set.IsLeader(0) })
 				if logs := a.logs.String(); !strings.Contains(logs, "another process took the shard") {
 					t.Errorf("a stepped down for another reason:\n%s", logs)
 				}
@@ -392,7 +364,7 @@ func TestRevisionConflictLosesLeadershipAtOnce(t *testing.T) {
 	_, js := connect(t, url)
 	rec := &recorder{}
 	a := startContender(t, url, "a", 1, rec)
-	waitFor(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
+	testwait.Until(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
 
 	kv, err := js.KeyValue(context.Background(), contract.LeaseBucket)
 	if err != nil {
@@ -401,7 +373,7 @@ func TestRevisionConflictLosesLeadershipAtOnce(t *testing.T) {
 	if _, err := kv.Put(context.Background(), "shard.0", []byte(`{"instance":"intruder","session":"x","healthy":true}`)); err != nil {
 		t.Fatalf("overwrite lease: %v", err)
 	}
-	waitFor(t, testTTL, "a to step down", func() bool { return !a.set.IsLeader(0) })
+	testwait.Until(t, testTTL, "a to step down", func() bool { return !a.set.IsLeader(0) })
 	if logs := a.logs.String(); !strings.Contains(logs, "another process took the shard") {
 		t.Fatalf("a stepped down for another reason:\n%s", logs)
 	}
@@ -409,7 +381,7 @@ func TestRevisionConflictLosesLeadershipAtOnce(t *testing.T) {
 		t.Errorf("ccaas_bridge_leader{shard=0} after loss = %v, want 0", got)
 	}
 	// The intruder never renews, so a takes the shard back once it expires.
-	waitFor(t, 3*testTTL, "a to take the expired lease back", func() bool { return a.set.IsLeader(0) })
+	testwait.Until(t, 3*testTTL, "a to take the expired lease back", func() bool { return a.set.IsLeader(0) })
 	rec.assertNoOverlap(t)
 }
 
@@ -417,13 +389,13 @@ func TestShutdownHandsOverAtOnce(t *testing.T) {
 	url := startServer(t)
 	rec := &recorder{}
 	a := startContender(t, url, "a", 1, rec)
-	waitFor(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
+	testwait.Until(t, 3*testTTL, "a to lead", func() bool { return a.set.IsLeader(0) })
 	b := startContender(t, url, "b", 1, rec)
 
 	stopped := time.Now()
 	a.stop(t)()
 	// Released keys are taken at once, well before a lease could expire.
-	waitFor(t, testTTL/2, "b to lead after a released", func() bool { return b.set.IsLeader(0) })
+	testwait.Until(t, testTTL/2, "b to lead after a released", func() bool { return b.set.IsLeader(0) })
 	if d := time.Since(stopped); d >= testTTL*3/4 {
 		t.Errorf("handover took %s, want less than the expiry of %s", d, testTTL*3/4)
 	}
@@ -444,7 +416,7 @@ func TestLeadingThatReturnsIsNotRestartedAtOnce(t *testing.T) {
 		defer mu.Unlock()
 		return len(starts)
 	}
-	waitFor(t, 4*testTTL, "the shard to be taken a second time", func() bool { return count() >= 2 })
+	testwait.Until(t, 4*testTTL, "the shard to be taken a second time", func() bool { return count() >= 2 })
 	mu.Lock()
 	gap := starts[1].Sub(starts[0])
 	mu.Unlock()
@@ -474,7 +446,7 @@ func TestProcessesSplitShards(t *testing.T) {
 			var cs []*contender
 			cs = append(cs, startContender(t, url, "p0", tt.shards, rec))
 			if tt.staggered {
-				waitFor(t, 3*testTTL, "p0 to take every shard", func() bool { return len(cs[0].set.Held()) == tt.shards })
+				testwait.Until(t, 3*testTTL, "p0 to take every shard", func() bool { return len(cs[0].set.Held()) == tt.shards })
 			}
 			for i := 1; i < tt.processes; i++ {
 				cs = append(cs, startContender(t, url, fmt.Sprintf("p%d", i), tt.shards, rec))
@@ -496,7 +468,7 @@ func TestProcessesSplitShards(t *testing.T) {
 				}
 				return len(seen) == tt.shards
 			}
-			waitFor(t, 8*testTTL, "every process to hold its share", balanced)
+			testwait.Until(t, 8*testTTL, "every process to hold its share", balanced)
 			rec.assertNoOverlap(t)
 		})
 	}
@@ -595,7 +567,7 @@ func TestOpenBeforeRun(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- set.Run(ctx) }()
-	waitFor(t, 3*testTTL, "a to lead", func() bool { return set.IsLeader(0) })
+	testwait.Until(t, 3*testTTL, "a to lead", func() bool { return set.IsLeader(0) })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run: %v", err)

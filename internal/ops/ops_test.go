@@ -13,30 +13,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccaas/presence-bridge/internal/contract"
+	"github.com/ccaas/presence-bridge/internal/natstest"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
-const testStream = "CCAAS_AGENTS"
+const testStream = contract.Stream
 
-// startNATS runs an in-process nats-server with JetStream for one test.
-func startNATS(t *testing.T) *server.Server {
+// startStream runs an in-process JetStream server for one test, connects to
+// it with opts and creates the events stream.
+func startStream(t *testing.T, opts ...nats.Option) (*natstest.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatalf("new nats server: %v", err)
+	ns := natstest.Start(t)
+	nc, js := natstest.Connect(t, ns.ClientURL(), opts...)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: testStream, Subjects: []string{contract.StreamSubjects(contract.SubjectPrefix)}}); err != nil {
+		t.Fatalf("create stream: %v", err)
 	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	return ns
+	return ns, nc, js
 }
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -60,7 +57,7 @@ func newServer(t *testing.T, opts Options) *Server {
 
 func TestReadyz(t *testing.T) {
 	type env struct {
-		ns               *server.Server
+		ns               *natstest.Server
 		nc               *nats.Conn
 		srv              *Server
 		token, firstPoll *Flag
@@ -104,7 +101,7 @@ func TestReadyz(t *testing.T) {
 			name: "nats down",
 			setup: func(t *testing.T, e *env) {
 				changed := e.nc.StatusChanged(nats.RECONNECTING)
-				e.ns.Shutdown()
+				e.ns.Stop()
 				select {
 				case <-changed:
 				case <-time.After(10 * time.Second):
@@ -136,19 +133,7 @@ func TestReadyz(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns := startNATS(t)
-			nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
-			if err != nil {
-				t.Fatalf("connect: %v", err)
-			}
-			t.Cleanup(nc.Close)
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: testStream, Subjects: []string{"ccaas.agents.>"}}); err != nil {
-				t.Fatalf("create stream: %v", err)
-			}
+			ns, nc, js := startStream(t, nats.MaxReconnects(-1))
 			e := &env{ns: ns, nc: nc, srv: newServer(t, Options{}),
 				token: NewFlag("token", "unset"), firstPoll: NewFlag("first_poll", "unset")}
 			e.token.Set(true, "")
@@ -310,24 +295,8 @@ func TestServeShutsDownOnCancel(t *testing.T) {
 // the JetStream API subjects: no probe may send a request, the stream's
 // state comes from the last lookup.
 func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
-	ns := startNATS(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: testStream, Subjects: []string{"ccaas.agents.>"}}); err != nil {
-		t.Fatalf("create stream: %v", err)
-	}
-	spy, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(spy.Close)
+	ns, nc, js := startStream(t)
+	spy, _ := natstest.Connect(t, ns.ClientURL())
 	var requests atomic.Int64
 	if _, err := spy.Subscribe("$JS.API.>", func(*nats.Msg) { requests.Add(1) }); err != nil {
 		t.Fatal(err)
@@ -346,7 +315,7 @@ func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the lookup to reach the spy", func() bool { return requests.Load() >= 1 })
+	testwait.Until(t, 10*time.Second, "the lookup to reach the spy", func() bool { return requests.Load() >= 1 })
 	before := requests.Load()
 	for range 200 {
 		if code, body := get(t, srv.Handler(), "/readyz"); code != 200 {
@@ -358,7 +327,7 @@ func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
 	if _, err := js.AccountInfo(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the marker request", func() bool { return requests.Load() >= before+1 })
+	testwait.Until(t, 10*time.Second, "the marker request", func() bool { return requests.Load() >= before+1 })
 	if got := requests.Load() - before; got != 1 {
 		t.Errorf("200 probes sent %d JetStream API requests, want none", got-1)
 	}
@@ -368,19 +337,7 @@ func TestReadyzMakesNoJetStreamRequest(t *testing.T) {
 // interval: a deleted stream shows on /readyz within a few intervals, and
 // Serve waits for the loop when it stops.
 func TestStreamWatchRefreshedWhileServing(t *testing.T) {
-	ns := startNATS(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: testStream, Subjects: []string{"ccaas.agents.>"}}); err != nil {
-		t.Fatalf("create stream: %v", err)
-	}
+	_, _, js := startStream(t)
 	srv := newServer(t, Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -391,13 +348,13 @@ func TestStreamWatchRefreshedWhileServing(t *testing.T) {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	srv.AddCheck(NewStreamWatch(js, testStream, 20*time.Millisecond)) // added while serving, as cmd/bridge does
 
-	waitFor(t, "ready", func() bool { code, _ := get(t, srv.Handler(), "/readyz"); return code == 200 })
+	testwait.Until(t, 10*time.Second, "ready", func() bool { code, _ := get(t, srv.Handler(), "/readyz"); return code == 200 })
 	if err := js.DeleteStream(t.Context(), testStream); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the missing stream on /readyz", func() bool {
+	testwait.Until(t, 10*time.Second, "the missing stream on /readyz", func() bool {
 		_, body := get(t, srv.Handler(), "/readyz")
-		return strings.Contains(body, "stream CCAAS_AGENTS not found")
+		return strings.Contains(body, "stream "+testStream+" not found")
 	})
 	cancel()
 	select {
@@ -456,18 +413,6 @@ func TestServerTimeouts(t *testing.T) {
 				t.Errorf("closed after %s", d)
 			}
 		})
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval of the condition, not a synchronisation
 	}
 }
 

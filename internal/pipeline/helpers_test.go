@@ -18,11 +18,12 @@ import (
 	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/internal/source"
 	"github.com/ccaas/presence-bridge/internal/statebucket"
+	"github.com/ccaas/presence-bridge/internal/streamcheck"
 	"github.com/ccaas/presence-bridge/schemas"
 )
 
 const (
-	streamName = "CCAAS_AGENTS"
+	streamName = contract.Stream
 	available  = "f523f628-c07a-e811-8162-000d3aa11f50"
 	busy       = "efdeb843-c07a-e811-8162-000d3aa11f50"
 	away       = "3dacae76-c07a-e811-8162-000d3aa11f50"
@@ -35,29 +36,24 @@ func startServer(t *testing.T) string {
 	srv := natstest.Start(t)
 	js := connect(t, srv.ClientURL())
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: streamName, Subjects: []string{"ccaas.agents.>"}, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
+		Name: streamName, Subjects: []string{contract.StreamSubjects(contract.SubjectPrefix)}, Duplicates: 2 * time.Minute, Storage: jetstream.FileStorage,
 	}); err != nil {
 		t.Fatal(err)
 	}
 	return srv.ClientURL()
 }
 
+// connect returns a JetStream client on a connection of its own to url.
 func connect(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	js, err := jetstream.New(connectConn(t, url))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, url)
 	return js
 }
 
+// connectConn returns a connection of its own to url.
 func connectConn(t *testing.T, url string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc, _ := natstest.Connect(t, url)
 	return nc
 }
 
@@ -109,7 +105,8 @@ type bridge struct {
 	done      chan struct{}
 }
 
-func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() time.Time) *bridge {
+// openStore connects to url and opens the state bucket on that connection.
+func openStore(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, *statebucket.Store) {
 	t.Helper()
 	nc := connectConn(t, url)
 	js, err := jetstream.New(nc)
@@ -120,6 +117,12 @@ func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nc, js, store
+}
+
+func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() time.Time) *bridge {
+	t.Helper()
+	nc, js, store := openStore(t, url)
 	det, err := detector.New(detector.Options{StaleAfter: staleAfter, Now: now})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +136,7 @@ func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() 
 	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
 		Detector: det, Publisher: b.pub.Publisher, View: store, StaleCheckInterval: 10 * time.Millisecond,
-		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents"}),
+		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix}),
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})
 	if err != nil {
@@ -195,6 +198,14 @@ type streamEvent struct {
 	id, agent, typ string
 	sequence       uint64
 	data           json.RawMessage
+	// previous and current are the data's previous and current as sent, or
+	// "" when the data has none.
+	previous, current string
+}
+
+// checked is what streamcheck reads of the event.
+func (e streamEvent) checked() streamcheck.Event {
+	return streamcheck.Event{ID: e.id, Agent: e.agent, Type: e.typ, Sequence: e.sequence, Previous: e.previous, Current: e.current}
 }
 
 // readStream decodes every message of the stream with the CloudEvents SDK
@@ -231,28 +242,32 @@ func readStream(t *testing.T, url string) []streamEvent {
 		if ce.DataSchema() != contract.DataSchema(ce.Type()) {
 			t.Fatalf("event %s dataschema %s", ce.ID(), ce.DataSchema())
 		}
-		out = append(out, streamEvent{id: ce.ID(), agent: ce.Subject(), typ: ce.Type(), sequence: n, data: ce.Data()})
+		var d struct {
+			Previous json.RawMessage `json:"previous"`
+			Current  json.RawMessage `json:"current"`
+		}
+		if err := json.Unmarshal(ce.Data(), &d); err != nil {
+			t.Fatalf("event %s: %v", ce.ID(), err)
+		}
+		out = append(out, streamEvent{id: ce.ID(), agent: ce.Subject(), typ: ce.Type(), sequence: n, data: ce.Data(),
+			previous: string(d.Previous), current: string(d.Current)})
 	}
 	return out
 }
 
 // checkSequences asserts that every agent's events in the stream have the
-// sequences 1..n in order, without gap or duplicate, and returns them by
-// agent.
+// sequences 1..n in order, without gap or duplicate, under the IDs the
+// detector gives them, and returns them by agent.
 func checkSequences(t *testing.T, events []streamEvent) map[string][]streamEvent {
 	t.Helper()
-	ids := map[string]bool{}
-	by := map[string][]streamEvent{}
+	by, problems := streamcheck.Sequences(events, streamEvent.checked)
+	if len(problems) > 0 {
+		t.Fatal(problems[0])
+	}
 	for _, e := range events {
-		if ids[e.id] {
-			t.Fatalf("duplicate event %s", e.id)
+		if e.id != detector.EventID(e.agent, e.sequence) {
+			t.Fatalf("agent %s: event %s with sequence %d", e.agent, e.id, e.sequence)
 		}
-		ids[e.id] = true
-		want := uint64(len(by[e.agent]) + 1)
-		if e.sequence != want || e.id != detector.EventID(e.agent, e.sequence) {
-			t.Fatalf("agent %s: event %s with sequence %d where %d was due", e.agent, e.id, e.sequence, want)
-		}
-		by[e.agent] = append(by[e.agent], e)
 	}
 	return by
 }
@@ -265,47 +280,12 @@ func typesOf(events []streamEvent) []string {
 	return out
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 // checkFollowOn asserts that each presence.changed, sessions.changed and
 // channels.changed has as previous the current of the agent's prior event
 // of the same type (null for the first): no event contradicts the stream.
 func checkFollowOn(t *testing.T, events []streamEvent) {
 	t.Helper()
-	last := map[string]string{}
-	for _, e := range events {
-		switch e.typ {
-		case detector.TypePresenceChanged, detector.TypeSessionsChanged, detector.TypeChannelsChanged:
-		default:
-			continue
-		}
-		var d struct {
-			Previous json.RawMessage `json:"previous"`
-			Current  json.RawMessage `json:"current"`
-		}
-		if err := json.Unmarshal(e.data, &d); err != nil {
-			t.Fatal(err)
-		}
-		key := e.agent + " " + e.typ
-		want, ok := last[key]
-		if !ok {
-			want = "null"
-		}
-		if string(d.Previous) != want {
-			t.Errorf("%s %s: previous %s, the stream's prior %s said %s", e.typ, e.id, d.Previous, e.typ, want)
-		}
-		last[key] = string(d.Current)
+	for _, p := range streamcheck.Chained(events, streamEvent.checked) {
+		t.Error(p)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/publish"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestJournalFollow reads an agent's history back the ways the pipeline
@@ -22,7 +24,7 @@ func TestJournalFollow(t *testing.T) {
 	b := startBridge(t, url, 0, nil)
 	t0 := time.Now()
 	observe(t, b.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, t0}.ok())
-	waitFor(t, "first sight recorded", func() bool {
+	testwait.Until(t, 10*time.Second, "first sight recorded", func() bool {
 		st, ok, err := b.store.Get(t.Context(), agentA)
 		return err == nil && ok && st.Sequence == 3
 	})
@@ -31,7 +33,7 @@ func TestJournalFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	observe(t, b.pipe, snap{agentA, "Ada", busy, "Busy", "Busy", 2, 0, t0.Add(time.Second)}.ok())
-	waitFor(t, "the change recorded", func() bool {
+	testwait.Until(t, 10*time.Second, "the change recorded", func() bool {
 		st, ok, err := b.store.Get(t.Context(), agentA)
 		return err == nil && ok && st.Sequence == 5
 	})
@@ -44,7 +46,7 @@ func TestJournalFollow(t *testing.T) {
 	js := connect(t, url)
 	var lastForeign uint64
 	for _, m := range []*nats.Msg{
-		{Subject: "ccaas.agents." + agentA + ".presence.changed", Data: []byte("not an event")},
+		{Subject: contract.Subject(contract.SubjectPrefix, agentA, detector.TypePresenceChanged), Data: []byte("not an event")},
 		foreignEvent(t, agentA, agentB),
 	} {
 		ack, err := js.PublishMsg(t.Context(), m)
@@ -58,7 +60,7 @@ func TestJournalFollow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents", Metrics: m})
+	j := pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix, Metrics: m})
 	tests := []struct {
 		name string
 		base *detector.AgentState
@@ -112,6 +114,6 @@ func foreignEvent(t *testing.T, agent, other string) *nats.Msg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg.Subject = "ccaas.agents." + agent + "." + detector.TypeSessionsChanged
+	msg.Subject = contract.Subject(contract.SubjectPrefix, agent, detector.TypeSessionsChanged)
 	return msg
 }

@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/pipeline"
 	"github.com/ccaas/presence-bridge/internal/source"
-	"github.com/ccaas/presence-bridge/internal/statebucket"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 const (
@@ -78,7 +77,7 @@ func TestAlertsStaleAndResumed(t *testing.T) {
 			continue
 		}
 		agent := s.obs.AgentID
-		waitFor(t, s.name+" committed", func() bool {
+		testwait.Until(t, 10*time.Second, s.name+" committed", func() bool {
 			st, ok, err := b.store.Get(t.Context(), agent)
 			cur, _ := b.det.State(agent)
 			return err == nil && ok && st.Sequence == cur.Sequence
@@ -257,15 +256,7 @@ func TestTwoBridgesSameAgents(t *testing.T) {
 // presence.snapshot events carrying its full state.
 func TestSnapshots(t *testing.T) {
 	url := startServer(t)
-	nc := connectConn(t, url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := statebucket.Open(t.Context(), js, statebucket.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js, store := openStore(t, url)
 	det, err := detector.New(detector.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +264,7 @@ func TestSnapshots(t *testing.T) {
 	published := make(chan detector.Event, 100)
 	p, err := pipeline.New(pipeline.Options{
 		Detector: det, Publisher: newPublisher(t, nc).Publisher, SnapshotInterval: 20 * time.Millisecond, View: store,
-		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: "ccaas.agents"}),
+		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix}),
 		OnPublished: func(e detector.Event) { published <- e },
 	})
 	if err != nil {

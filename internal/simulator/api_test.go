@@ -177,16 +177,7 @@ func TestPresenceBodyShape(t *testing.T) {
 			}
 		}
 		// The body is the agent's state.
-		var b struct {
-			ActiveBrowserSessions     int
-			AgentId                   string
-			AgentName                 string
-			Timestamp                 int64
-			AllowedChannels           []string
-			CurrentPresenceStatusInfo string
-			DisabledChannels          []string
-			PresenceId                string
-		}
+		var b presenceBody
 		_ = json.Unmarshal(body, &b)
 		if b.AgentId != st.AgentID || b.AgentName != st.AgentName || b.ActiveBrowserSessions != st.ActiveBrowserSessions ||
 			b.Timestamp != st.Timestamp || b.PresenceId != st.PresenceID || b.CurrentPresenceStatusInfo != st.PresenceName ||

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 const functionPath = "/api/data/v9.2/CCaaS_GetPresence(ApiVersion=@v)?@v=%271.0%27"
@@ -200,7 +201,7 @@ func TestQuotaKindsAndScope(t *testing.T) {
 			defer close(done)
 			e.get(t, id, simulator.DefaultToken)
 		}()
-		waitFor(t, "request in flight", func() bool { return e.sim.Stats().PeakConcurrent == 1 })
+		testwait.Until(t, 5*time.Second, "request in flight", func() bool { return e.sim.Stats().PeakConcurrent == 1 })
 		e.clock.Advance(2500 * time.Millisecond)
 		<-done
 		resp, body := e.get(t, id, simulator.DefaultToken)

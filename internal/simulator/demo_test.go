@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestScenario plays one period of the demo scenario on a fast clock and
@@ -36,8 +37,8 @@ func TestScenario(t *testing.T) {
 	}()
 
 	status := func() int { resp, _ := e.get(t, failing, simulator.DefaultToken); return resp.StatusCode }
-	waitFor(t, "the failing agent's polls to fail", func() bool { return status() == http.StatusServiceUnavailable })
-	waitFor(t, "the failing agent's polls to succeed again", func() bool { return status() == http.StatusOK })
+	testwait.Until(t, 5*time.Second, "the failing agent's polls to fail", func() bool { return status() == http.StatusServiceUnavailable })
+	testwait.Until(t, 5*time.Second, "the failing agent's polls to succeed again", func() bool { return status() == http.StatusOK })
 
 	type seen struct {
 		wentUnattended, cameBack, loggedOut, loggedIn bool
@@ -73,7 +74,7 @@ func TestScenario(t *testing.T) {
 		}
 		return s
 	}
-	waitFor(t, "every step of the scenario", func() bool {
+	testwait.Until(t, 5*time.Second, "every step of the scenario", func() bool {
 		s := check()
 		return s.wentUnattended && s.cameBack && s.loggedOut && s.loggedIn && s.channelFlips >= 2
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // recorder collects the Request records of a simulator.
@@ -132,16 +133,7 @@ func TestInjectedFaults(t *testing.T) {
 				if err := json.Unmarshal(body, &m); err != nil {
 					t.Fatal(err)
 				}
-				var strict struct {
-					ActiveBrowserSessions     int
-					AgentId                   string
-					AgentName                 string
-					Timestamp                 int64
-					AllowedChannels           []string
-					CurrentPresenceStatusInfo string
-					DisabledChannels          []string
-					PresenceId                string
-				}
+				var strict presenceBody
 				var typeErr *json.UnmarshalTypeError
 				if err := json.Unmarshal(body, &strict); !errors.As(err, &typeErr) || len(m) != len(documented)+1 {
 					t.Errorf("decoding %s gave %v, want a type error", body, err)
@@ -307,7 +299,7 @@ func TestLatency(t *testing.T) {
 		if _, err := e.srv.Client().Do(req); err == nil {
 			t.Fatal("request succeeded despite a minute of latency")
 		}
-		waitFor(t, "the handler to notice", func() bool { return e.sim.Stats().ByReason["client-gone"] == 1 })
+		testwait.Until(t, 5*time.Second, "the handler to notice", func() bool { return e.sim.Stats().ByReason["client-gone"] == 1 })
 	})
 }
 
@@ -445,7 +437,7 @@ func TestQuotaConcurrent(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "two requests in flight", func() bool { return e.sim.Stats().PeakConcurrent == 2 })
+	testwait.Until(t, 5*time.Second, "two requests in flight", func() bool { return e.sim.Stats().PeakConcurrent == 2 })
 	e.sim.ClearAgentFault(ids[0])
 	resp, body := e.get(t, ids[0], simulator.DefaultToken)
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
@@ -459,7 +451,7 @@ func TestQuotaConcurrent(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	waitFor(t, "the slots to be released", func() bool {
+	testwait.Until(t, 5*time.Second, "the slots to be released", func() bool {
 		resp, _ := e.get(t, ids[0], simulator.DefaultToken)
 		return resp.StatusCode == 200
 	})

@@ -1,7 +1,6 @@
 package simulator
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -199,17 +198,10 @@ func (s *Simulator) serveFeed(w http.ResponseWriter, r *http.Request, table stri
 		rec.Reason = "bad-query"
 		s.writeError(w, &rec, http.StatusBadRequest, codeNoSegment, msg)
 	}
-	cols := columns
-	if sel := q.Get("$select"); sel != "" {
-		cols = nil
-		for c := range strings.SplitSeq(sel, ",") {
-			c = strings.TrimSpace(c)
-			if !slices.Contains(columns, c) {
-				bad(fmt.Sprintf("Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.", truncate(c, 100), entity))
-				return
-			}
-			cols = append(cols, c)
-		}
+	cols, msg := selectColumns(q, columns, entity)
+	if msg != "" {
+		bad(msg)
+		return
 	}
 	var pred func(map[string]any) bool
 	if f := q.Get("$filter"); f != "" {
@@ -286,58 +278,19 @@ func (s *Simulator) serveFeed(w http.ResponseWriter, r *http.Request, table stri
 	offset = min(offset, len(rows))
 	page := rows[offset:min(offset+pageSize, len(rows))]
 
-	var b bytes.Buffer
-	b.WriteString(`{"@odata.context":`)
-	ctxURL := orgURL(r) + APIPrefix + "$metadata#" + table
-	if q.Has("$select") {
-		ctxURL += "(" + strings.Join(cols, ",") + ")"
-	}
-	writeJSON(&b, ctxURL)
-	b.WriteString(`,"value":[`)
-	key := columns[0]
-	for i, row := range page {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`{"@odata.etag":`)
-		writeJSON(&b, fmt.Sprintf(`W/"%d"`, 9100000+offset+i))
-		rowCols := cols
-		if !slices.Contains(rowCols, key) {
-			rowCols = append(slices.Clone(rowCols), key) // the primary key always comes back
-		}
-		for _, c := range rowCols {
-			b.WriteByte(',')
-			writeJSON(&b, c)
-			b.WriteByte(':')
-			switch v := row[c].(type) {
-			case time.Time:
-				writeJSON(&b, v.UTC().Format("2006-01-02T15:04:05Z")) // Dataverse returns whole seconds
-			default:
-				writeJSON(&b, v)
-			}
-		}
-		b.WriteByte('}')
-	}
-	b.WriteByte(']')
+	out := collection{context: orgURL(r) + APIPrefix + "$metadata#" + table, selected: q.Has("$select"),
+		cols: cols, key: columns[0], rows: page, etag: 9100000 + offset}
 	if next := offset + len(page); next < len(rows) {
 		u := *r.URL
 		nq := u.Query()
 		nq.Set("$skiptoken", base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(next))))
 		u.RawQuery = nq.Encode()
-		b.WriteString(`,"@odata.nextLink":`)
-		writeJSON(&b, orgURL(r)+u.Path+"?"+u.RawQuery)
+		out.next = orgURL(r) + u.Path + "?" + u.RawQuery
 	}
-	b.WriteByte('}')
-	rec.Status = http.StatusOK
-	s.answered(rec)
-	h := w.Header()
-	h.Set("Content-Type", "application/json; odata.metadata=minimal")
-	h.Set("OData-Version", "4.0")
 	if pageSize != defaultMaxPageSize {
-		h.Set("Preference-Applied", "odata.maxpagesize="+strconv.Itoa(pageSize))
+		w.Header().Set("Preference-Applied", "odata.maxpagesize="+strconv.Itoa(pageSize))
 	}
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b.Bytes())
+	s.writeOData(w, &rec, http.StatusOK, out.encode())
 }
 
 // createdFrom returns the lower bound on createdon that a filter starting

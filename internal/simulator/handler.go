@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,16 +78,10 @@ type errorBody struct {
 
 // writeError answers with a Dataverse-shaped error and records the request.
 func (s *Simulator) writeError(w http.ResponseWriter, rec *Request, status int, code, message string) {
-	rec.Status = status
 	var b errorBody
 	b.Error.Code, b.Error.Message = code, message
 	body, _ := json.Marshal(b)
-	s.answered(*rec)
-	h := w.Header()
-	h.Set("Content-Type", "application/json; odata.metadata=minimal")
-	h.Set("OData-Version", "4.0")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	s.writeOData(w, rec, status, body)
 }
 
 // setRetryAfter sets the Retry-After header and records it.
@@ -242,6 +235,9 @@ func orgURL(r *http.Request) string {
 }
 
 // presenceBody is the CCaaS_GetPresence response.
+// It is declared here, not shared with internal/source, on purpose: the
+// simulator shares no code with the client, so that it catches the client's
+// mistakes.
 type presenceBody struct {
 	Context                   string   `json:"@odata.context"`
 	ActiveBrowserSessions     int      `json:"ActiveBrowserSessions"`
@@ -390,7 +386,7 @@ func (s *Simulator) servePresence(w http.ResponseWriter, r *http.Request) {
 	}
 	ctxURL := orgURL(r) + APIPrefix + "$metadata#Microsoft.Dynamics.CRM.CCaaS_GetPresenceResponse"
 	body := s.encodePresence(ctxURL, st)
-	contentType := "application/json; odata.metadata=minimal"
+	contentType := odataContentType
 	if d.malformed != "" {
 		rec.Malformed = d.malformed
 		body, contentType = s.malform(d.malformed, ctxURL, st, body)
@@ -473,13 +469,7 @@ func (s *Simulator) serveCustomAPIs(w http.ResponseWriter, r *http.Request) {
 		out.Value = append(out.Value, api)
 	}
 	body, _ := json.Marshal(out)
-	rec.Status = http.StatusOK
-	s.answered(rec)
-	h := w.Header()
-	h.Set("Content-Type", "application/json; odata.metadata=minimal")
-	h.Set("OData-Version", "4.0")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	s.writeOData(w, &rec, http.StatusOK, body)
 }
 
 // malform breaks a 200 body the given way.
@@ -563,69 +553,20 @@ func (s *Simulator) servePresences(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, &rec, st, code, msg)
 		return
 	}
-	cols := presenceColumns
-	if sel := r.URL.Query().Get("$select"); sel != "" {
-		cols = nil
-		for c := range strings.SplitSeq(sel, ",") {
-			c = strings.TrimSpace(c)
-			if !slices.Contains(presenceColumns, c) {
-				rec.Reason = "bad-select"
-				s.writeError(w, &rec, http.StatusBadRequest, codeNoSegment, fmt.Sprintf("Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.msdyn_presence'.", truncate(c, 100)))
-				return
-			}
-			cols = append(cols, c)
-		}
+	cols, msg := selectColumns(r.URL.Query(), presenceColumns, "msdyn_presence")
+	if msg != "" {
+		rec.Reason = "bad-select"
+		s.writeError(w, &rec, http.StatusBadRequest, codeNoSegment, msg)
+		return
 	}
-	ctxURL := orgURL(r) + APIPrefix + "$metadata#msdyn_presences"
-	if r.URL.Query().Has("$select") {
-		ctxURL += "(" + strings.Join(cols, ",") + ")"
+	var rows []map[string]any
+	for _, p := range s.Presences() {
+		rows = append(rows, map[string]any{
+			"msdyn_presenceid": p.ID, "msdyn_name": p.Name, "msdyn_basepresencestatus": p.BaseStatus,
+			"msdyn_presencestatustext": p.Name, "statecode": 0, "statuscode": 1,
+		})
 	}
-	var b bytes.Buffer
-	b.WriteString(`{"@odata.context":`)
-	writeJSON(&b, ctxURL)
-	b.WriteString(`,"value":[`)
-	for i, p := range s.Presences() {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`{"@odata.etag":`)
-		writeJSON(&b, fmt.Sprintf(`W/"%d"`, 4810000+i))
-		rowCols := cols
-		if !slices.Contains(rowCols, "msdyn_presenceid") {
-			rowCols = append(slices.Clone(rowCols), "msdyn_presenceid") // the primary key always comes back
-		}
-		for _, c := range rowCols {
-			b.WriteByte(',')
-			writeJSON(&b, c)
-			b.WriteByte(':')
-			switch c {
-			case "msdyn_presenceid":
-				writeJSON(&b, p.ID)
-			case "msdyn_name":
-				writeJSON(&b, p.Name)
-			case "msdyn_basepresencestatus":
-				writeJSON(&b, p.BaseStatus)
-			case "msdyn_presencestatustext":
-				writeJSON(&b, p.Name)
-			case "statecode":
-				writeJSON(&b, 0)
-			case "statuscode":
-				writeJSON(&b, 1)
-			}
-		}
-		b.WriteByte('}')
-	}
-	b.WriteString("]}")
-	rec.Status = http.StatusOK
-	s.answered(rec)
-	h := w.Header()
-	h.Set("Content-Type", "application/json; odata.metadata=minimal")
-	h.Set("OData-Version", "4.0")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b.Bytes())
-}
-
-func writeJSON(b *bytes.Buffer, v any) {
-	out, _ := json.Marshal(v)
-	b.Write(out)
+	page := collection{context: orgURL(r) + APIPrefix + "$metadata#msdyn_presences", selected: r.URL.Query().Has("$select"),
+		cols: cols, key: "msdyn_presenceid", rows: rows, etag: 4810000}
+	s.writeOData(w, &rec, http.StatusOK, page.encode())
 }

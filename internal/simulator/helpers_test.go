@@ -45,17 +45,12 @@ type env struct {
 // adjust the options, and serves it.
 func newEnv(t *testing.T, mutate func(*simulator.Options)) *env {
 	t.Helper()
-	clock := newFakeClock()
-	opts := simulator.DefaultOptions()
-	opts.Agents = 5
-	opts.Now = clock.Now
-	if mutate != nil {
-		mutate(&opts)
-	}
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatalf("new simulator: %v", err)
-	}
+	sim, clock := build(t, func(o *simulator.Options) {
+		o.Agents = 5
+		if mutate != nil {
+			mutate(o)
+		}
+	})
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
 	return &env{sim: sim, srv: srv, clock: clock}
@@ -92,14 +87,15 @@ func (e *env) do(t *testing.T, ctx context.Context, method, path, caller, token 
 	return resp, body
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+// presenceBody is the body of a CCaaS_GetPresence answer, field by field as
+// the contract names them.
+type presenceBody struct {
+	ActiveBrowserSessions     int
+	AgentId                   string
+	AgentName                 string
+	Timestamp                 int64
+	AllowedChannels           []string
+	CurrentPresenceStatusInfo string
+	DisabledChannels          []string
+	PresenceId                string
 }

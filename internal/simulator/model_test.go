@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // build makes a simulator with a fake clock and no HTTP server.
@@ -378,7 +379,7 @@ func TestRunAndServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- sim.Serve(ctx, ln) }()
 	initial := len(sim.Changes())
-	waitFor(t, "changes from Run", func() bool { return len(sim.Changes()) > initial+20 })
+	testwait.Until(t, 5*time.Second, "changes from Run", func() bool { return len(sim.Changes()) > initial+20 })
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+ln.Addr().String()+"/api/data/v9.2/CCaaS_GetPresence", nil)
 	req.Header.Set("MSCRMCallerID", sim.AgentIDs()[0])
 	req.Header.Set("Authorization", "Bearer "+simulator.DefaultToken)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 func TestCheckLimits(t *testing.T) {
@@ -129,12 +130,12 @@ func TestAgentFileWatcherAppliesChanges(t *testing.T) {
 		}
 		return applied[len(applied)-1]
 	}
-	eventually(t, 2*time.Second, "initial list applied", func() bool { return len(last()) == 1 })
+	testwait.Until(t, 2*time.Second, "initial list applied", func() bool { return len(last()) == 1 })
 	write(agentA + "\n" + agentB + "\n")
-	eventually(t, 2*time.Second, "added agent applied", func() bool { return len(last()) == 2 })
+	testwait.Until(t, 2*time.Second, "added agent applied", func() bool { return len(last()) == 2 })
 	write(agentB + "\nbroken\n")
 	write(agentB + "\n")
-	eventually(t, 2*time.Second, "removed agent applied", func() bool { return reflect.DeepEqual(last(), []string{agentB}) })
+	testwait.Until(t, 2*time.Second, "removed agent applied", func() bool { return reflect.DeepEqual(last(), []string{agentB}) })
 	mu.Lock()
 	defer mu.Unlock()
 	// The file with an invalid line was never applied.
@@ -151,13 +152,13 @@ func TestSetAgentsAtRuntime(t *testing.T) {
 		t.Fatalf("status before start = %+v", st)
 	}
 	r.start(t)
-	eventually(t, 2*time.Second, "first round", func() bool { return r.poller.Status().FirstRoundDone })
+	testwait.Until(t, 2*time.Second, "first round", func() bool { return r.poller.Status().FirstRoundDone })
 	r.poller.SetAgents(ids[1:])
-	eventually(t, 2*time.Second, "added agents polled", func() bool {
+	testwait.Until(t, 2*time.Second, "added agents polled", func() bool {
 		return len(r.rec.observations(ids[2])) > 0 && len(r.rec.observations(ids[3])) > 0
 	})
 	removedAt := len(r.rec.requestsOf(ids[0]))
-	eventually(t, 2*time.Second, "later polls of the others", func() bool { return len(r.rec.observations(ids[3])) > 5 })
+	testwait.Until(t, 2*time.Second, "later polls of the others", func() bool { return len(r.rec.observations(ids[3])) > 5 })
 	if n := len(r.rec.requestsOf(ids[0])); n > removedAt+1 {
 		t.Errorf("removed agent polled %d more times", n-removedAt)
 	}
@@ -185,7 +186,7 @@ func TestSinkBackpressureKeepsOnePollPerAgent(t *testing.T) {
 	r.poller = mustPoller(t, source.PollerOptions{Getter: clientFor(t, r), Sink: blocking, Interval: 20 * time.Millisecond})
 	r.poller.SetAgents(r.sim.AgentIDs())
 	r.start(t)
-	eventually(t, 2*time.Second, "both agents observed", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 2 })
+	testwait.Until(t, 2*time.Second, "both agents observed", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 2 })
 	// While the sink is blocked nothing more is polled, for many intervals.
 	before := r.sim.Stats().Requests
 	deadline := time.Now().Add(200 * time.Millisecond)
@@ -196,7 +197,7 @@ func TestSinkBackpressureKeepsOnePollPerAgent(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(release)
-	eventually(t, 2*time.Second, "polling resumes", func() bool { return r.sim.Stats().Requests > before+2 })
+	testwait.Until(t, 2*time.Second, "polling resumes", func() bool { return r.sim.Stats().Requests > before+2 })
 }
 
 func mustPoller(t *testing.T, o source.PollerOptions) *source.Poller {
@@ -231,13 +232,8 @@ func TestPresenceCatalogue(t *testing.T) {
 	}
 	opts := simulator.DefaultOptions()
 	opts.Agents = 1
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sim.Handler())
-	defer srv.Close()
-	client := newClient(t, srv.URL, source.StaticToken(simulator.DefaultToken))
+	sim, simURL := serveSim(t, opts)
+	client := newClient(t, simURL, source.StaticToken(simulator.DefaultToken))
 	cat := source.NewCatalogue(overrides)
 	ref := &source.CatalogueRefresher{Catalogue: cat, Lister: client, Logger: slog.New(slog.DiscardHandler)}
 	if err := ref.Load(t.Context()); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // allHealthy reports whether every agent's last poll succeeded.
@@ -47,7 +48,7 @@ func TestCallFormDiscovered(t *testing.T) {
 			}
 			r.start(t)
 			if !tt.wantOK {
-				eventually(t, 5*time.Second, "every agent unpollable", func() bool { return r.state()["unpollable"] == agents })
+				testwait.Until(t, 5*time.Second, "every agent unpollable", func() bool { return r.state()["unpollable"] == agents })
 				if r.client.CallForm() != tt.wantForm {
 					t.Errorf("forced form changed to %s", r.client.CallForm())
 				}
@@ -57,7 +58,7 @@ func TestCallFormDiscovered(t *testing.T) {
 				}
 				return
 			}
-			eventually(t, 5*time.Second, "every agent polled", func() bool { return allHealthy(r, agents) })
+			testwait.Until(t, 5*time.Second, "every agent polled", func() bool { return allHealthy(r, agents) })
 			if got := r.client.CallForm(); got != tt.wantForm || (tt.discovered && form != tt.wantForm) {
 				t.Errorf("form in use %s (discovered %s), want %s", got, form, tt.wantForm)
 			}
@@ -108,7 +109,7 @@ func TestDataverseErrorsClassifiedAndExplained(t *testing.T) {
 			}
 			r.start(t)
 			var pe *source.PollError
-			eventually(t, 5*time.Second, "the agent in state "+tt.state+" and its failure observed", func() bool {
+			testwait.Until(t, 5*time.Second, "the agent in state "+tt.state+" and its failure observed", func() bool {
 				for _, o := range r.rec.observations(r.faulty) {
 					if p, ok := o.Err.(*source.PollError); ok {
 						pe = p
@@ -132,7 +133,7 @@ func TestDataverseErrorsClassifiedAndExplained(t *testing.T) {
 			if n := dvErrors(t, r, tt.kind); n < 1 {
 				t.Errorf("ccaas_bridge_dataverse_errors_total{kind=%s} = %v", tt.kind, n)
 			}
-			eventually(t, 5*time.Second, "a second request", func() bool { return len(r.rec.requestsOf(r.faulty)) >= 2 })
+			testwait.Until(t, 5*time.Second, "a second request", func() bool { return len(r.rec.requestsOf(r.faulty)) >= 2 })
 			reqs := r.rec.requestsOf(r.faulty)
 			if gap := reqs[1].At.Sub(reqs[0].At); gap < tt.minGap {
 				t.Errorf("polled again after %s, want at least %s", gap, tt.minGap)
@@ -208,7 +209,7 @@ func TestReadinessSaysWhy(t *testing.T) {
 		t.Errorf("before polling: %v %q", ok, why)
 	}
 	r.start(t)
-	eventually(t, 3*time.Second, "first round", func() bool { return r.poller.Status().FirstRoundDone })
+	testwait.Until(t, 3*time.Second, "first round", func() bool { return r.poller.Status().FirstRoundDone })
 	ok, why := ready()
 	if ok || !strings.Contains(why, "unauthorized") || !strings.Contains(why, "HTTP 401") || !strings.Contains(why, "4 of 4") || !strings.Contains(why, "token") {
 		t.Errorf("wrong token: %v %q", ok, why)

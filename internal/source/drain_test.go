@@ -12,6 +12,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // holdingOrg is the simulated organisation behind a gate: presence requests
@@ -117,7 +118,7 @@ func TestRunFinishesRequestsInFlight(t *testing.T) {
 				returnedWith.total, returnedWith.ok, returnedWith.cancelled = sink.counts()
 			}()
 
-			eventually(t, 10*time.Second, "requests held by the organisation", func() bool { return org.arrived.Load() >= tt.inFlight })
+			testwait.Until(t, 10*time.Second, "requests held by the organisation", func() bool { return org.arrived.Load() >= tt.inFlight })
 			cancel()
 			select {
 			case <-done:
@@ -174,7 +175,7 @@ func TestRunDrainTimeoutBoundsTheEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = p.Run(ctx) }()
-	eventually(t, 5*time.Second, "every agent's request held", func() bool { return org.arrived.Load() == 8 })
+	testwait.Until(t, 5*time.Second, "every agent's request held", func() bool { return org.arrived.Load() == 8 })
 	cancel()
 	start := time.Now()
 	select {
@@ -229,10 +230,10 @@ func TestBeatFromTheDispatchLoop(t *testing.T) {
 			go func() { defer close(done); _ = p.Run(ctx) }()
 			defer func() { close(blocked); cancel(); <-done }()
 			if tt.agents > 0 {
-				eventually(t, 5*time.Second, "the only worker held by the sink", func() bool { return observed.Load() == 1 })
+				testwait.Until(t, 5*time.Second, "the only worker held by the sink", func() bool { return observed.Load() == 1 })
 			}
 			from := beats.Load()
-			eventually(t, 2*source.BeatEvery+2*time.Second, "two more beats", func() bool { return beats.Load() >= from+2 })
+			testwait.Until(t, 2*source.BeatEvery+2*time.Second, "two more beats", func() bool { return beats.Load() >= from+2 })
 			if tt.agents > 0 && observed.Load() != 1 {
 				t.Errorf("sink saw %d observations while blocked, want 1", observed.Load())
 			}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testlog"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // memStore is a WatermarkStore in memory.
@@ -62,7 +64,7 @@ type feedRig struct {
 	rec    *recorder
 	polls  *pollNowRecorder
 	store  *memStore
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 }
 
 func (r *feedRig) clock() time.Time {
@@ -79,17 +81,13 @@ func (r *feedRig) advance(d time.Duration) {
 
 func newFeedRig(t *testing.T, agents int, lag time.Duration) *feedRig {
 	t.Helper()
-	r := &feedRig{now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC), rec: newRecorder(), polls: &pollNowRecorder{}, store: &memStore{}, logs: &syncBuffer{}}
+	r := &feedRig{now: time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC), rec: newRecorder(), polls: &pollNowRecorder{}, store: &memStore{}, logs: &testlog.Buffer{}}
 	opts := simulator.DefaultOptions()
 	opts.Agents, opts.FeedLag, opts.Now = agents, lag, r.clock
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.sim = sim
-	srv := httptest.NewServer(sim.Handler())
-	t.Cleanup(srv.Close)
-	r.client, err = source.NewClient(source.ClientOptions{OrgURL: srv.URL, Tokens: source.StaticToken(simulator.DefaultToken), Now: r.clock})
+	var simURL string
+	r.sim, simURL = serveSim(t, opts)
+	var err error
+	r.client, err = source.NewClient(source.ClientOptions{OrgURL: simURL, Tokens: source.StaticToken(simulator.DefaultToken), Now: r.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,13 +264,7 @@ func TestPollNow(t *testing.T) {
 	before := count(r.healthy)
 	other := count(r.faulty)
 	r.poller.PollNow(strings.ToUpper(r.healthy))
-	deadline := time.Now().Add(5 * time.Second)
-	for count(r.healthy) == before {
-		if time.Now().After(deadline) {
-			t.Fatal("PollNow did not poll the agent")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Until(t, 5*time.Second, "PollNow to poll the agent", func() bool { return count(r.healthy) != before })
 	if count(r.faulty) != other {
 		t.Error("PollNow polled another agent")
 	}

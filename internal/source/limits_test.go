@@ -6,6 +6,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 // TestCallerScopePacesAThousandAgents: with every call charged to the
@@ -29,7 +30,7 @@ func TestCallerScopePacesAThousandAgents(t *testing.T) {
 		o.QuotaScope, o.CallerBudget = source.ScopeCaller, budget
 	}, nil)
 	r.start(t)
-	eventually(t, 20*time.Second, "three windows of polls", func() bool { return r.sim.Stats().Requests >= 700 })
+	testwait.Until(t, 20*time.Second, "three windows of polls", func() bool { return r.sim.Stats().Requests >= 700 })
 	st := r.sim.Stats()
 	if v := st.QuotaRequestViolations + st.QuotaConcurrentViolations + st.QuotaExecutionViolations + st.QuotaPenaltyViolations; v != 0 {
 		t.Fatalf("%d service-protection violations: %+v", v, st)
@@ -62,7 +63,7 @@ func TestCallerScopePausesEveryAgentAfterA429(t *testing.T) {
 		o.QuotaScope, o.CallerBudget = source.ScopeCaller, source.Budget{Requests: 1000, Window: 2 * time.Second}
 	}, nil)
 	r.start(t)
-	eventually(t, 15*time.Second, "two pauses and polls after them", func() bool {
+	testwait.Until(t, 15*time.Second, "two pauses and polls after them", func() bool {
 		<-mu
 		defer func() { mu <- struct{}{} }()
 		n := 0
@@ -104,7 +105,7 @@ func TestConcurrency429ShortensTheInflightCap(t *testing.T) {
 		t.Fatalf("cap %d before any answer, want 12", r.poller.InflightCap())
 	}
 	r.start(t)
-	eventually(t, 10*time.Second, "the cap shortened to the organisation's 3", func() bool { return r.poller.InflightCap() <= 3 })
+	testwait.Until(t, 10*time.Second, "the cap shortened to the organisation's 3", func() bool { return r.poller.InflightCap() <= 3 })
 	before := r.sim.Stats().QuotaConcurrentViolations
 	if before == 0 {
 		t.Fatal("no concurrency 429 seen")
@@ -112,7 +113,7 @@ func TestConcurrency429ShortensTheInflightCap(t *testing.T) {
 	// With the cap shortened, concurrency 429s become rare: count them
 	// over the next stretch of polls.
 	start := r.sim.Stats().Requests
-	eventually(t, 10*time.Second, "200 more requests", func() bool { return r.sim.Stats().Requests >= start+200 })
+	testwait.Until(t, 10*time.Second, "200 more requests", func() bool { return r.sim.Stats().Requests >= start+200 })
 	if after := r.sim.Stats().QuotaConcurrentViolations - before; after > 20 {
 		t.Errorf("%d concurrency 429s in 200 requests after the cap shortened", after)
 	}
@@ -137,9 +138,9 @@ func TestCallerScopePacesTheExecutionTime(t *testing.T) {
 	begin := time.Now()
 	// Warm-up: three windows, the measured period three more. The waits
 	// are the measurement periods themselves, not synchronisation.
-	eventually(t, 10*time.Second, "three windows of warm-up", func() bool { return time.Since(begin) >= 3*budget.Window })
+	testwait.Until(t, 10*time.Second, "three windows of warm-up", func() bool { return time.Since(begin) >= 3*budget.Window })
 	settled := r.sim.Stats()
-	eventually(t, 10*time.Second, "three measured windows", func() bool { return time.Since(begin) >= 6*budget.Window })
+	testwait.Until(t, 10*time.Second, "three measured windows", func() bool { return time.Since(begin) >= 6*budget.Window })
 	st := r.sim.Stats()
 	// At most one: the organisation charges wall time, and a machine busy
 	// with other work can lengthen answers beyond the mean the pacing has

@@ -1,7 +1,6 @@
 package source_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http/httptest"
@@ -15,24 +14,21 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/testlog"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// serveSim builds a simulator with opts and serves it over HTTP until the
+// test ends; it returns the simulator and its URL.
+func serveSim(t *testing.T, opts simulator.Options) (*simulator.Simulator, string) {
+	t.Helper()
+	sim, err := simulator.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	return sim, srv.URL
 }
 
 // recorder is a Sink keeping every observation, and the simulator's
@@ -75,25 +71,13 @@ func (r *recorder) requestsOf(agent string) []simulator.Request {
 	return append([]simulator.Request(nil), r.requests[agent]...)
 }
 
-// eventually waits for cond, failing the test after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // rig is a simulator, a client and a running poller.
 type rig struct {
 	sim     *simulator.Simulator
 	rec     *recorder
 	poller  *source.Poller
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	tokens  source.TokenProvider
 	client  *source.Client
 	stop    func()
@@ -109,20 +93,15 @@ func newRig(t *testing.T, agents int, simOpts func(*simulator.Options), pollOpts
 // newRigWith is newRig with the client's options adjusted by clientOpts.
 func newRigWith(t *testing.T, agents int, simOpts func(*simulator.Options), clientOpts func(*source.ClientOptions), pollOpts func(*source.PollerOptions), tokens func(*simulator.Simulator) source.TokenProvider) *rig {
 	t.Helper()
-	r := &rig{rec: newRecorder(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	r := &rig{rec: newRecorder(), reg: prometheus.NewRegistry(), logs: &testlog.Buffer{}}
 	opts := simulator.DefaultOptions()
 	opts.Agents = agents
 	opts.OnRequest = r.rec.onRequest
 	if simOpts != nil {
 		simOpts(&opts)
 	}
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, simURL := serveSim(t, opts)
 	r.sim = sim
-	srv := httptest.NewServer(sim.Handler())
-	t.Cleanup(srv.Close)
 	metrics, err := source.NewMetrics(r.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +110,7 @@ func newRigWith(t *testing.T, agents int, simOpts func(*simulator.Options), clie
 	if tokens != nil {
 		r.tokens = tokens(sim)
 	}
-	co := source.ClientOptions{OrgURL: srv.URL, Tokens: r.tokens, Metrics: metrics,
+	co := source.ClientOptions{OrgURL: simURL, Tokens: r.tokens, Metrics: metrics,
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	if clientOpts != nil {
 		clientOpts(&co)
@@ -196,7 +175,7 @@ func TestPollerErrorClasses(t *testing.T) {
 			name:  "404 marks the agent unpollable and retries it slowly",
 			fault: simulator.AgentFault{Status: 404},
 			check: func(t *testing.T, r *rig) {
-				eventually(t, 3*time.Second, "two polls of the unknown agent", func() bool { return len(r.rec.requestsOf(r.faulty)) >= 2 })
+				testwait.Until(t, 3*time.Second, "two polls of the unknown agent", func() bool { return len(r.rec.requestsOf(r.faulty)) >= 2 })
 				if r.state()["unpollable"] != 1 {
 					t.Errorf("states = %v, want 1 unpollable", r.state())
 				}
@@ -208,7 +187,7 @@ func TestPollerErrorClasses(t *testing.T) {
 					t.Errorf("healthy agent polled %d times, unpollable %d: not slower", n, len(reqs))
 				}
 				r.sim.ClearAgentFault(r.faulty)
-				eventually(t, 2*time.Second, "agent fixed and healthy", func() bool { return r.state()["unpollable"] == 0 })
+				testwait.Until(t, 2*time.Second, "agent fixed and healthy", func() bool { return r.state()["unpollable"] == 0 })
 				if got := countLines(r.logs.String(), "agent poll failing", r.faulty); got != 1 {
 					t.Errorf("%d failing lines for the agent, want 1 per state change:\n%s", got, r.logs.String())
 				}
@@ -219,8 +198,8 @@ func TestPollerErrorClasses(t *testing.T) {
 			fault:  simulator.AgentFault{Status: 401},
 			tokens: func(sim *simulator.Simulator) source.TokenProvider { return &simTokens{sim: sim} },
 			check: func(t *testing.T, r *rig) {
-				eventually(t, 3*time.Second, "backoff", func() bool { return r.state()["backing_off"] == 1 })
-				eventually(t, 3*time.Second, "3 polls", func() bool { return len(r.rec.observations(r.faulty)) >= 3 })
+				testwait.Until(t, 3*time.Second, "backoff", func() bool { return r.state()["backing_off"] == 1 })
+				testwait.Until(t, 3*time.Second, "3 polls", func() bool { return len(r.rec.observations(r.faulty)) >= 3 })
 				obs := r.rec.observations(r.faulty)
 				if obs[0].Class != source.ClassAuth {
 					t.Fatalf("class = %s", obs[0].Class)
@@ -237,7 +216,7 @@ func TestPollerErrorClasses(t *testing.T) {
 			name:  "5xx backs off and recovers on success",
 			fault: simulator.AgentFault{Status: 503, Count: 4},
 			check: func(t *testing.T, r *rig) {
-				eventually(t, 5*time.Second, "recovery", func() bool {
+				testwait.Until(t, 5*time.Second, "recovery", func() bool {
 					o := r.rec.observations(r.faulty)
 					return len(o) > 5 && o[len(o)-1].Class == source.ClassOK
 				})
@@ -263,7 +242,7 @@ func TestPollerErrorClasses(t *testing.T) {
 			fault: simulator.AgentFault{Latency: 300 * time.Millisecond, Count: 2},
 			opts:  func(o *source.PollerOptions) { o.RequestTimeout = 80 * time.Millisecond },
 			check: func(t *testing.T, r *rig) {
-				eventually(t, 5*time.Second, "recovery", func() bool {
+				testwait.Until(t, 5*time.Second, "recovery", func() bool {
 					o := r.rec.observations(r.faulty)
 					return len(o) >= 3 && o[len(o)-1].Class == source.ClassOK
 				})
@@ -277,7 +256,7 @@ func TestPollerErrorClasses(t *testing.T) {
 			name:  "malformed bodies are counted, logged once and polled on schedule",
 			fault: simulator.AgentFault{Malformed: simulator.MalformedWrongType},
 			check: func(t *testing.T, r *rig) {
-				eventually(t, 3*time.Second, "6 polls", func() bool { return len(r.rec.observations(r.faulty)) >= 6 })
+				testwait.Until(t, 3*time.Second, "6 polls", func() bool { return len(r.rec.observations(r.faulty)) >= 6 })
 				obs := r.rec.observations(r.faulty)
 				for i := 1; i < len(obs); i++ {
 					if obs[i].Class != source.ClassMalformed {
@@ -358,7 +337,7 @@ func TestNoRequestBeforeRetryAfter(t *testing.T) {
 		o.RequestLogSize = 1000
 	}, func(o *source.PollerOptions) { o.Interval = 200 * time.Millisecond }, nil)
 	r.start(t)
-	eventually(t, 8*time.Second, "a burst of 429s and a request after each", func() bool {
+	testwait.Until(t, 8*time.Second, "a burst of 429s and a request after each", func() bool {
 		if r.sim.Stats().ByReason["burst-429"] < 40 {
 			return false
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
 func TestParseRetryAfterBounded(t *testing.T) {
@@ -94,13 +95,7 @@ func TestFarRetryAfterDatesWaitTheCeiling(t *testing.T) {
 			// nothing in flight.
 			settle := func() {
 				t.Helper()
-				deadline := time.Now().Add(5 * time.Second)
-				for !(p.inflight.Load() == 0 && clk.pending() > 0) {
-					if time.Now().After(deadline) {
-						t.Fatal("poller did not settle")
-					}
-					time.Sleep(time.Millisecond)
-				}
+				testwait.Until(t, 5*time.Second, "the poller to settle", func() bool { return p.inflight.Load() == 0 && clk.pending() > 0 })
 			}
 			advance := func(total, step time.Duration) {
 				for d := time.Duration(0); d < total; d += step {

@@ -115,13 +115,8 @@ func TestEntraTokenAgainstFakeAuthority(t *testing.T) {
 	opts.Agents = 20
 	opts.StaticTokens = nil
 	opts.ValidateToken = func(tok string) error { return authority.validate(tok) }
-	sim, err := simulator.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := httptest.NewServer(sim.Handler())
-	defer api.Close()
-	authority = newFakeAuthority(t, api.URL+"/.default")
+	sim, apiURL := serveSim(t, opts)
+	authority = newFakeAuthority(t, apiURL+"/.default")
 
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -129,12 +124,12 @@ func TestEntraTokenAgainstFakeAuthority(t *testing.T) {
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	entra, err := source.NewEntraToken(source.EntraTokenOptions{
-		OrgURL: api.URL + "/", Credential: authority.credential(t), RefreshBefore: 30 * time.Second, Logger: logger, Now: clock,
+		OrgURL: apiURL + "/", Credential: authority.credential(t), RefreshBefore: 30 * time.Second, Logger: logger, Now: clock,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := newClient(t, api.URL, entra)
+	client := newClient(t, apiURL, entra)
 	agents := sim.AgentIDs()
 
 	pollAll := func(step string) {

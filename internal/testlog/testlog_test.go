@@ -1,0 +1,27 @@
+package testlog
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestBufferKeepsConcurrentWrites(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 100 {
+				fmt.Fprintf(&b, "w%d-%d\n", i, j)
+				_ = b.String()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := strings.Count(b.String(), "\n"); n != 800 {
+		t.Fatalf("%d lines, want 800", n)
+	}
+}
