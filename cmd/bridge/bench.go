@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -37,7 +38,7 @@ func cmdPollBench(ctx context.Context, _ *flag.FlagSet, args []string, stdout, s
 // cmdBench measures the publish path against the raw JetStream limit and
 // the CloudEvents SDK sender, in one run on one loopback server.
 func cmdBench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	var o bench.BenchOptions
+	var o bench.Options
 	fs.IntVar(&o.Events, "events", 200000, "events published by the raw and bridge scenarios")
 	fs.IntVar(&o.SDKEvents, "sdk-events", 20000, "events published by the CloudEvents SDK sender scenario")
 	fs.IntVar(&o.Agents, "agents", 10000, "agents whose subjects the events are spread over")
@@ -49,19 +50,11 @@ func cmdBench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stde
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
-	if *verbose {
-		l, err := logging.New(stderr, "text", "info")
-		if err != nil {
-			fmt.Fprintf(stderr, "bridge bench: %v\n", err)
-			return exitFail
-		}
-		o.Logger = l
-	}
-	if _, err := bench.RunBench(ctx, o, stdout); err != nil {
-		fmt.Fprintf(stderr, "bridge bench: %v\n", err)
-		return exitFail
-	}
-	return exitOK
+	return measure("bench", stderr, *verbose, func(log *slog.Logger) error {
+		o.Logger = log
+		_, err := bench.RunBench(ctx, o, stdout)
+		return err
+	})
 }
 
 // cmdFeedBench measures the change feed against polling alone, in one run
@@ -80,16 +73,28 @@ func cmdFeedBench(ctx context.Context, fs *flag.FlagSet, args []string, stdout, 
 	if done, code := parseFlags(fs, args); done {
 		return code
 	}
-	if *verbose {
+	return measure("feedbench", stderr, *verbose, func(log *slog.Logger) error {
+		o.Logger = log
+		_, err := feedbench.Run(ctx, o, stdout)
+		return err
+	})
+}
+
+// measure runs a benchmark command's measurement, its progress logged to
+// stderr when verbose (nil logger otherwise), and turns its error into the
+// exit status.
+func measure(name string, stderr io.Writer, verbose bool, run func(*slog.Logger) error) int {
+	var log *slog.Logger
+	if verbose {
 		l, err := logging.New(stderr, "text", "info")
 		if err != nil {
-			fmt.Fprintf(stderr, "bridge feedbench: %v\n", err)
+			fmt.Fprintf(stderr, "bridge %s: %v\n", name, err)
 			return exitFail
 		}
-		o.Logger = l
+		log = l
 	}
-	if _, err := feedbench.Run(ctx, o, stdout); err != nil {
-		fmt.Fprintf(stderr, "bridge feedbench: %v\n", err)
+	if err := run(log); err != nil {
+		fmt.Fprintf(stderr, "bridge %s: %v\n", name, err)
 		return exitFail
 	}
 	return exitOK

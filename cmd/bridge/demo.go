@@ -124,9 +124,9 @@ func (d *demo) run(ctx context.Context, ln net.Listener, stderr io.Writer) int {
 	fmt.Fprintf(d.stdout, "demo: events and agent states are kept in %s and continue on the next run (to start fresh: stop the demo, delete %s)\n", cfg.DataDir, cfg.DataDir)
 	fmt.Fprintf(d.stdout, "demo: metrics and health on http://%s; Ctrl-C stops the demo\n", cfg.HTTPAddr)
 	started := func(p *pipeline.Pipeline, po *source.Poller) { d.started(ctx, simCtx, p, po) }
-	err := runBridge(ctx, cfg, sourcePlan{agents: d.sim.AgentIDs()}, d.log, hooks{
+	err := newBridge(cfg, sourcePlan{agents: d.sim.AgentIDs()}, d.log, hooks{
 		onPublished: d.printEvent, onStarted: started, tokens: source.StaticToken(simulator.DefaultToken), eventSource: demoOrganisation,
-	})
+	}).serve(ctx)
 	stopSim()
 	if err != nil {
 		fmt.Fprintf(stderr, "bridge demo: %v\n", err)

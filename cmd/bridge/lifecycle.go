@@ -99,6 +99,21 @@ func newBridge(cfg config.Config, plan sourcePlan, log *slog.Logger, h hooks) *b
 	return &bridge{cfg: cfg, plan: plan, log: log, h: h, reg: prometheus.NewRegistry(), leaseErr: make(chan error, 1)}
 }
 
+// serve starts the bridge, runs it until ctx ends or a loop fails, and
+// shuts it down: after a failed start, what was started; after a run,
+// everything. It returns nil after a clean shutdown, otherwise the start's
+// error, or the failed loop's error and the shutdown's.
+func (b *bridge) serve(ctx context.Context) error {
+	if err := b.start(ctx); err != nil {
+		if serr := b.shutdown(ctx); serr != nil {
+			b.log.Warn("shut down after a failed start", "err", serr)
+		}
+		return err
+	}
+	runErr := b.run(ctx)
+	return errors.Join(runErr, b.shutdown(ctx))
+}
+
 // start builds and starts the bridge in order. On an error it returns at
 // once: what was started is left for shutdown.
 func (b *bridge) start(ctx context.Context) error {
@@ -200,10 +215,15 @@ func (b *bridge) firstFailure(ctx, gctx context.Context) error {
 	return cause
 }
 
-// shutdown stops what start started, in this order, each step bounded by
-// what is left of ctx (the one BRIDGE_SHUTDOWN_TIMEOUT budget, taken at the
-// signal), skipping what was not started. It returns every step's error.
+// shutdown stops what start started, in this order, skipping what was not
+// started. Every step is bounded by what is left of one
+// BRIDGE_SHUTDOWN_TIMEOUT budget taken when shutdown begins (at the signal:
+// ctx's end, which asked for the shutdown, does not cut it short; the
+// poller's DrainTimeout, the same duration, started at the same moment). It
+// returns every step's error.
 func (b *bridge) shutdown(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.ShutdownTimeout)
+	defer cancel()
 	var errs []error
 	if b.loops != nil { // polling stops; the answers in flight reach the pipeline
 		b.log.Info("shutting down: polling stops, answers in flight are published and committed")

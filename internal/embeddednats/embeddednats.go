@@ -165,20 +165,8 @@ func (s *Server) Addr() string {
 	return s.srv.Addr().String()
 }
 
-// ClusterAddr is the host:port of the route listener, or "" when the server
-// is not clustered.
-func (s *Server) ClusterAddr() string {
-	if a := s.srv.ClusterAddr(); a != nil {
-		return a.String()
-	}
-	return ""
-}
-
-// Name is the server name.
-func (s *Server) Name() string { return s.srv.Name() }
-
-// NATS returns the underlying nats-server, for tests that inspect JetStream
-// or cluster state.
+// NATS returns the underlying nats-server, for test support (natstest) that
+// inspects JetStream or cluster state.
 func (s *Server) NATS() *server.Server { return s.srv }
 
 // Shutdown stops the server and waits until it has exited.

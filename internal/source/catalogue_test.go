@@ -2,10 +2,13 @@ package source_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
 )
 
@@ -48,5 +51,54 @@ func TestCatalogueRefresherRunReloadsEachPeriod(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func TestPresenceCatalogue(t *testing.T) {
+	const custom = "4f6b3a0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+	overrides, err := source.ParsePresenceMap(custom + "=busy - dnd, " + strings.ToUpper(available) + "=192360003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"x=Away", custom + "=Lunch", custom, custom + "=Away," + custom + "=Busy", custom + "=192360006"} {
+		if _, err := source.ParsePresenceMap(bad); err == nil {
+			t.Errorf("ParsePresenceMap(%q) accepted", bad)
+		}
+	}
+	if m, err := source.ParsePresenceMap(custom + "=inactive"); err != nil || m[custom] != source.BaseInactive {
+		t.Errorf("ParsePresenceMap(inactive) = %v, %v; want Inactive", m, err)
+	}
+	opts := simulator.DefaultOptions()
+	opts.Agents = 1
+	sim, simURL := serveSim(t, opts)
+	client := newClient(t, simURL, source.StaticToken(simulator.DefaultToken))
+	cat := source.NewCatalogue(overrides)
+	ref := &source.CatalogueRefresher{Catalogue: cat, Lister: client, Logger: slog.New(slog.DiscardHandler)}
+	if err := ref.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	simPresences := sim.Presences()
+	if cat.Len() < len(simPresences) {
+		t.Errorf("catalogue knows %d presences, the organisation has %d", cat.Len(), len(simPresences))
+	}
+	for _, p := range simPresences {
+		want, ok := source.BaseStatusForOption(p.BaseStatus)
+		if !ok {
+			t.Fatalf("simulator base status %v", p.BaseStatus)
+		}
+		if strings.EqualFold(p.ID, available) {
+			want = source.BaseAway // overridden
+		}
+		if got := cat.BaseStatus(strings.ToLower(p.ID)); got != want {
+			t.Errorf("presence %s (%s): base %q, want %q", p.ID, p.Name, got, want)
+		}
+	}
+	if got := cat.BaseStatus(custom); got != source.BaseBusyDND {
+		t.Errorf("override: %q", got)
+	}
+	// An organisation that refuses the read: the catalogue keeps what it had.
+	_ = sim.SetFaults(simulator.Faults{PresencesStatus: 403})
+	if err := ref.Load(t.Context()); err == nil || cat.BaseStatus(custom) != source.BaseBusyDND {
+		t.Errorf("failed load: err %v, catalogue changed", err)
 	}
 }

@@ -7,11 +7,6 @@ import (
 	"time"
 )
 
-// ClassToken marks a poll that could not be made because no token could be
-// obtained from the token provider (Entra ID unreachable, credential
-// refused, token file unreadable). It is treated like ClassAuth: backoff.
-const ClassToken ErrorClass = "token"
-
 // MaxExcerpt bounds the excerpt of a malformed body carried in a PollError.
 const MaxExcerpt = 256
 

@@ -1,6 +1,7 @@
 package source_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -152,4 +153,63 @@ func TestCallerScopePacesTheExecutionTime(t *testing.T) {
 		t.Errorf("only %d requests in %s: paced to a stop", polled, 3*budget.Window)
 	}
 	t.Logf("requests %d in the measured %s, %d execution-time 429s during the warm-up", st.Requests-settled.Requests, 3*budget.Window, settled.QuotaExecutionViolations)
+}
+
+func TestCheckLimits(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     source.LimitsConfig
+		wantErr []string
+	}{
+		{"10k agents at 10s", source.LimitsConfig{Agents: 10_000, Interval: 10 * time.Second, MaxRPS: 1200, MaxConcurrency: 64}, nil},
+		{"interval 100ms is the edge", source.LimitsConfig{Agents: 1, Interval: 100 * time.Millisecond, BackoffInitial: time.Second}, nil},
+		{"interval 200ms with default backoff", source.LimitsConfig{Agents: 1, Interval: 200 * time.Millisecond}, nil},
+		{"interval under 100ms", source.LimitsConfig{Agents: 1, Interval: 60 * time.Millisecond}, []string{"poll interval 60ms", "polled every 30ms", "6000 requests per user", "at least 100ms apart"}},
+		{"default backoff halves the gap", source.LimitsConfig{Agents: 1, Interval: 150 * time.Millisecond}, []string{"down to 75ms with jitter"}},
+		{"short backoff", source.LimitsConfig{Agents: 1, Interval: 10 * time.Second, BackoffInitial: 150 * time.Millisecond}, []string{"initial backoff 150ms", "polled every 75ms"}},
+		{"rate cap too low", source.LimitsConfig{Agents: 10_000, Interval: 10 * time.Second, MaxRPS: 500}, []string{"cannot poll 10000 agents every 10s", "needs 1000.0 requests/s", "BRIDGE_MAX_RPS to at least 1000", "BRIDGE_POLL_INTERVAL to at least 20s"}},
+		{"no rate cap", source.LimitsConfig{Agents: 50_000, Interval: 10 * time.Second}, nil},
+		{"zero interval", source.LimitsConfig{Agents: 1}, []string{"not positive"}},
+		{"caller scope: 1,000 agents every 10s do not fit", source.LimitsConfig{Agents: 1000, Interval: 10 * time.Second, Scope: source.ScopeCaller},
+			[]string{"BRIDGE_QUOTA_SCOPE=caller", "1000 agents every 10s make 30000 requests per 5m0s", "over the 5400", "6000 per user", "at least 55.6s", "at most 180 agents"}},
+		{"caller scope: 1,000 agents every minute fit", source.LimitsConfig{Agents: 1000, Interval: time.Minute, Scope: source.ScopeCaller}, nil},
+		{"agent scope: 1,000 agents every 10s fit", source.LimitsConfig{Agents: 1000, Interval: 10 * time.Second, Scope: source.ScopeAgent}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := source.CheckLimits(tt.cfg)
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("CheckLimits: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("CheckLimits accepted the configuration")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEntitlementWarning(t *testing.T) {
+	tests := []struct {
+		cfg  source.LimitsConfig
+		want string
+	}{
+		{source.LimitsConfig{Agents: 10, Interval: 10 * time.Second}, ""},
+		{source.LimitsConfig{Agents: 10, Interval: 2 * time.Second}, "43200 requests per agent per 24 hours, over the Power Platform entitlement of 40000 per licensed user: raise BRIDGE_POLL_INTERVAL to at least 2.16s"},
+		{source.LimitsConfig{Agents: 1000, Interval: time.Minute, Scope: source.ScopeCaller}, "1440000 requests per 24 hours, all charged to the application user"},
+		{source.LimitsConfig{Agents: 10, Interval: time.Minute, Scope: source.ScopeCaller}, ""},
+	}
+	for _, tt := range tests {
+		got := source.EntitlementWarning(tt.cfg)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("EntitlementWarning(%+v) = %q, want %q", tt.cfg, got, tt.want)
+		}
+	}
 }

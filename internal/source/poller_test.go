@@ -404,3 +404,75 @@ func (p *simTokens) Refresh(_ context.Context, refused string) (string, error) {
 	}
 	return p.current, nil
 }
+
+func TestSetAgentsAtRuntime(t *testing.T) {
+	r := newRig(t, 4, nil, func(o *source.PollerOptions) { o.Interval = 50 * time.Millisecond }, nil)
+	ids := r.sim.AgentIDs()
+	r.poller.SetAgents(ids[:2])
+	if st := r.poller.Status(); st.Agents != 2 || r.poller.StateCounts()["pending"] != 2 || st.FirstRoundDone {
+		t.Fatalf("status before start = %+v", st)
+	}
+	r.start(t)
+	testwait.Until(t, 2*time.Second, "first round", func() bool { return r.poller.Status().FirstRoundDone })
+	r.poller.SetAgents(ids[1:])
+	testwait.Until(t, 2*time.Second, "added agents polled", func() bool {
+		return len(r.rec.observations(ids[2])) > 0 && len(r.rec.observations(ids[3])) > 0
+	})
+	removedAt := len(r.rec.requestsOf(ids[0]))
+	testwait.Until(t, 2*time.Second, "later polls of the others", func() bool { return len(r.rec.observations(ids[3])) > 5 })
+	if n := len(r.rec.requestsOf(ids[0])); n > removedAt+1 {
+		t.Errorf("removed agent polled %d more times", n-removedAt)
+	}
+	st := r.poller.Status()
+	if st.Agents != 3 || r.poller.StateCounts()["healthy"] != 3 || !r.client.TokenObtained() {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestSinkBackpressureKeepsOnePollPerAgent(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	seen := map[string]int{}
+	blocking := source.SinkFunc(func(ctx context.Context, o source.Observation) error {
+		mu.Lock()
+		seen[o.AgentID]++
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	r := newRig(t, 2, nil, func(o *source.PollerOptions) { o.Interval = 20 * time.Millisecond }, nil)
+	r.poller = mustPoller(t, source.PollerOptions{Getter: clientFor(t, r), Sink: blocking, Interval: 20 * time.Millisecond})
+	r.poller.SetAgents(r.sim.AgentIDs())
+	r.start(t)
+	testwait.Until(t, 2*time.Second, "both agents observed", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 2 })
+	// While the sink is blocked nothing more is polled, for many intervals.
+	before := r.sim.Stats().Requests
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if n := r.sim.Stats().Requests; n != before {
+			t.Fatalf("%d requests while the sink was blocked", n-before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	testwait.Until(t, 2*time.Second, "polling resumes", func() bool { return r.sim.Stats().Requests > before+2 })
+}
+
+func mustPoller(t *testing.T, o source.PollerOptions) *source.Poller {
+	t.Helper()
+	p, err := source.NewPoller(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func clientFor(t *testing.T, r *rig) *source.Client {
+	t.Helper()
+	srv := httptest.NewServer(r.sim.Handler())
+	t.Cleanup(srv.Close)
+	return newClient(t, srv.URL, source.StaticToken(simulator.DefaultToken))
+}

@@ -76,7 +76,8 @@ type Snapshot struct {
 // "result" label of the poll metrics. ClassOK marks a successful poll.
 type ErrorClass string
 
-// Error classes, from the status table of the CCaaS_GetPresence contract.
+// Error classes, from the status table of the CCaaS_GetPresence contract,
+// and ClassToken for a poll no token could be obtained for.
 const (
 	ClassOK          ErrorClass = "ok"
 	ClassPermanent   ErrorClass = "permanent"    // 400, 404, 405
@@ -85,6 +86,11 @@ const (
 	ClassServer      ErrorClass = "server_error" // 5xx
 	ClassTransport   ErrorClass = "transport"    // timeouts, connection errors
 	ClassMalformed   ErrorClass = "malformed"    // body not of the documented shape
+	// ClassToken marks a poll that could not be made because no token
+	// could be obtained from the token provider (Entra ID unreachable,
+	// credential refused, token file unreadable). It is treated like
+	// ClassAuth: backoff.
+	ClassToken ErrorClass = "token"
 )
 
 // Observation is the outcome of one poll of one agent: a Snapshot on

@@ -4,9 +4,9 @@
 // `bridge bench` command calls [RunBench].
 //
 // The scenarios publish the same real-sized events spread over
-// BenchOptions.Agents agents' subjects:
+// Options.Agents agents' subjects:
 //   - raw: jetstream PublishMsgAsync of pre-encoded messages, each with its
-//     own Nats-Msg-Id, window BenchOptions.MaxPending, no fence;
+//     own Nats-Msg-Id, window Options.MaxPending, no fence;
 //   - raw fenced: the same with the bridge's fence headers
 //     (Nats-Expected-Last-Subject-Sequence of the agent's previous event), so
 //     one event per agent in flight: the limit the bridge is held to;
@@ -20,7 +20,7 @@
 //
 // CPU per event is the process's user+system CPU time (getrusage) divided by
 // the events; it includes the in-process server's share. Unless
-// BenchOptions say otherwise the bridge scenario publishes with the bridge's
+// Options say otherwise the bridge scenario publishes with the bridge's
 // defaults (publish.DefaultMaxPending, publish.DefaultPublishTimeout: the
 // BRIDGE_ variables' defaults) on the contract's subjects (internal/contract).
 package bench
@@ -52,7 +52,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/publish"
 )
 
-// Defaults of [BenchOptions].
+// Defaults of [Options].
 const (
 	DefaultEvents    = 200_000
 	DefaultSDKEvents = 20_000
@@ -60,8 +60,8 @@ const (
 	benchStream      = "CCAAS_BENCH"
 )
 
-// BenchOptions configure a run; zero fields take the defaults.
-type BenchOptions struct {
+// Options configure a run; zero fields take the defaults.
+type Options struct {
 	// Events is how many events the raw and bridge scenarios publish.
 	Events int
 	// SDKEvents is how many events the SDK sender publishes (it is slow).
@@ -146,7 +146,7 @@ type presenceChanged struct {
 }
 
 // RunBench runs the three scenarios and writes the results to out.
-func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResult, error) {
+func RunBench(ctx context.Context, opts Options, out io.Writer) (BenchResult, error) {
 	if opts.Events <= 0 {
 		opts.Events = DefaultEvents
 	}
@@ -200,7 +200,7 @@ func RunBench(ctx context.Context, opts BenchOptions, out io.Writer) (BenchResul
 		return res, err
 	}
 	log.Info("bench: bridge publish path", "events", opts.Events)
-	if res.Bridge, err = runBridge(ctx, srv.ClientURL(), enc, events[:opts.Events], opts.MaxPending, opts.PublishTimeout); err != nil {
+	if res.Bridge, err = runPublisher(ctx, srv.ClientURL(), enc, events[:opts.Events], opts.MaxPending, opts.PublishTimeout); err != nil {
 		return res, err
 	}
 	log.Info("bench: CloudEvents SDK sender", "events", opts.SDKEvents)
@@ -496,9 +496,9 @@ func runRawFenced(ctx context.Context, url, stream string, enc *publish.Encoder,
 	return m.result(), nil
 }
 
-// runBridge publishes through publish.Publisher, one Enqueue per event as
+// runPublisher publishes through publish.Publisher, one Enqueue per event as
 // the pipeline does for an agent's change.
-func runBridge(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, window int, timeout time.Duration) (ScenarioResult, error) {
+func runPublisher(ctx context.Context, url string, enc *publish.Encoder, events []detector.Event, window int, timeout time.Duration) (ScenarioResult, error) {
 	stream := benchStream + "_BRIDGE"
 	nc, _, err := scenario(ctx, url, stream)
 	if err != nil {

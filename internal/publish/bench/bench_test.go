@@ -16,7 +16,7 @@ func TestRunBenchSmall(t *testing.T) {
 	defer cancel()
 	for _, asJSON := range []bool{false, true} {
 		var out bytes.Buffer
-		res, err := RunBench(ctx, BenchOptions{Events: 3000, SDKEvents: 300, Agents: 500, MaxPending: 256, DataDir: t.TempDir(), JSON: asJSON}, &out)
+		res, err := RunBench(ctx, Options{Events: 3000, SDKEvents: 300, Agents: 500, MaxPending: 256, DataDir: t.TempDir(), JSON: asJSON}, &out)
 		if err != nil {
 			t.Fatalf("RunBench: %v", err)
 		}
@@ -48,7 +48,7 @@ func TestRunBenchDefaultsToTheBridgeSettings(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := RunBench(ctx, BenchOptions{Events: 500, SDKEvents: 50, Agents: 50, DataDir: t.TempDir()}, &out)
+	res, err := RunBench(ctx, Options{Events: 500, SDKEvents: 50, Agents: 50, DataDir: t.TempDir()}, &out)
 	if err != nil {
 		t.Fatalf("RunBench: %v", err)
 	}

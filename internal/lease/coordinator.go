@@ -1,3 +1,6 @@
+// The coordinator: Set.Run, the watcher's view of the lease bucket, taking and
+// releasing shards, and holding (renewing) each shard held.
+
 package lease
 
 import (
