@@ -332,7 +332,8 @@ func (b *builder) add(typ string, data any) {
 	})
 }
 
-// withAgent fills the agent ID and name every data type carries.
+// withAgent fills the agent ID and name every data type carries. One case
+// per type: each event type's data is a struct of its own, as its schema is.
 func withAgent(data any, id, name string) any {
 	switch d := data.(type) {
 	case PresenceChangedData:

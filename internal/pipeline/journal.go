@@ -334,6 +334,7 @@ var errUnknownType = errors.New("unknown event type")
 
 // decodeData decodes an event's data into the Go type of its type.
 func decodeData(typ string, raw []byte) (any, error) {
+	// One case per event type: each type's data is a struct of its own.
 	switch typ {
 	case detector.TypePresenceChanged:
 		return decodeAs[detector.PresenceChangedData](raw)

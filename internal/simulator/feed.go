@@ -173,6 +173,8 @@ func (s *Simulator) serveFeed(w http.ResponseWriter, r *http.Request, table stri
 		return
 	}
 	defer s.release(v)
+	// Like the presence catalogue's fault answer, but with this table's
+	// privilege name and its own 404 handling.
 	if st := s.Faults().FeedStatus; st != 0 {
 		rec.Reason = "feed-fault"
 		code, msg := codeUnexpected, "An unexpected error occurred."

@@ -374,6 +374,8 @@ func bareLoop(ctx context.Context, opts Options, url string, ids []string, polls
 	}
 }
 
+// barePresence is the bare loop's own copy of the answer's shape (as the
+// simulator has its own): the baseline shares no code with the bridge.
 type barePresence struct {
 	ActiveBrowserSessions     int      `json:"ActiveBrowserSessions"`
 	AgentID                   string   `json:"AgentId"`
