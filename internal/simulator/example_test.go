@@ -13,10 +13,10 @@ import (
 )
 
 // A simulated organisation served over real HTTP, as the tests and the
-// benchmarks use it. `bridge simulate` builds the same Options with
-// opts.RegisterFlags and serves them with sim.ListenAndServe, which also
-// applies random changes every Options.ChangeInterval; here the changes are
-// forced, so the answer is known.
+// benchmarks use it. `bridge simulate` fills the Options from its flags
+// (opts.RegisterFlags) and serves them with sim.Serve on its listener, which
+// also applies random changes every Options.ChangeInterval; here the changes
+// are forced, so the answer is known.
 func Example() {
 	opts := simulator.DefaultOptions()
 	opts.Agents = 3

@@ -49,7 +49,8 @@
 // never trips them.
 //
 // See the package example for the wiring the tests use (New, Handler,
-// IssueToken); `bridge simulate` serves the same Options with ListenAndServe.
+// IssueToken); `bridge simulate` fills the Options from its flags
+// (RegisterFlags) and serves them with Serve.
 package simulator
 
 import (
