@@ -133,3 +133,124 @@ func Example() {
 	// ok Available Available
 	// ready: true
 }
+
+// feedRows is the Sink of the feed example: it hands over the observations
+// read from the change feed and drops the polls.
+type feedRows chan source.Observation
+
+func (s feedRows) Observe(ctx context.Context, o source.Observation) error {
+	if o.Row == nil {
+		return nil // a poll; in the bridge the pipeline takes it too
+	}
+	select {
+	case s <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// laterPoller forwards the feed's PollNow to the poller, which is built
+// after the feed because its Sink is the feed's wrapper.
+type laterPoller struct{ p *source.Poller }
+
+func (l *laterPoller) PollNow(id string) {
+	if l.p != nil {
+		l.p.PollNow(id)
+	}
+}
+
+// The change feed as cmd/bridge wires it with BRIDGE_FEED=auto: on only when
+// both agent-status tables are readable, built before the poller, whose
+// Sink becomes feed.Sink(pipeline), so that presence changes come from the
+// feed while it reads. In cmd/bridge the watermark is kept in the
+// BRIDGE_FEED_BUCKET key-value bucket (feedstore.Open as the Store); here
+// Store is nil, which keeps it in memory. The organisation is simulated.
+func ExampleNewFeed() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logger := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewRegistry()
+
+	sim, err := simulator.New(simulator.Options{Agents: 1, Seed: 1, StaticTokens: []string{simulator.DefaultToken}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	org := httptest.NewServer(sim.Handler())
+	defer org.Close()
+	agents := sim.AgentIDs()
+	if _, _, err := sim.SetPresence(agents[0], simulator.PresenceAvailable); err != nil {
+		log.Fatal(err)
+	}
+
+	srcMetrics, err := source.NewMetrics(reg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	catalogue := source.NewCatalogue(nil)
+	client, err := source.NewClient(source.ClientOptions{
+		OrgURL: org.URL, Tokens: source.StaticToken(simulator.DefaultToken), Catalogue: catalogue, MaxConns: source.DefaultMaxConcurrency,
+		Metrics: srcMetrics, Call: source.CallAuto, Logger: logger,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := client.CheckFeedTables(ctx); err != nil { // BRIDGE_FEED=auto: otherwise polling alone
+		log.Fatal(err)
+	}
+
+	pipe := make(feedRows, 1) // the pipeline
+	feedMetrics, err := source.NewFeedMetrics(reg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	later := &laterPoller{}
+	feed, err := source.NewFeed(source.FeedOptions{Reader: client, Sink: pipe, Poller: later, Store: nil,
+		Interval: source.DefaultFeedInterval, Metrics: feedMetrics, Logger: logger})
+	if err != nil {
+		log.Fatal(err)
+	}
+	poller, err := source.NewPoller(source.PollerOptions{
+		Getter: client, Sink: feed.Sink(pipe), Interval: 10 * time.Second, Logger: logger, Metrics: srcMetrics,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	later.p = poller
+
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	done := make(chan error, 2)
+	go func() { done <- poller.Run(loopCtx) }()
+	go func() { done <- feed.Run(loopCtx) }() // saves its watermark when it stops
+	poller.SetAgents(agents)
+	feed.SetAgents(agents)
+
+	// A presence change at the source reaches the pipeline from the feed,
+	// after the changes its first read finds in the overlap before it.
+	if _, _, err := sim.SetPresence(agents[0], simulator.PresenceBusy); err != nil {
+		log.Fatal(err)
+	}
+	for busy := false; !busy; {
+		select {
+		case o := <-pipe:
+			fmt.Println("from the feed:", o.Row.PresenceName)
+			busy = o.Row.PresenceID == simulator.PresenceBusy
+		case <-ctx.Done():
+			log.Fatal("no change from the feed: ", ctx.Err())
+		}
+	}
+	ok, _ := feed.Readiness()
+	fmt.Println("feed ready:", ok)
+
+	stopLoops()
+	for range 2 {
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			log.Fatal(err)
+		}
+	}
+	// Output:
+	// from the feed: Offline
+	// from the feed: Available
+	// from the feed: Busy
+	// feed ready: true
+}
