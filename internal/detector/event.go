@@ -6,16 +6,8 @@
 // Stale and Snapshot; Apply folds an event over a state, so a consumer of the
 // stream can rebuild every agent's state, and Diff is tested by that
 // property; Rebuild does the same from the last event of each type.
-// Detector is the stateful part used by the pipeline:
-//
-//	det, err := detector.New(detector.Options{StaleAfter: staleAfter, Logger: log})
-//	det.Restore(states...)                // the state bucket's values
-//	c := det.Observe(observation)         // nil, or a *Change: events to publish
-//	// publish c.Events fenced after c.AfterStream; once acknowledged:
-//	st := det.Confirm(c, lastStreamSeq)   // the view to record
-//	// or, when the fence found the stream moved on:
-//	det.Abandon(c)
-//	c = det.Adopt(agentID, streamState)  // the latest observation, diffed again
+// Detector is the stateful part used by the pipeline; the package example
+// shows how the pipeline drives it (Restore, Observe, Confirm or Abandon).
 //
 // Sequences are per agent, start at 1, have no gaps and continue across
 // restarts; an event's ID is "<agentId>-<sequence>" (EventID). The stream

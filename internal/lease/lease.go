@@ -55,24 +55,9 @@
 //
 // # Wiring
 //
-//	set, err := lease.New(lease.Options{
-//		JetStream:  js,
-//		Bucket:     cfg.LeaseBucket,
-//		TTL:        cfg.LeaseTTL,
-//		Shards:     cfg.ShardCount,
-//		InstanceID: cfg.InstanceID, // e.g. the pod name
-//		Healthy:    func() bool { ... }, // token obtainable: worth polling
-//		Leading: func(ctx context.Context, shard int) {
-//			// poll lease.AgentsOf(agents, shard, cfg.ShardCount) until ctx
-//			// is done, then flush what is in flight and return.
-//		},
-//		OnChange: func(held []int) { opsServer.SetStandby(len(held) == 0, "not leader") },
-//		Metrics:  lease.NewMetrics(reg),
-//		Logger:   logger,
-//	})
-//	if err != nil { ... }
-//	err = publish.RetryUnavailable(ctx, "lease bucket", set.Open, ...) // optional
-//	err = set.Run(ctx) // returns after ctx is done and every shard is released
+// See the package example for the wiring cmd/bridge uses: an [Assignment]
+// turns the shards held into the agents polled, and the Set runs until
+// shutdown releases it.
 //
 // Leading runs in its own goroutine for each shard acquired; its context is
 // cancelled when the lease is lost to another process, released or the Set

@@ -19,19 +19,7 @@
 //     AddActiveCheck are skipped and the answer is 200 with status "standby":
 //     the replica is healthy and ready to take over, but idle.
 //
-// Wiring in cmd/bridge:
-//
-//	srv, err := ops.New(ops.Options{Registry: reg, Version: version, Logger: logger})
-//	srv.AddCheck(ops.NATSCheck(nc))
-//	srv.AddCheck(ops.StreamCheck(js, cfg.Stream)) // looked up by a loop, not per probe
-//	token := ops.NewFlag("token", "no token obtained yet")        // token.Set(true, "") once one is obtained
-//	firstPoll := ops.NewFlag("first_poll", "first poll round not done") // set after the first round
-//	srv.AddActiveCheck(token)
-//	srv.AddActiveCheck(firstPoll)
-//	hb := srv.Heartbeat("poller", time.Minute) // the loop calls hb.Beat() each iteration
-//	go srv.Serve(context.WithoutCancel(ctx), ln)
-//	...
-//	err = srv.Shutdown(sctx) // the last step of shutdown, bounded by what is left of it
+// See the package example for the wiring cmd/bridge uses.
 //
 // Heartbeats are beaten by the loops themselves (a dispatch loop, a
 // coordinator), never by a goroutine of their own that looks at other

@@ -20,14 +20,9 @@
 // Backpressure: Observe blocks while the publisher's window is full, which
 // holds back the poller of that agent. No lock is held across NATS I/O.
 //
-// Wiring, in cmd/bridge (after the detector has restored the bucket):
-//
-//	p, err := pipeline.New(pipeline.Options{Detector: det, Publisher: pub, View: store, Logger: log, Metrics: m,
-//		Journal: pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix})})
-//	go p.Run(ctx)                  // stale and snapshot loops, until ctx is done
-//	p.SetAgents(ids)               // the agents this process polls
-//	poller.Run(ctx, p)             // p is the source.Sink
-//	err = p.Close(shutdownCtx)     // after the source stopped, before pub.Close
+// See the package example for the wiring cmd/bridge uses: the pipeline is
+// the poller's Sink, and is closed after the poller stops and before the
+// publisher is closed.
 package pipeline
 
 import (

@@ -5,19 +5,8 @@
 // that keeps every agent's events in sequence order through retries, server
 // restarts and stream leader changes.
 //
-// Wiring, in cmd/bridge:
-//
-//	metrics := publish.NewMetrics(reg)
-//	nc, err := publish.Connect(ctx, publish.ConnOptions{URL: cfg.NATSURL, CredsFile: ..., Logger: log, Metrics: metrics})
-//	js, err := jetstream.New(nc)
-//	err = publish.EnsureStream(ctx, js, publish.StreamOptions{Name: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, Manage: cfg.StreamManage, ...})
-//	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: cfg.OrgURL, SubjectPrefix: cfg.SubjectPrefix, BridgeVersion: version})
-//	pub, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: cfg.Stream, MaxPending: cfg.PublishMaxPending, Logger: log, Metrics: metrics})
-//	...
-//	err = pub.Enqueue(ctx, change.AfterStream, change.Events, func(streamSeq uint64, err error) { /* record the view when err == nil */ })
-//	...
-//	err = pub.Close(shutdownCtx) // waits for what is in flight
-//	nc.Drain()
+// See the package example for the wiring cmd/bridge uses, from the
+// connection to the shutdown.
 //
 // Publisher guarantees: per agent one event in flight, so events are stored
 // in sequence order; every event is fenced with

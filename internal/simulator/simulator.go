@@ -48,20 +48,9 @@
 // penalty. Violations are counted in Stats, so tests can prove a client
 // never trips them.
 //
-// Typical wiring:
-//
-//	opts := simulator.DefaultOptions()
-//	opts.RegisterFlags(fs) // bridge simulate --agents 25 --seed 1 --rate-429 0.01 ...
-//	// after fs.Parse:
-//	sim, err := simulator.New(opts)
-//	...
-//	err = sim.ListenAndServe(ctx, "127.0.0.1:8080") // serves and runs changes until ctx ends
-//
-// or, in a test:
-//
-//	sim, _ := simulator.New(opts)
-//	srv := httptest.NewServer(sim.Handler())
-//	token := sim.IssueToken() // or one of opts.StaticTokens
+// See the package example for the wiring the tests use (New, Handler,
+// IssueToken); `bridge simulate` fills the Options from its flags
+// (RegisterFlags) and serves them with Serve.
 package simulator
 
 import (

@@ -5,34 +5,9 @@
 // (DefaultMaxConcurrency, DefaultBackoffMax, ...) equal the BRIDGE_
 // variables' defaults; a test in cmd/bridge keeps them so.
 //
-// Wiring (cmd/bridge):
-//
-//	metrics, _ := source.NewMetrics(reg)
-//	tokens := source.StaticToken(tok)                         // BRIDGE_TOKEN
-//	// or source.NewFileToken(source.FileTokenOptions{Path: f}) // BRIDGE_TOKEN_FILE
-//	// or source.NewEntraToken(source.EntraTokenOptions{OrgURL: org}) // azidentity default chain
-//	overrides, _ := source.ParsePresenceMap(presenceMap)      // BRIDGE_PRESENCE_MAP
-//	cat := source.NewCatalogue(overrides)
-//	client, _ := source.NewClient(source.ClientOptions{OrgURL: org, Tokens: tokens, Catalogue: cat, MaxConns: maxConc, Metrics: metrics, Call: source.CallAuto})
-//	form, err := client.DiscoverCallForm(ctx) // BRIDGE_PRESENCE_CALL=auto: read customapis, else the first answers decide
-//	ids := cfg.AgentIDs // BRIDGE_AGENT_IDS, validated by internal/config; or source.LoadAgentFile(path)
-//	err := source.CheckLimits(source.LimitsConfig{Agents: len(ids), Interval: iv, MaxRPS: rps, MaxConcurrency: maxConc})
-//	poller, _ := source.NewPoller(source.PollerOptions{Getter: client, Sink: sink, Interval: iv, QuotaScope: scope, ...})
-//	ready := source.Readiness(poller, client.TokenAccepted, minShare) // the source's /readyz check
-//	poller.SetAgents(ids)
-//	ref := &source.CatalogueRefresher{Catalogue: cat, Lister: client, Every: refresh}
-//	err = ref.Load(ctx) // at start: the first events carry base statuses
-//	go ref.Run(ctx)     // then every refresh
-//	go (&source.AgentFileWatcher{Path: path, Apply: poller.SetAgents}).Run(ctx)
-//	poller.Run(ctx) // until ctx ends; poller.Status() for readiness and summaries
-//
-// With the change feed (BRIDGE_FEED, docs/feed.md), built before the poller:
-//
-//	err := client.CheckFeedTables(ctx) // BRIDGE_FEED=auto: on only when both tables are readable
-//	feed, _ := source.NewFeed(source.FeedOptions{Reader: client, Sink: pipe, Poller: poller, Store: watermarks, Interval: iv})
-//	poller, _ := source.NewPoller(source.PollerOptions{Sink: feed.Sink(pipe), ...}) // polls hold presence for the feed
-//	feed.SetAgents(ids)
-//	feed.Run(ctx) // until ctx ends; feed.Readiness() for /readyz
+// See the package example for the wiring cmd/bridge uses. With the change
+// feed on (BRIDGE_FEED, docs/feed.md) the Feed is built before the poller,
+// and the poller's Sink is feed.Sink(pipeline): see the example of NewFeed.
 package source
 
 import (

@@ -12,10 +12,8 @@
 // agent than its key, is skipped (counted, one warning) and that agent's
 // state is taken from the stream instead; it never stops the bridge.
 //
-//	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: cfg.StateBucket, Logger: log, Metrics: m})
-//	states, err := store.LoadAll(ctx)   // skips what it cannot use
-//	det.Restore(states...)
-//	err = store.Record(ctx, state)      // after the agent's events are acknowledged
+// See the package example for the wiring cmd/bridge uses (Open, LoadAll,
+// Get; the pipeline calls Record).
 package statebucket
 
 import (
