@@ -28,7 +28,7 @@ import (
 // the bridge starts when BRIDGE_NATS_URL is empty, as the only replica, so
 // it leads every shard.
 func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the deadline only catches a hang
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()

@@ -73,7 +73,7 @@ func Example() {
 	readyz()
 
 	// The last step of shutdown, bounded by what is left of its budget.
-	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Fatal(err)

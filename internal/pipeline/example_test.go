@@ -31,7 +31,7 @@ import (
 // the bridge starts when BRIDGE_NATS_URL is empty; the values are the
 // BRIDGE_ variables' defaults.
 func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the deadline only catches a hang
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
@@ -133,7 +133,7 @@ func Example() {
 	if err := <-runDone; err != nil {
 		log.Fatal(err)
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 	if err := p.Close(sctx); err != nil { // every change stored and recorded
 		log.Fatal(err)

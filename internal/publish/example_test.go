@@ -25,7 +25,7 @@ import (
 // connection. It runs against the embedded JetStream the bridge starts when
 // BRIDGE_NATS_URL is empty; the values are the BRIDGE_ variables' defaults.
 func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the deadline only catches a hang
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
@@ -111,7 +111,7 @@ func Example() {
 
 	// Shutdown: the publisher first (it waits for what is in flight), then
 	// the connection, each bounded by what is left of the budget.
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer scancel()
 	if err := pub.Close(sctx); err != nil {
 		log.Fatal(err)

@@ -37,7 +37,7 @@ func (s firstPoll) Observe(ctx context.Context, o source.Observation) error {
 // feed is built before the poller (source.NewFeed) and the poller's Sink is
 // feed.Sink(pipeline).
 func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the deadline only catches a hang
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
@@ -167,7 +167,7 @@ func (l *laterPoller) PollNow(id string) {
 // BRIDGE_FEED_BUCKET key-value bucket (feedstore.Open as the Store); here
 // Store is nil, which keeps it in memory. The organisation is simulated.
 func ExampleNewFeed() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the deadline only catches a hang
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()

@@ -25,7 +25,7 @@ import (
 // against the embedded JetStream the bridge starts when BRIDGE_NATS_URL is
 // empty; the values are the BRIDGE_ variables' defaults.
 func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the deadline only catches a hang
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
