@@ -1,7 +1,6 @@
 package wholebench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/procfs"
@@ -25,37 +25,93 @@ import (
 type child struct {
 	name   string
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr tailBuffer
 	done   chan error
 }
 
+// startTimeout bounds the wait for a child's address.
+const startTimeout = 30 * time.Second
+
 // startChild starts argv with env (nil: this environment) and, when
-// wantLine, returns the first line it writes to stdout (its address).
-func startChild(name string, argv, env []string, wantLine bool) (*child, string, error) {
+// wantLine, waits for the first line it writes to stdout (its address) and
+// returns it.
+func startChild(ctx context.Context, name string, argv, env []string, wantLine bool) (*child, string, error) {
 	c := &child{name: name, cmd: exec.Command(argv[0], argv[1:]...), done: make(chan error, 1)}
 	c.cmd.Env = env
 	c.cmd.Stderr = &c.stderr
-	var out io.ReadCloser
-	if wantLine {
-		var err error
-		if out, err = c.cmd.StdoutPipe(); err != nil {
-			return nil, "", fmt.Errorf("start %s process: %w", name, err)
-		}
-	}
+	first := &firstLine{line: make(chan string, 1)}
+	c.cmd.Stdout = first
 	if err := c.cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("start %s process: %w", name, err)
 	}
-	var line string
-	if wantLine {
-		l, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			c.stop()
-			return nil, "", fmt.Errorf("read %s address: %w (%s)", name, err, c.tail())
-		}
-		line = strings.TrimSpace(l)
-	}
 	go func() { c.done <- c.cmd.Wait() }()
-	return c, line, nil
+	if !wantLine {
+		return c, "", nil
+	}
+	t := time.NewTimer(startTimeout)
+	defer t.Stop()
+	select {
+	case line := <-first.line:
+		return c, line, nil
+	case err := <-c.done:
+		c.done <- err
+		return nil, "", fmt.Errorf("%s process ended before giving its address: %v (%s)", name, err, c.tail())
+	case <-t.C:
+		c.stop()
+		return nil, "", fmt.Errorf("%s process gave no address within %s (%s)", name, startTimeout, c.tail())
+	case <-ctx.Done():
+		c.stop()
+		return nil, "", ctx.Err()
+	}
+}
+
+// firstLine sends the first line written to it and discards the rest.
+type firstLine struct {
+	buf  []byte
+	sent bool
+	line chan string
+}
+
+// Write is called by one goroutine of exec.Cmd.
+func (f *firstLine) Write(p []byte) (int, error) {
+	if !f.sent {
+		f.buf = append(f.buf, p...)
+		if i := bytes.IndexByte(f.buf, '\n'); i >= 0 {
+			f.line <- strings.TrimSpace(string(f.buf[:i]))
+			f.sent, f.buf = true, nil
+		}
+	}
+	return len(p), nil
+}
+
+// tailBuffer keeps the last tailBytes written to it; safe for concurrent
+// use.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailBytes = 4096
+
+// Write is the child's stderr.
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 2*tailBytes {
+		b.buf = append([]byte(nil), b.buf[len(b.buf)-tailBytes:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf
+	if len(s) > tailBytes {
+		s = s[len(s)-tailBytes:]
+	}
+	return string(s)
 }
 
 // stop interrupts the process and waits for it, killing it after 30 s.
@@ -80,13 +136,7 @@ func (c *child) exited() error {
 	}
 }
 
-func (c *child) tail() string {
-	s := strings.TrimSpace(c.stderr.String())
-	if len(s) > 2000 {
-		s = s[len(s)-2000:]
-	}
-	return s
-}
+func (c *child) tail() string { return strings.TrimSpace(c.stderr.String()) }
 
 // usage is a process's CPU time and peak resident set.
 type usage struct {
@@ -236,14 +286,14 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 	role := func(args ...string) []string {
 		return append(append([]string{opts.Executable}, opts.RolePrefix...), args...)
 	}
-	sim, simURL, err := startChild("simulator", role("-role", "sim", "-workload", name,
+	sim, simURL, err := startChild(ctx, "simulator", role("-role", "sim", "-workload", name,
 		"-agents", strconv.Itoa(opts.Agents), "-ids-file", idsFile), nil, true)
 	if err != nil {
 		return Workload{}, err
 	}
 	defer sim.stop()
 	storeDir := filepath.Join(dir, "nats")
-	nats, natsURL, err := startChild("JetStream", role("-role", "nats", "-store-dir", storeDir), nil, true)
+	nats, natsURL, err := startChild(ctx, "JetStream", role("-role", "nats", "-store-dir", storeDir), nil, true)
 	if err != nil {
 		return Workload{}, err
 	}
@@ -305,7 +355,7 @@ func measureBridge(ctx context.Context, opts Options, w *Workload, simURL, natsU
 		return err
 	}
 	argv := []string{opts.Executable, RunCommand}
-	br, _, err := startChild("bridge", argv, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), false)
+	br, _, err := startChild(ctx, "bridge", argv, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), false)
 	if err != nil {
 		return err
 	}
@@ -374,7 +424,7 @@ func measureBare(ctx context.Context, opts Options, w *Workload, simURL, idsFile
 		"-agents", strconv.Itoa(opts.Agents), "-interval", opts.Interval.String(),
 		"-concurrency", strconv.Itoa(opts.Concurrency),
 		"-warmup", time.Hour.String(), "-measure", time.Hour.String()} // never reached: interrupted after our period
-	bare, _, err := startChild("bare loop", argv, nil, false)
+	bare, _, err := startChild(ctx, "bare loop", argv, nil, false)
 	if err != nil {
 		return err
 	}

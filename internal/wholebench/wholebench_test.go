@@ -167,3 +167,47 @@ func TestMainRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestFirstLine(t *testing.T) {
+	tests := []struct {
+		name   string
+		writes []string
+		want   string
+		sent   bool
+	}{
+		{"one write", []string{"http://127.0.0.1:1234\n"}, "http://127.0.0.1:1234", true},
+		{"split over writes, rest discarded", []string{"nats://127.0", ".0.1:4222\nmore\n", "and more\n"}, "nats://127.0.0.1:4222", true},
+		{"no newline yet", []string{"http://127.0.0.1"}, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &firstLine{line: make(chan string, 1)}
+			for _, w := range tt.writes {
+				if n, err := f.Write([]byte(w)); n != len(w) || err != nil {
+					t.Fatalf("Write(%q) = %d, %v", w, n, err)
+				}
+			}
+			select {
+			case got := <-f.line:
+				if !tt.sent || got != tt.want {
+					t.Errorf("line %q, want %q (sent %v)", got, tt.want, tt.sent)
+				}
+			default:
+				if tt.sent {
+					t.Errorf("no line, want %q", tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestTailBufferKeepsTheEnd(t *testing.T) {
+	var b tailBuffer
+	for i := range 3 * tailBytes / 10 {
+		fmt.Fprintf(&b, "line %04d\n", i)
+	}
+	s := b.String()
+	if len(s) > tailBytes || !strings.HasSuffix(s, fmt.Sprintf("line %04d\n", 3*tailBytes/10-1)) {
+		t.Errorf("tail of %d bytes ending %q, want at most %d bytes ending with the last line", len(s), s[max(0, len(s)-20):], tailBytes)
+	}
+}
