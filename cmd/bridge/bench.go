@@ -14,6 +14,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/logging"
 	"github.com/ccaas/presence-bridge/internal/publish/bench"
 	"github.com/ccaas/presence-bridge/internal/source/pollbench"
+	"github.com/ccaas/presence-bridge/internal/wholebench"
 )
 
 // cmdPollBench measures the poll path at scale: the bridge's poller against
@@ -30,6 +31,25 @@ func cmdPollBench(ctx context.Context, _ *flag.FlagSet, args []string, stdout, s
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "bridge pollbench: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// cmdWholeBench measures the whole bridge as `bridge run` runs it, in
+// steady state and at start-up, beside pollbench's bare loop. Its flags are
+// wholebench's own.
+func cmdWholeBench(ctx context.Context, _ *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge wholebench: %v\n", err)
+		return exitFail
+	}
+	if err := wholebench.Main(ctx, []string{exe, "wholebench"}, args, stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "bridge wholebench: %v\n", err)
 		return exitFail
 	}
 	return exitOK

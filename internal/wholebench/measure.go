@@ -1,0 +1,465 @@
+package wholebench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/procfs"
+
+	"github.com/ccaas/presence-bridge/internal/simulator"
+)
+
+// child is a process of the run.
+type child struct {
+	name   string
+	cmd    *exec.Cmd
+	stderr tailBuffer
+	done   chan error
+}
+
+// startTimeout bounds the wait for a child's address.
+const startTimeout = 30 * time.Second
+
+// startChild starts argv with env (nil: this environment) and, when
+// wantLine, waits for the first line it writes to stdout (its address) and
+// returns it.
+func startChild(ctx context.Context, name string, argv, env []string, wantLine bool) (*child, string, error) {
+	c := &child{name: name, cmd: exec.Command(argv[0], argv[1:]...), done: make(chan error, 1)}
+	c.cmd.Env = env
+	c.cmd.Stderr = &c.stderr
+	first := &firstLine{line: make(chan string, 1)}
+	c.cmd.Stdout = first
+	if err := c.cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start %s process: %w", name, err)
+	}
+	go func() { c.done <- c.cmd.Wait() }()
+	if !wantLine {
+		return c, "", nil
+	}
+	t := time.NewTimer(startTimeout)
+	defer t.Stop()
+	select {
+	case line := <-first.line:
+		return c, line, nil
+	case err := <-c.done:
+		c.done <- err
+		return nil, "", fmt.Errorf("%s process ended before giving its address: %v (%s)", name, err, c.tail())
+	case <-t.C:
+		c.stop()
+		return nil, "", fmt.Errorf("%s process gave no address within %s (%s)", name, startTimeout, c.tail())
+	case <-ctx.Done():
+		c.stop()
+		return nil, "", ctx.Err()
+	}
+}
+
+// firstLine sends the first line written to it and discards the rest.
+type firstLine struct {
+	buf  []byte
+	sent bool
+	line chan string
+}
+
+// Write is called by one goroutine of exec.Cmd.
+func (f *firstLine) Write(p []byte) (int, error) {
+	if !f.sent {
+		f.buf = append(f.buf, p...)
+		if i := bytes.IndexByte(f.buf, '\n'); i >= 0 {
+			f.line <- strings.TrimSpace(string(f.buf[:i]))
+			f.sent, f.buf = true, nil
+		}
+	}
+	return len(p), nil
+}
+
+// tailBuffer keeps the last tailBytes written to it; safe for concurrent
+// use.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailBytes = 4096
+
+// Write is the child's stderr.
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 2*tailBytes {
+		b.buf = append([]byte(nil), b.buf[len(b.buf)-tailBytes:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf
+	if len(s) > tailBytes {
+		s = s[len(s)-tailBytes:]
+	}
+	return string(s)
+}
+
+// stop interrupts the process and waits for it, killing it after 30 s.
+func (c *child) stop() {
+	_ = c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// exited returns an error if the process has already ended.
+func (c *child) exited() error {
+	select {
+	case err := <-c.done:
+		c.done <- err
+		return fmt.Errorf("%s process ended early: %v (%s)", c.name, err, c.tail())
+	default:
+		return nil
+	}
+}
+
+func (c *child) tail() string { return strings.TrimSpace(c.stderr.String()) }
+
+// usage is a process's CPU time and peak resident set.
+type usage struct {
+	cpu  time.Duration
+	peak int64
+}
+
+// readUsage reads utime + stime and VmHWM of pid from /proc.
+func readUsage(pid int) (usage, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return usage{}, fmt.Errorf("read /proc of %d: %w", pid, err)
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return usage{}, fmt.Errorf("read /proc/%d/stat: %w", pid, err)
+	}
+	status, err := p.NewStatus()
+	if err != nil {
+		return usage{}, fmt.Errorf("read /proc/%d/status: %w", pid, err)
+	}
+	return usage{cpu: time.Duration(st.CPUTime() * float64(time.Second)), peak: int64(status.VmHWM)}, nil
+}
+
+// simCounts is what the simulator role reports on CountsPath.
+type simCounts struct {
+	// Presence is the CCaaS_GetPresence requests answered, Failed those not
+	// answered 200.
+	Presence int64 `json:"presence"`
+	Failed   int64 `json:"failed"`
+}
+
+// CountsPath is where the simulator role serves its request counts.
+const CountsPath = "/wholebench/requests"
+
+func getJSON(ctx context.Context, url string, v any) error {
+	body, err := get(ctx, url)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decode %s: %w", url, err)
+	}
+	return nil
+}
+
+func get(ctx context.Context, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("get %s: HTTP %d", url, resp.StatusCode)
+	}
+	return body, nil
+}
+
+// Names of the bridge's metrics read from its /metrics.
+const (
+	metricPolls     = "ccaas_bridge_polls_total"
+	metricPublished = "ccaas_bridge_events_published_total"
+)
+
+// bridgeCounts is the bridge's own count of polls and published events.
+type bridgeCounts struct{ polls, published int64 }
+
+// scrape reads the bridge's counters: each the sum of its samples over all
+// labels.
+func scrape(ctx context.Context, addr string) (bridgeCounts, error) {
+	body, err := get(ctx, "http://"+addr+"/metrics")
+	if err != nil {
+		return bridgeCounts{}, err
+	}
+	var c bridgeCounts
+	for line := range strings.SplitSeq(string(body), "\n") {
+		name, rest, ok := strings.Cut(line, " ")
+		if i := strings.IndexByte(line, '{'); i > 0 && (!ok || i < len(name)) {
+			name, rest, ok = line[:i], line[strings.LastIndexByte(line, '}')+1:], true
+		}
+		if !ok || (name != metricPolls && name != metricPublished) {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return bridgeCounts{}, fmt.Errorf("parse %s sample %q: %w", name, line, err)
+		}
+		if name == metricPolls {
+			c.polls += int64(v)
+		} else {
+			c.published += int64(v)
+		}
+	}
+	return c, nil
+}
+
+// freeAddr returns a loopback address free at the time of the call.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	addr := ln.Addr().String()
+	return addr, ln.Close()
+}
+
+// bridgeEnv is this environment without BRIDGE_ and AZURE_ variables, with
+// the bridge's configuration for the run.
+func bridgeEnv(opts Options, simURL, natsURL, idsFile, httpAddr string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BRIDGE_") && !strings.HasPrefix(kv, "AZURE_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env,
+		"BRIDGE_ORG_URL="+simURL,
+		"BRIDGE_TOKEN="+simulator.DefaultToken,
+		"BRIDGE_AGENT_IDS_FILE="+idsFile,
+		"BRIDGE_NATS_URL="+natsURL,
+		"BRIDGE_HTTP_ADDR="+httpAddr,
+		"BRIDGE_POLL_INTERVAL="+opts.Interval.String(),
+		"BRIDGE_MAX_CONCURRENCY="+strconv.Itoa(opts.Concurrency),
+		"BRIDGE_LEASE_ENABLED="+strconv.FormatBool(!opts.NoLeases),
+		"BRIDGE_LOG_LEVEL=warn",
+	)
+}
+
+// runWorkload starts the simulator and JetStream processes, measures the
+// bridge, stops it, then measures the bare loop against the same simulator.
+func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload, error) {
+	idsFile := filepath.Join(dir, "agents")
+	role := func(args ...string) []string {
+		return append(append([]string{opts.Executable}, opts.RolePrefix...), args...)
+	}
+	sim, simURL, err := startChild(ctx, "simulator", role("-role", "sim", "-workload", name,
+		"-agents", strconv.Itoa(opts.Agents), "-ids-file", idsFile), nil, true)
+	if err != nil {
+		return Workload{}, err
+	}
+	defer sim.stop()
+	storeDir := filepath.Join(dir, "nats")
+	nats, natsURL, err := startChild(ctx, "JetStream", role("-role", "nats", "-store-dir", storeDir), nil, true)
+	if err != nil {
+		return Workload{}, err
+	}
+	defer nats.stop()
+
+	w := Workload{Name: name}
+	if err := measureBridge(ctx, opts, &w, simURL, natsURL, idsFile); err != nil {
+		return Workload{}, err
+	}
+	if err := measureBare(ctx, opts, &w, simURL, idsFile); err != nil {
+		return Workload{}, err
+	}
+	w.derive(opts.Agents)
+	return w, nil
+}
+
+// sample is the counters at one instant of a measured period.
+type sample struct {
+	use    usage
+	sim    simCounts
+	bridge bridgeCounts
+}
+
+func takeSample(ctx context.Context, c *child, simURL, bridgeAddr string) (sample, error) {
+	if err := c.exited(); err != nil {
+		return sample{}, err
+	}
+	var s sample
+	var err error
+	if s.use, err = readUsage(c.cmd.Process.Pid); err != nil {
+		return sample{}, err
+	}
+	if err := getJSON(ctx, simURL+CountsPath, &s.sim); err != nil {
+		return sample{}, err
+	}
+	if bridgeAddr != "" {
+		if s.bridge, err = scrape(ctx, bridgeAddr); err != nil {
+			return sample{}, err
+		}
+	}
+	return s, nil
+}
+
+// period fills p from the samples at the start and end of the period.
+func period(p *Process, s0, s1 sample) error {
+	p.Polls = s1.sim.Presence - s0.sim.Presence
+	p.Failed = s1.sim.Failed - s0.sim.Failed
+	p.CPU = s1.use.cpu - s0.use.cpu
+	p.PeakRSS = s1.use.peak
+	if p.Polls-p.Failed <= 0 {
+		return errNoPolls
+	}
+	return nil
+}
+
+func measureBridge(ctx context.Context, opts Options, w *Workload, simURL, natsURL, idsFile string) error {
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	argv := []string{opts.Executable, RunCommand}
+	br, _, err := startChild(ctx, "bridge", argv, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), false)
+	if err != nil {
+		return err
+	}
+	defer br.stop()
+	started := time.Now()
+	if err := waitBurst(ctx, opts, w, br, httpAddr, started); err != nil {
+		return err
+	}
+	if err := sleep(ctx, time.Until(started.Add(opts.Warmup))); err != nil {
+		return err
+	}
+	s0, err := takeSample(ctx, br, simURL, httpAddr)
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, opts.Measure); err != nil {
+		return err
+	}
+	s1, err := takeSample(ctx, br, simURL, httpAddr)
+	if err != nil {
+		return err
+	}
+	w.BridgePolls = s1.bridge.polls - s0.bridge.polls
+	w.Events = s1.bridge.published - s0.bridge.published
+	if err := period(&w.Bridge, s0, s1); err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	return nil
+}
+
+// waitBurst scrapes the bridge every 100 ms until every agent was polled
+// and three events per agent were published, and records the burst.
+func waitBurst(ctx context.Context, opts Options, w *Workload, br *child, httpAddr string, started time.Time) error {
+	deadline := started.Add(opts.Warmup + 3*opts.Interval + 30*time.Second)
+	want := int64(opts.Agents)
+	var last bridgeCounts
+	for {
+		if err := br.exited(); err != nil {
+			return err
+		}
+		if c, err := scrape(ctx, httpAddr); err == nil {
+			last = c
+			if c.polls >= want && c.published >= 3*want {
+				u, err := readUsage(br.cmd.Process.Pid)
+				if err != nil {
+					return err
+				}
+				w.Burst = Burst{Duration: time.Since(started), Events: c.published, CPU: u.cpu}
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("start-up burst incomplete after %s: %d polls, %d events published, want %d and %d (%s)",
+				time.Since(started).Round(time.Second), last.polls, last.published, want, 3*want, br.tail())
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// measureBare runs pollbench's bare loop against the simulator for the
+// warm-up and the measured period, then interrupts it.
+func measureBare(ctx context.Context, opts Options, w *Workload, simURL, idsFile string) error {
+	argv := []string{opts.Executable, PollBenchCommand, "-role", "bare", "-url", simURL, "-ids-file", idsFile,
+		"-agents", strconv.Itoa(opts.Agents), "-interval", opts.Interval.String(),
+		"-concurrency", strconv.Itoa(opts.Concurrency),
+		"-warmup", time.Hour.String(), "-measure", time.Hour.String()} // never reached: interrupted after our period
+	bare, _, err := startChild(ctx, "bare loop", argv, nil, false)
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
+	if err := sleep(ctx, opts.Warmup); err != nil {
+		return err
+	}
+	s0, err := takeSample(ctx, bare, simURL, "")
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, opts.Measure); err != nil {
+		return err
+	}
+	s1, err := takeSample(ctx, bare, simURL, "")
+	if err != nil {
+		return err
+	}
+	if err := period(&w.Bare, s0, s1); err != nil {
+		return fmt.Errorf("bare loop: %w", err)
+	}
+	return nil
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,136 @@
+package wholebench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/simulator"
+	"github.com/ccaas/presence-bridge/internal/source"
+)
+
+// Main is the command line: without -role it runs the benchmark and prints
+// the table (or JSON with -json); with -role=sim or -role=nats it is one
+// of the run's processes. prefix is the argv that re-executes the program
+// up to these arguments (e.g. {"/usr/bin/bridge", "wholebench"}); its first
+// element is the bridge binary. nil means this executable and
+// {"wholebench"}.
+func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("wholebench", flag.ContinueOnError)
+	var opts Options
+	role := fs.String("role", "", "internal: sim or nats")
+	workload := fs.String("workload", WorkloadQuiet+","+WorkloadChanging, "workloads, comma-separated: "+WorkloadQuiet+" (nothing changes) and "+WorkloadChanging+" (the simulator's default change rate)")
+	idsFile := fs.String("ids-file", "", "internal: agent ID file written by the simulator")
+	storeDir := fs.String("store-dir", "", "internal: JetStream store directory")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	noLeases := fs.Bool("no-leases", false, "run the bridge with BRIDGE_LEASE_ENABLED=false")
+	fs.IntVar(&opts.Agents, "agents", 10_000, "agents in the simulated organisation")
+	fs.DurationVar(&opts.Interval, "interval", 10*time.Second, "poll interval per agent (BRIDGE_POLL_INTERVAL)")
+	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default one interval; the bridge also waits for its start-up burst)")
+	fs.DurationVar(&opts.Measure, "measure", 0, "measured period of each process (default two intervals)")
+	fs.IntVar(&opts.Concurrency, "concurrency", source.DefaultMaxConcurrency, "workers (BRIDGE_MAX_CONCURRENCY)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch *role {
+	case "":
+	case "sim":
+		return serveSim(ctx, opts.Agents, *workload, *idsFile, stdout)
+	case "nats":
+		return serveNATS(ctx, *storeDir, stdout)
+	default:
+		return fmt.Errorf("unknown role %q", *role)
+	}
+	opts.NoLeases = *noLeases
+	opts.Workloads = strings.Split(*workload, ",")
+	if len(prefix) > 0 {
+		opts.Executable, opts.RolePrefix = prefix[0], prefix[1:]
+	}
+	res, err := Run(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	_, err = io.WriteString(stdout, res.String())
+	return err
+}
+
+// serveSim runs the simulator with agents agents and the workload's change
+// rate, writes their IDs to idsFile and its URL to stdout, and serves until
+// ctx ends. Beside the organisation's API it answers CountsPath with its
+// count of CCaaS_GetPresence requests.
+func serveSim(ctx context.Context, agents int, workload, idsFile string, stdout io.Writer) error {
+	if workload != WorkloadQuiet && workload != WorkloadChanging {
+		return fmt.Errorf("workload %q is not %s or %s", workload, WorkloadQuiet, WorkloadChanging)
+	}
+	var presence, failed atomic.Int64
+	so := simulator.DefaultOptions()
+	so.Agents = agents
+	so.OnRequest = func(r simulator.Request) {
+		if r.Endpoint == "CCaaS_GetPresence" {
+			presence.Add(1)
+			if r.Status != http.StatusOK {
+				failed.Add(1)
+			}
+		}
+	}
+	sim, err := simulator.New(so)
+	if err != nil {
+		return fmt.Errorf("build simulator: %w", err)
+	}
+	if err := os.WriteFile(idsFile, []byte(strings.Join(sim.AgentIDs(), "\n")), 0o600); err != nil {
+		return fmt.Errorf("write agent IDs: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", sim.Handler())
+	mux.HandleFunc(CountsPath, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(simCounts{Presence: presence.Load(), Failed: failed.Load()})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen for simulator: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if workload == WorkloadChanging {
+		wg.Go(func() { _ = sim.Run(runCtx, so.ChangeInterval) })
+	}
+	wg.Go(func() {
+		<-runCtx.Done()
+		_ = srv.Close()
+	})
+	fmt.Fprintf(stdout, "http://%s\n", ln.Addr())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve simulator: %w", err)
+	}
+	return nil
+}
+
+// serveNATS runs a JetStream server on a free loopback port with its store
+// in dir, writes its URL to stdout and serves until ctx ends.
+func serveNATS(ctx context.Context, dir string, stdout io.Writer) error {
+	srv, err := embeddednats.Start(ctx, embeddednats.Options{Listen: "127.0.0.1:-1", DataDir: dir, ServerName: "wholebench"})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	fmt.Fprintln(stdout, srv.ClientURL())
+	<-ctx.Done()
+	return nil
+}

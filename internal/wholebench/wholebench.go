@@ -1,0 +1,281 @@
+// Package wholebench measures the whole bridge, as `bridge run` runs it, in
+// steady state: four processes in one run, the simulator with N agents, a
+// JetStream server, the bridge (the same binary's `run` subcommand, set up
+// only through BRIDGE_ variables) and, after it against the same simulator,
+// the bare net/http GET-and-decode loop of package pollbench as the
+// baseline. It reports CPU per poll of both processes and their ratio, the
+// bridge's CPU per published event beyond the bare loop's cost of its polls,
+// peak resident memory of both, and the start-up burst (the first round,
+// three events per agent).
+//
+// Each figure is read from outside the measured process: CPU is utime +
+// stime of /proc/<pid>/stat, peak memory VmHWM of /proc/<pid>/status, polls
+// the simulator's count of CCaaS_GetPresence requests, events the bridge's
+// ccaas_bridge_events_published_total on its /metrics.
+//
+// Run it with Main (`bridge wholebench`). Main re-executes the program: with
+// -role=sim and -role=nats for the simulator and the JetStream server, with
+// Options.Executable's `run` subcommand for the bridge and with its
+// `pollbench -role bare` for the bare loop.
+package wholebench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ccaas/presence-bridge/internal/source"
+)
+
+// Workloads the simulator can run.
+const (
+	// WorkloadQuiet is an organisation where nothing changes: after the
+	// start-up burst the bridge publishes nothing.
+	WorkloadQuiet = "quiet"
+	// WorkloadChanging is the simulator's default change rate, the one
+	// `bridge simulate` runs (simulator.DefaultOptions: a round every 2 s in
+	// which each agent changes with probability 0.25).
+	WorkloadChanging = "changing"
+)
+
+// Subcommands of Options.Executable this package re-executes.
+const (
+	// RunCommand is the bridge's production subcommand.
+	RunCommand = "run"
+	// PollBenchCommand runs package pollbench, whose -role=bare is the
+	// baseline loop.
+	PollBenchCommand = "pollbench"
+)
+
+// Options configure a run.
+type Options struct {
+	// Agents in the simulated organisation; default 10,000.
+	Agents int
+	// Interval is BRIDGE_POLL_INTERVAL and the bare loop's; default 10s.
+	Interval time.Duration
+	// Warmup before measuring, counted from the start of the polling
+	// process; the bridge is also measured only once its start-up burst is
+	// complete. Default one Interval.
+	Warmup time.Duration
+	// Measure is the measured steady-state period; default 2 × Interval.
+	Measure time.Duration
+	// Concurrency is BRIDGE_MAX_CONCURRENCY and the bare loop's workers;
+	// default source.DefaultMaxConcurrency.
+	Concurrency int
+	// NoLeases sets BRIDGE_LEASE_ENABLED=false; by default the bridge
+	// takes its lease as in production.
+	NoLeases bool
+	// Workloads to run, in order; default quiet then changing.
+	Workloads []string
+	// Executable is the bridge binary: it must have the subcommands
+	// RunCommand and PollBenchCommand, and RolePrefix's roles. Default this
+	// executable.
+	Executable string
+	// RolePrefix is the argv after Executable that reaches Main, to which
+	// -role flags are appended; default {"wholebench"}.
+	RolePrefix []string
+	// Stderr receives the children's error output when one fails; default
+	// os.Stderr.
+	Stderr *os.File
+}
+
+func (o *Options) defaults() error {
+	if o.Agents <= 0 {
+		o.Agents = 10_000
+	}
+	if o.Interval <= 0 {
+		o.Interval = 10 * time.Second
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = o.Interval
+	}
+	if o.Measure <= 0 {
+		o.Measure = 2 * o.Interval
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = source.DefaultMaxConcurrency
+	}
+	if len(o.Workloads) == 0 {
+		o.Workloads = []string{WorkloadQuiet, WorkloadChanging}
+	}
+	for _, w := range o.Workloads {
+		if w != WorkloadQuiet && w != WorkloadChanging {
+			return fmt.Errorf("workload %q is not %s or %s", w, WorkloadQuiet, WorkloadChanging)
+		}
+	}
+	if o.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own executable: %w", err)
+		}
+		o.Executable = exe
+	}
+	if o.RolePrefix == nil {
+		o.RolePrefix = []string{"wholebench"}
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	return nil
+}
+
+// Process is what was measured of one polling process in the measured
+// period.
+type Process struct {
+	// Polls is the simulator's count of CCaaS_GetPresence requests answered
+	// in the period, and Failed those not answered 200.
+	Polls  int64 `json:"polls"`
+	Failed int64 `json:"failed"`
+	// CPU is the process's user + system time in the period.
+	CPU time.Duration `json:"cpu_ns"`
+	// CPUPerPoll is CPU / Polls.
+	CPUPerPoll time.Duration `json:"cpu_per_poll_ns"`
+	// PeakRSS is the process's peak resident set (VmHWM) at the end of the
+	// period, bytes.
+	PeakRSS int64 `json:"peak_rss_bytes"`
+}
+
+// Burst is the bridge's start-up: its first full round, in which it
+// publishes three events per agent.
+type Burst struct {
+	// Duration from the bridge process's start to the moment its metrics
+	// showed a poll of every agent and three events per agent published.
+	Duration time.Duration `json:"duration_ns"`
+	// Events published by then.
+	Events int64 `json:"events"`
+	// CPU of the bridge process from its start to then (start-up
+	// included).
+	CPU time.Duration `json:"cpu_ns"`
+	// CPUPerEvent is CPU / Events.
+	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
+}
+
+// Workload is the measurement of one workload.
+type Workload struct {
+	// Name is WorkloadQuiet or WorkloadChanging.
+	Name string `json:"name"`
+	// Bridge and Bare are the two polling processes.
+	Bridge Process `json:"bridge"`
+	Bare   Process `json:"bare"`
+	// BridgePolls is the bridge's own count of polls in the period
+	// (ccaas_bridge_polls_total), beside the simulator's.
+	BridgePolls int64 `json:"bridge_polls_metric"`
+	// Events the bridge published in the period
+	// (ccaas_bridge_events_published_total).
+	Events int64 `json:"events"`
+	// Ratio is Bridge.CPUPerPoll / Bare.CPUPerPoll.
+	Ratio float64 `json:"ratio"`
+	// CPUPerEvent is the bridge's CPU beyond the bare loop's for the same
+	// polls, per event published: (Bridge.CPU − Bare.CPUPerPoll ×
+	// Bridge.Polls) / Events; zero when no event was published. Negative
+	// when the bridge polled for less CPU than the bare loop.
+	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
+	// RSSPerAgent is the bridge's peak RSS beyond the bare loop's, per
+	// agent, bytes.
+	RSSPerAgent float64 `json:"rss_per_agent_beyond_bare_bytes"`
+	// Burst is the bridge's start-up.
+	Burst Burst `json:"burst"`
+}
+
+// derive computes the figures that follow from the measured ones.
+func (w *Workload) derive(agents int) {
+	w.Bridge.CPUPerPoll = perCount(w.Bridge.CPU, w.Bridge.Polls)
+	w.Bare.CPUPerPoll = perCount(w.Bare.CPU, w.Bare.Polls)
+	if w.Bare.CPUPerPoll > 0 {
+		w.Ratio = float64(w.Bridge.CPUPerPoll) / float64(w.Bare.CPUPerPoll)
+	}
+	if w.Events > 0 {
+		beyond := w.Bridge.CPU - w.Bare.CPUPerPoll*time.Duration(w.Bridge.Polls)
+		w.CPUPerEvent = beyond / time.Duration(w.Events)
+	}
+	if agents > 0 {
+		w.RSSPerAgent = float64(w.Bridge.PeakRSS-w.Bare.PeakRSS) / float64(agents)
+	}
+	w.Burst.CPUPerEvent = perCount(w.Burst.CPU, w.Burst.Events)
+}
+
+func perCount(d time.Duration, n int64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return d / time.Duration(n)
+}
+
+// Result is a whole run.
+type Result struct {
+	Agents      int           `json:"agents"`
+	Interval    time.Duration `json:"interval_ns"`
+	Warmup      time.Duration `json:"warmup_ns"`
+	Measure     time.Duration `json:"measure_ns"`
+	Concurrency int           `json:"concurrency"`
+	Leases      bool          `json:"leases"`
+	Workloads   []Workload    `json:"workloads"`
+}
+
+// String formats the result as a readable table.
+func (r Result) String() string {
+	var b strings.Builder
+	leases := "leases on"
+	if !r.Leases {
+		leases = "leases off"
+	}
+	fmt.Fprintf(&b, "%d agents every %s (%.0f polls/s), %d workers, %s; measured %s after warm-up; simulator, JetStream and bridge in separate processes over loopback\n",
+		r.Agents, r.Interval, float64(r.Agents)/r.Interval.Seconds(), r.Concurrency, leases, r.Measure)
+	fmt.Fprintf(&b, "%-9s %-7s %9s %7s %11s %9s %11s\n", "workload", "process", "polls", "failed", "CPU/poll", "peak RSS", "events")
+	for _, w := range r.Workloads {
+		for _, p := range []struct {
+			name string
+			p    Process
+			ev   string
+		}{{"bridge", w.Bridge, fmt.Sprint(w.Events)}, {"bare", w.Bare, "-"}} {
+			fmt.Fprintf(&b, "%-9s %-7s %9d %7d %9.1fµs %7.1fMiB %11s\n", w.Name, p.name, p.p.Polls, p.p.Failed,
+				micros(p.p.CPUPerPoll), float64(p.p.PeakRSS)/(1<<20), p.ev)
+		}
+	}
+	fmt.Fprintf(&b, "%-9s %12s %15s %18s %14s %13s %15s\n", "workload", "bridge/bare", "CPU/event", "RSS/agent beyond", "burst time", "burst events", "CPU/burst event")
+	for _, w := range r.Workloads {
+		perEvent := "-"
+		if w.Events > 0 {
+			perEvent = fmt.Sprintf("%.1fµs", micros(w.CPUPerEvent))
+		}
+		fmt.Fprintf(&b, "%-9s %12.2f %15s %15.2fKiB %14s %13d %13.1fµs\n", w.Name, w.Ratio, perEvent,
+			w.RSSPerAgent/1024, w.Burst.Duration.Round(time.Millisecond), w.Burst.Events, micros(w.Burst.CPUPerEvent))
+	}
+	return b.String()
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// Run measures every workload in turn, each with its own simulator and
+// JetStream server.
+func Run(ctx context.Context, opts Options) (Result, error) {
+	if err := opts.defaults(); err != nil {
+		return Result{}, err
+	}
+	dir, err := os.MkdirTemp("", "wholebench")
+	if err != nil {
+		return Result{}, fmt.Errorf("create temporary directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	res := Result{Agents: opts.Agents, Interval: opts.Interval, Warmup: opts.Warmup, Measure: opts.Measure,
+		Concurrency: opts.Concurrency, Leases: !opts.NoLeases}
+	for i, name := range opts.Workloads {
+		wdir := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.Mkdir(wdir, 0o700); err != nil {
+			return Result{}, fmt.Errorf("create temporary directory: %w", err)
+		}
+		w, err := runWorkload(ctx, opts, name, wdir)
+		if err != nil {
+			return Result{}, fmt.Errorf("workload %s: %w", name, err)
+		}
+		res.Workloads = append(res.Workloads, w)
+	}
+	return res, nil
+}
+
+// errNoPolls reports a measured period without a successful poll.
+var errNoPolls = errors.New("no poll answered in the measured period")
