@@ -31,7 +31,7 @@ const (
 )
 
 // startServer runs an in-process JetStream server with the events stream.
-func startServer(t *testing.T) string {
+func startServer(t testing.TB) string {
 	t.Helper()
 	srv := natstest.Start(t)
 	js := connect(t, srv.ClientURL())
@@ -44,14 +44,14 @@ func startServer(t *testing.T) string {
 }
 
 // connect returns a JetStream client on a connection of its own to url.
-func connect(t *testing.T, url string) jetstream.JetStream {
+func connect(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	_, js := natstest.Connect(t, url)
 	return js
 }
 
 // connectConn returns a connection of its own to url.
-func connectConn(t *testing.T, url string) *nats.Conn {
+func connectConn(t testing.TB, url string) *nats.Conn {
 	t.Helper()
 	nc, _ := natstest.Connect(t, url)
 	return nc
