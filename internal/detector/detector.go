@@ -43,8 +43,9 @@ type Change struct {
 	// publisher that has published the agent's events itself knows better.
 	AfterStream uint64
 
-	base  *AgentState // state before the events
-	epoch uint64
+	base     *AgentState // state before the events
+	produced *AgentState // the agent's latest state as this change left it
+	epoch    uint64
 }
 
 // Detector keeps the last state of every agent it is given and turns
@@ -55,6 +56,8 @@ type Detector struct {
 	opts    Options
 	log     *slog.Logger
 	started time.Time
+
+	intern *interner
 
 	mu     sync.Mutex
 	agents map[string]*agent
@@ -98,7 +101,7 @@ func New(opts Options) (*Detector, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Detector{opts: opts, log: log, started: opts.Now(), agents: map[string]*agent{}}, nil
+	return &Detector{opts: opts, log: log, started: opts.Now(), intern: newInterner(), agents: map[string]*agent{}}, nil
 }
 
 // Restore takes agents' states as the state bucket holds them (at start, or
@@ -109,6 +112,7 @@ func New(opts Options) (*Detector, error) {
 func (d *Detector) Restore(states ...AgentState) {
 	for _, st := range states {
 		s := st.Clone()
+		s.Channels = d.intern.channels(s.Channels)
 		a := d.agent(s.AgentID)
 		a.mu.Lock()
 		if a.base == nil || a.base.Sequence < s.Sequence {
@@ -163,7 +167,7 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if o.Row != nil {
-		return a.rowLocked(o, produce)
+		return a.rowLocked(d.intern, o, produce)
 	}
 	a.polled = true
 	if o.Class != source.ClassOK || o.Snapshot == nil {
@@ -178,6 +182,7 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		snap.ObservedAt = o.At
 	}
 	a.lastSuccess, a.lastClass = snap.ObservedAt, ""
+	d.intern.snapshot(o.AgentID, &snap, a.snap, a.state)
 	a.holdLocked(&snap, o.FeedHold)
 	a.snap = &snap
 	if !produce {
@@ -188,7 +193,7 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		return nil
 	}
 	a.noted = nil
-	return a.diffLocked(o.AgentID)
+	return a.diffLocked(d.intern, o.AgentID)
 }
 
 // maxNoted bounds the snapshots kept while an agent's history is adopted.
@@ -198,7 +203,7 @@ const maxNoted = 64
 // snapshot observed before the state's last observation (another writer's
 // newer one, adopted from the stream) says nothing new: publishing it would
 // take the agent back in time.
-func (a *agent) diffLocked(id string) *Change {
+func (a *agent) diffLocked(in *interner, id string) *Change {
 	if a.snap == nil || (a.state != nil && a.snap.ObservedAt.Before(a.state.ObservedAt)) {
 		return nil
 	}
@@ -206,16 +211,19 @@ func (a *agent) diffLocked(id string) *Change {
 	if len(events) == 0 {
 		return nil
 	}
-	return a.advance(id, next, events)
+	return a.advance(in, id, next, events)
 }
 
-// advance makes next the agent's latest state; a.mu is held.
-func (a *agent) advance(id string, next AgentState, events []Event) *Change {
+// advance makes next the agent's latest state; a.mu is held. The state kept
+// shares its channel lists through in; the Change's is a copy of its own.
+func (a *agent) advance(in *interner, id string, next AgentState, events []Event) *Change {
 	c := &Change{AgentID: id, Events: events, State: next.Clone(), base: a.state, epoch: a.epoch}
 	if a.base != nil {
 		c.AfterStream = a.base.StreamSequence
 	}
+	next.Channels = in.channels(next.Channels)
 	a.state = &next
+	c.produced = a.state
 	return c
 }
 
@@ -253,7 +261,7 @@ func (d *Detector) MarkStale(agentID string, now time.Time) *Change {
 		return nil
 	}
 	next, e := Stale(*a.state, now, a.lastSuccess, string(a.lastClass), d.opts.StaleAfter)
-	return a.advance(agentID, next, []Event{e})
+	return a.advance(d.intern, agentID, next, []Event{e})
 }
 
 // SnapshotDue returns, sorted, the agents polled by this process that have
@@ -284,7 +292,7 @@ func (d *Detector) Snapshot(agentID string, now time.Time) *Change {
 		return nil
 	}
 	next, e := Snapshot(*a.state, now)
-	return a.advance(agentID, next, []Event{e})
+	return a.advance(d.intern, agentID, next, []Event{e})
 }
 
 // known returns the agent if the Detector holds it, or nil.
@@ -359,13 +367,26 @@ func (d *Detector) Confirm(c *Change, streamSeq uint64) AgentState {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// The states the Detector holds are never modified, so one copy of st
+	// serves as both the base and the latest state.
+	var kept *AgentState
 	if a.base == nil || a.base.Sequence < st.Sequence {
 		b := st.Clone()
-		a.base = &b
+		b.Channels = d.intern.channels(b.Channels)
+		a.base, kept = &b, &b
+		if a.state == c.produced {
+			// Nothing followed the change: its state, now known to be on
+			// the stream, is the latest too.
+			a.state = kept
+		}
 	}
 	if a.state == nil || a.state.Sequence < st.Sequence {
-		s := st.Clone()
-		a.state = &s
+		if kept == nil {
+			s := st.Clone()
+			s.Channels = d.intern.channels(s.Channels)
+			kept = &s
+		}
+		a.state = kept
 	}
 	return st
 }
@@ -409,9 +430,10 @@ func (d *Detector) Adopt(agentID string, st *AgentState) *Change {
 	if st == nil {
 		a.base, a.state = nil, nil
 	} else {
+		// One copy serves as both: the states held are never modified.
 		s := st.Clone()
-		b := st.Clone()
-		a.base, a.state = &b, &s
+		s.Channels = d.intern.channels(s.Channels)
+		a.base, a.state = &s, &s
 	}
 	d.log.Debug("adopted the agent's history from the stream", "agent", agentID, "sequence", seqOf(st), "stream_sequence", streamSeqOf(st))
 	latest := a.snap
@@ -420,10 +442,10 @@ func (d *Detector) Adopt(agentID string, st *AgentState) *Change {
 	var c *Change
 	for i := range noted {
 		a.snap = &noted[i]
-		c = c.then(a.diffLocked(agentID))
+		c = c.then(a.diffLocked(d.intern, agentID))
 	}
 	a.snap = latest
-	return c.then(a.diffLocked(agentID))
+	return c.then(a.diffLocked(d.intern, agentID))
 }
 
 // then joins two consecutive changes of one agent into one: next's events
@@ -437,6 +459,7 @@ func (c *Change) then(next *Change) *Change {
 	}
 	c.Events = append(c.Events, next.Events...)
 	c.State = next.State
+	c.produced = next.produced
 	return c
 }
 
