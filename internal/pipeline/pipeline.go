@@ -115,9 +115,9 @@ type Pipeline struct {
 	metrics *Metrics
 
 	mu     sync.Mutex
-	order  map[string]*sync.Mutex // per agent: produce and enqueue in sequence order
-	flows  map[string]*flow       // agents with changes in flight or being adopted
-	active map[string]struct{}    // agents this process polls; nil: every agent
+	order  map[string]*orderLock // agents being produced for: produce and enqueue in sequence order
+	flows  map[string]*flow      // agents with changes in flight or being adopted
+	active map[string]struct{}   // agents this process polls; nil: every agent
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -132,6 +132,13 @@ type Pipeline struct {
 }
 
 var _ source.Sink = (*Pipeline)(nil)
+
+// orderLock is an agent's lock for producing and enqueueing its changes in
+// sequence order. It exists while some goroutine holds or waits for it.
+type orderLock struct {
+	mu    sync.Mutex
+	users int // holding or waiting; guarded by Pipeline.mu
+}
 
 // flow is an agent's changes between enqueue and record, and whether its
 // history is being adopted from the stream.
@@ -196,7 +203,7 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	p := &Pipeline{
 		opts: opts, log: log, metrics: m,
-		order: map[string]*sync.Mutex{}, flows: map[string]*flow{},
+		order: map[string]*orderLock{}, flows: map[string]*flow{},
 		stop: make(chan struct{}), quiet: make(chan struct{}), stats: Stats{Events: map[string]uint64{}},
 	}
 	close(p.quiet)
@@ -232,10 +239,9 @@ func (p *Pipeline) SetAgents(ids []string) {
 	for _, id := range gone {
 		// Under the agent's order lock: a change being produced for it
 		// completes first, and the next sees it gone.
-		mu := p.orderLock(id)
-		mu.Lock()
+		unlock := p.lockOrder(id)
 		p.opts.Detector.Forget(id)
-		mu.Unlock()
+		unlock()
 	}
 	if len(gone) > 0 {
 		p.opts.Publisher.Forget(gone...)
@@ -283,9 +289,7 @@ func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *d
 	if p.closed {
 		return errors.New("pipeline closed")
 	}
-	mu := p.orderLock(agentID)
-	mu.Lock()
-	defer mu.Unlock()
+	defer p.lockOrder(agentID)()
 	if !p.takes(agentID) {
 		return nil // left this process's set while waiting for the lock
 	}
@@ -394,15 +398,27 @@ func (p *Pipeline) waitIdle(agentID string) bool {
 	}
 }
 
-func (p *Pipeline) orderLock(agentID string) *sync.Mutex {
+// lockOrder takes the agent's order lock and returns its unlock. The lock
+// is dropped from p.order once nobody holds or waits for it, so the map
+// holds only the agents being produced for.
+func (p *Pipeline) lockOrder(agentID string) (unlock func()) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	mu := p.order[agentID]
-	if mu == nil {
-		mu = &sync.Mutex{}
-		p.order[agentID] = mu
+	l := p.order[agentID]
+	if l == nil {
+		l = &orderLock{}
+		p.order[agentID] = l
 	}
-	return mu
+	l.users++
+	p.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if l.users--; l.users == 0 {
+			delete(p.order, agentID)
+		}
+	}
 }
 
 func (p *Pipeline) queue(agentID string) chan job {
@@ -541,9 +557,7 @@ func (p *Pipeline) adopt(agentID string) {
 	if !p.takes(agentID) {
 		return
 	}
-	mu := p.orderLock(agentID)
-	mu.Lock()
-	defer mu.Unlock()
+	defer p.lockOrder(agentID)()
 	c := p.opts.Detector.Adopt(agentID, st)
 	p.mu.Lock()
 	if f := p.flows[agentID]; f != nil {
