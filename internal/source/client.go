@@ -303,7 +303,9 @@ func (l *LastAnswer) Forget() { *l = LastAnswer{} }
 // and read-only, with ObservedAt zero (the poll's time is its
 // Observation's At), and unchanged true. Otherwise it decodes the body,
 // returns a Snapshot of its own (ObservedAt set) and remembers the answer
-// in last. On failure last is left as it was. last may be nil (Get).
+// in last. A body that does not decode makes last forget; other failures
+// leave it as it was (the Poller forgets it after any failed poll). last
+// may be nil: nothing is remembered.
 func (c *Client) Poll(ctx context.Context, agentID string, last *LastAnswer) (snap *Snapshot, unchanged bool, err error) {
 	return c.getAgent(ctx, agentID, nil, last)
 }
