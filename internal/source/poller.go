@@ -679,10 +679,7 @@ func (p *Poller) get(ctx context.Context, a *agent) (*Snapshot, bool, error) {
 		return p.repeat.Poll(ctx, a.id, &a.last)
 	}
 	snap, err := p.getter.Get(ctx, a.id)
-	if err != nil {
-		return nil, false, err
-	}
-	return &snap, false, nil
+	return &snap, false, err
 }
 
 // reschedule queues a, unless it was removed, for due (ns since epoch), or
