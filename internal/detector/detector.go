@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -61,6 +62,8 @@ type Detector struct {
 
 	mu     sync.Mutex
 	agents map[string]*agent
+
+	noQuiet bool // every poll diffed (tests compare the two ways)
 }
 
 type agent struct {
@@ -87,6 +90,12 @@ type agent struct {
 	// hold is a presence polls see that the change feed has not reported
 	// yet (see source.Observation.FeedHold).
 	hold *heldPresence
+	// quietState and quietSnap are the state and the snapshot (snap) of
+	// the last poll that was diffed and changed nothing: while both are
+	// still the agent's, a poll of the same content changes nothing either
+	// (see quietLocked).
+	quietState *AgentState
+	quietSnap  *source.Snapshot
 }
 
 // New returns a Detector with no state; Restore gives it the stored states.
@@ -174,6 +183,9 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		a.lastClass = o.Class
 		return nil
 	}
+	if produce && !d.noQuiet && a.quietLocked(o) {
+		return nil
+	}
 	snap := *o.Snapshot
 	if snap.AgentID == "" {
 		snap.AgentID = o.AgentID
@@ -185,6 +197,7 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 	d.intern.snapshot(o.AgentID, &snap, a.snap, a.state)
 	a.holdLocked(&snap, o.FeedHold)
 	a.snap = &snap
+	a.quietState, a.quietSnap = nil, nil
 	if !produce {
 		if len(a.noted) == maxNoted {
 			a.noted = append(a.noted[:0], a.noted[1:]...) // the oldest goes
@@ -193,7 +206,47 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		return nil
 	}
 	a.noted = nil
-	return a.diffLocked(d.intern, o.AgentID)
+	diffed := a.state != nil && !a.snap.ObservedAt.Before(a.state.ObservedAt)
+	c := a.diffLocked(d.intern, o.AgentID)
+	if c == nil && diffed && a.hold == nil && o.Snapshot.PresenceID == a.state.Presence.ID &&
+		o.Snapshot.PresenceName == a.state.Presence.Name && o.Snapshot.BaseStatus == a.state.Presence.BaseStatus {
+		// Diffed, nothing changed, and the poll's presence is the state's
+		// as it came (FeedHold replaced nothing).
+		a.quietState, a.quietSnap = a.state, a.snap
+	}
+	return c
+}
+
+// quietLocked takes a successful poll that repeats the content of the
+// last poll diffed without a change, against the same state, in O(1) and
+// without allocating: the diff would find nothing again (Diff finds the
+// same events whatever the time), FeedHold would replace nothing (the
+// poll's presence is the state's), so only the time of the last
+// successful poll moves. It reports whether it took the poll. Most polls
+// repeat the last (the source shares the Snapshot of an unchanged answer).
+// a.mu is held.
+func (a *agent) quietLocked(o source.Observation) bool {
+	s, q := o.Snapshot, a.quietSnap
+	if q == nil || a.snap != q || a.state != a.quietState || a.hold != nil || len(a.noted) > 0 {
+		return false
+	}
+	id := s.AgentID
+	if id == "" {
+		id = o.AgentID
+	}
+	if id != q.AgentID || s.AgentName != q.AgentName || s.PresenceID != q.PresenceID || s.PresenceName != q.PresenceName ||
+		s.BaseStatus != q.BaseStatus || s.ActiveBrowserSessions != q.ActiveBrowserSessions || s.LoginTime != q.LoginTime ||
+		!slices.Equal(s.AllowedChannels, q.AllowedChannels) || !slices.Equal(s.DisabledChannels, q.DisabledChannels) ||
+		!s.PresenceChangedAt.Equal(q.PresenceChangedAt) {
+		return false
+	}
+	at := s.ObservedAt
+	if at.IsZero() {
+		at = o.At
+	}
+	a.lastSuccess, a.lastClass = at, ""
+	q.ObservedAt = at // a.snap is the agent's own copy
+	return true
 }
 
 // maxNoted bounds the snapshots kept while an agent's history is adopted.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -116,6 +117,7 @@ type Client struct {
 	tokenAccepted atomic.Bool
 	auth          atomic.Pointer[authHeader]
 	bufs          sync.Pool
+	seed          maphash.Seed // of the hashes of bodies (LastAnswer)
 }
 
 type authHeader struct {
@@ -182,6 +184,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.form.Store(int32(CallFunction))
 	}
 	c.bufs.New = func() any { return new(bytes.Buffer) }
+	c.seed = maphash.MakeSeed()
 	return c, nil
 }
 
@@ -259,8 +262,11 @@ func rateLimitHeaders(h http.Header) RateLimitHeaders {
 // headers of the answer, for `bridge check`.
 func (c *Client) Probe(ctx context.Context, agentID string) (Snapshot, RateLimitHeaders, error) {
 	var rl RateLimitHeaders
-	snap, err := c.getAgent(ctx, agentID, &rl)
-	return snap, rl, err
+	snap, _, err := c.getAgent(ctx, agentID, &rl, nil)
+	if err != nil {
+		return Snapshot{}, rl, err
+	}
+	return *snap, rl, nil
 }
 
 // Get polls CCaaS_GetPresence for one agent: GET with MSCRMCallerID set to
@@ -268,45 +274,78 @@ func (c *Client) Probe(ctx context.Context, agentID string) (Snapshot, RateLimit
 // a fresh token once and, if the token changed, retries once. Failures are
 // *PollError values carrying their ErrorClass.
 func (c *Client) Get(ctx context.Context, agentID string) (Snapshot, error) {
-	return c.getAgent(ctx, agentID, nil)
+	snap, _, err := c.getAgent(ctx, agentID, nil, nil)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return *snap, nil
 }
 
-func (c *Client) getAgent(ctx context.Context, agentID string, rl *RateLimitHeaders) (Snapshot, error) {
+// LastAnswer remembers the last answer of one agent that decoded: the
+// length and a 64-bit hash (hash/maphash, seeded per Client) of its body,
+// and its Snapshot, kept with ObservedAt zero. The zero value remembers
+// nothing. A LastAnswer belongs to one agent and is used by one poll at a
+// time; the Poller keeps one per agent, new when the agent is (re)added,
+// and forgets it after any failed poll.
+type LastAnswer struct {
+	sum  uint64
+	size int
+	snap *Snapshot // shared with every poll that repeats the body: never modified
+}
+
+// Forget makes the next answer decoded whatever it is.
+func (l *LastAnswer) Forget() { *l = LastAnswer{} }
+
+// Poll is Get for a poller that keeps the agent's last answer: when the
+// body of the answer has the length and hash of last's (and the presence
+// catalogue still resolves the presence to the same base status) the
+// answer is not decoded and Poll returns last's Snapshot itself, shared
+// and read-only, with ObservedAt zero (the poll's time is its
+// Observation's At), and unchanged true. Otherwise it decodes the body,
+// returns a Snapshot of its own (ObservedAt set) and remembers the answer
+// in last. A body that does not decode makes last forget; other failures
+// leave it as it was (the Poller forgets it after any failed poll). last
+// may be nil: nothing is remembered.
+func (c *Client) Poll(ctx context.Context, agentID string, last *LastAnswer) (snap *Snapshot, unchanged bool, err error) {
+	return c.getAgent(ctx, agentID, nil, last)
+}
+
+func (c *Client) getAgent(ctx context.Context, agentID string, rl *RateLimitHeaders, last *LastAnswer) (*Snapshot, bool, error) {
 	id, ok := NormalizeGUID(agentID)
 	if !ok {
-		return Snapshot{}, &PollError{AgentID: agentID, Class: ClassPermanent, Err: errors.New("agent ID is not a GUID")}
+		return nil, false, &PollError{AgentID: agentID, Class: ClassPermanent, Err: errors.New("agent ID is not a GUID")}
 	}
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassToken, Err: fmt.Errorf("obtain token: %w", err)}
+		return nil, false, &PollError{AgentID: id, Class: ClassToken, Err: fmt.Errorf("obtain token: %w", err)}
 	}
 	c.tokenObtained.Store(true)
-	snap, err := c.getForm(ctx, id, tok, rl)
+	snap, same, err := c.getForm(ctx, id, tok, rl, last)
 	var pe *PollError
 	if err == nil || !errors.As(err, &pe) || pe.Class != ClassAuth {
-		return snap, err
+		return snap, same, err
 	}
 	fresh, rerr := c.tokens.Refresh(ctx, tok)
 	if rerr != nil {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassToken, StatusCode: http.StatusUnauthorized, Err: fmt.Errorf("refresh token after 401: %w", rerr)}
+		return nil, false, &PollError{AgentID: id, Class: ClassToken, StatusCode: http.StatusUnauthorized, Err: fmt.Errorf("refresh token after 401: %w", rerr)}
 	}
 	if fresh == tok {
 		pe.Err = errors.New("token refused and the provider has no other")
-		return Snapshot{}, pe
+		return nil, false, pe
 	}
-	return c.getForm(ctx, id, fresh, rl)
+	return c.getForm(ctx, id, fresh, rl, last)
 }
 
 // getForm makes the request in the form in use and, in CallAuto before the
 // form is settled, switches to the other form once when the answer says
 // the form is wrong (a 400 naming a parameter, a 404 for an unknown
 // segment), retrying the request in the new form.
-func (c *Client) getForm(ctx context.Context, id, tok string, rl *RateLimitHeaders) (Snapshot, error) {
+func (c *Client) getForm(ctx context.Context, id, tok string, rl *RateLimitHeaders, last *LastAnswer) (*Snapshot, bool, error) {
 	used := CallForm(c.form.Load())
-	snap, err := c.get(ctx, id, tok, used, rl)
+	snap, same, err := c.get(ctx, id, tok, used, rl, last)
 	var pe *PollError
 	if err == nil || !c.auto || !errors.As(err, &pe) || pe.Kind != KindCallForm {
-		return snap, err
+		return snap, same, err
 	}
 	other := CallBare
 	if used == CallBare {
@@ -318,9 +357,9 @@ func (c *Client) getForm(ctx context.Context, id, tok string, rl *RateLimitHeade
 			"from", used.String(), "to", other.String(), "status", pe.StatusCode, "code", pe.Code, "message", pe.Message)
 	}
 	if now := CallForm(c.form.Load()); now != used {
-		return c.get(ctx, id, tok, now, rl)
+		return c.get(ctx, id, tok, now, rl, last)
 	}
-	return snap, err
+	return snap, same, err
 }
 
 func (c *Client) authValue(tok string) []string {
@@ -333,10 +372,10 @@ func (c *Client) authValue(tok string) []string {
 }
 
 // get makes one request.
-func (c *Client) get(ctx context.Context, id, tok string, form CallForm, rl *RateLimitHeaders) (Snapshot, error) {
+func (c *Client) get(ctx context.Context, id, tok string, form CallForm, rl *RateLimitHeaders, last *LastAnswer) (*Snapshot, bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.presenceURL[form], nil)
 	if err != nil {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassPermanent, Err: fmt.Errorf("build request: %w", err)}
+		return nil, false, &PollError{AgentID: id, Class: ClassPermanent, Err: fmt.Errorf("build request: %w", err)}
 	}
 	// The contract spells the header MSCRMCallerID; send it as spelt.
 	req.Header = http.Header{
@@ -348,7 +387,7 @@ func (c *Client) get(ctx context.Context, id, tok string, form CallForm, rl *Rat
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassTransport, Err: redactErr(err, tok)}
+		return nil, false, &PollError{AgentID: id, Class: ClassTransport, Err: redactErr(err, tok)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
@@ -358,10 +397,10 @@ func (c *Client) get(ctx context.Context, id, tok string, form CallForm, rl *Rat
 		*rl = rateLimitHeaders(resp.Header)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return Snapshot{}, c.errorAnswer(id, tok, resp)
+		return nil, false, c.errorAnswer(id, tok, resp)
 	}
 	if resp.ContentLength > MaxBodyBytes {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassMalformed, StatusCode: 200,
+		return nil, false, &PollError{AgentID: id, Class: ClassMalformed, StatusCode: 200,
 			Err: fmt.Errorf("body of %d bytes exceeds the %d byte limit", resp.ContentLength, MaxBodyBytes)}
 	}
 	buf := c.bufs.Get().(*bytes.Buffer)
@@ -374,20 +413,41 @@ func (c *Client) get(ctx context.Context, id, tok string, form CallForm, rl *Rat
 	buf.Reset()
 	n, err := buf.ReadFrom(io.LimitReader(resp.Body, MaxBodyBytes+1))
 	if err != nil {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassTransport, StatusCode: 200, Err: redactErr(fmt.Errorf("read body: %w", err), tok)}
+		return nil, false, &PollError{AgentID: id, Class: ClassTransport, StatusCode: 200, Err: redactErr(fmt.Errorf("read body: %w", err), tok)}
 	}
 	if n > MaxBodyBytes {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassMalformed, StatusCode: 200,
+		return nil, false, &PollError{AgentID: id, Class: ClassMalformed, StatusCode: 200,
 			Err: fmt.Errorf("body exceeds the %d byte limit", MaxBodyBytes), Excerpt: excerpt(buf.Bytes(), tok)}
 	}
-	snap, err := Decode(buf.Bytes(), id)
+	return c.answer(buf.Bytes(), id, tok, last)
+}
+
+// answer turns the body of a 200 answer for agent id into its Snapshot:
+// last's, shared, when the body is the one last remembers (same length and
+// hash) and the catalogue resolves its presence as it did; else decoded,
+// and remembered in last (when not nil). A body that does not decode makes
+// last forget.
+func (c *Client) answer(body []byte, id, tok string, last *LastAnswer) (*Snapshot, bool, error) {
+	var sum uint64
+	if last != nil {
+		sum = maphash.Bytes(c.seed, body)
+		if s := last.snap; s != nil && last.size == len(body) && last.sum == sum && c.catalogue.BaseStatus(s.PresenceID) == s.BaseStatus {
+			return s, true, nil
+		}
+		last.Forget()
+	}
+	snap, err := Decode(body, id)
 	if err != nil {
-		return Snapshot{}, &PollError{AgentID: id, Class: ClassMalformed, StatusCode: 200,
-			Err: errors.New(redact(err.Error(), tok)), Excerpt: excerpt(buf.Bytes(), tok)}
+		return nil, false, &PollError{AgentID: id, Class: ClassMalformed, StatusCode: 200,
+			Err: errors.New(redact(err.Error(), tok)), Excerpt: excerpt(body, tok)}
+	}
+	snap.BaseStatus = c.catalogue.BaseStatus(snap.PresenceID)
+	if last != nil {
+		kept := snap // ObservedAt zero
+		*last = LastAnswer{sum: sum, size: len(body), snap: &kept}
 	}
 	snap.ObservedAt = c.now()
-	snap.BaseStatus = c.catalogue.BaseStatus(snap.PresenceID)
-	return snap, nil
+	return &snap, false, nil
 }
 
 // errorAnswer reads a non-200 answer into a *PollError: its class, the

@@ -10,6 +10,7 @@ import (
 // records nothing.
 type Metrics struct {
 	polls           map[ErrorClass]prometheus.Counter
+	pollsUnchanged  prometheus.Counter
 	pollDuration    prometheus.Histogram
 	agents          *prometheus.GaugeVec
 	agentGauges     [numStates]prometheus.Gauge
@@ -30,6 +31,7 @@ var allClasses = [...]ErrorClass{ClassOK, ClassPermanent, ClassAuth, ClassToken,
 // NewMetrics creates the source's metrics and registers them with reg:
 //
 //	ccaas_bridge_polls_total{result}                  polls by outcome (an ErrorClass)
+//	ccaas_bridge_polls_unchanged_total                successful polls whose answer repeated the agent's last, not decoded again
 //	ccaas_bridge_poll_duration_seconds                time per poll, token and 401 retry included
 //	ccaas_bridge_agents{state}                        agents by poll state
 //	ccaas_bridge_token_refreshes_total                tokens obtained (fetched or re-read)
@@ -44,6 +46,10 @@ var allClasses = [...]ErrorClass{ClassOK, ClassPermanent, ClassAuth, ClassToken,
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		polls: make(map[ErrorClass]prometheus.Counter, len(allClasses)),
+		pollsUnchanged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccaas_bridge_polls_unchanged_total",
+			Help: "Successful polls whose answer repeated the agent's previous one (same body length and 64-bit hash): its snapshot reused, not decoded again; also counted in ccaas_bridge_polls_total{result=\"ok\"}.",
+		}),
 		pollDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ccaas_bridge_poll_duration_seconds",
 			Help:    "Duration of one poll of one agent, token acquisition and 401 retry included.",
@@ -107,7 +113,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.catalogueLoads.WithLabelValues("ok")
 	m.catalogueLoads.WithLabelValues("error")
 	m.clientThrottled.Set(1)
-	for _, c := range []prometheus.Collector{polls, m.pollDuration, m.agents, m.tokenRefreshes, m.tokenFailures, m.lastSuccess, m.malformed, m.catalogueLoads, m.clientThrottled, dvErrors, m.inflightCap, m.callerPaused} {
+	for _, c := range []prometheus.Collector{polls, m.pollsUnchanged, m.pollDuration, m.agents, m.tokenRefreshes, m.tokenFailures, m.lastSuccess, m.malformed, m.catalogueLoads, m.clientThrottled, dvErrors, m.inflightCap, m.callerPaused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -128,6 +134,12 @@ func (m *Metrics) poll(c ErrorClass, d time.Duration, at time.Time) {
 		m.lastSuccess.Set(float64(at.UnixNano()) / 1e9)
 	case ClassMalformed:
 		m.malformed.Inc()
+	}
+}
+
+func (m *Metrics) pollUnchanged() {
+	if m != nil {
+		m.pollsUnchanged.Inc()
 	}
 }
 

@@ -23,6 +23,15 @@ type Getter interface {
 	Get(ctx context.Context, agentID string) (Snapshot, error)
 }
 
+// RepeatGetter is a Getter that recognises an answer repeating the agent's
+// last one (see Client.Poll); *Client implements it. The Poller uses Poll
+// when its Getter has it, with a LastAnswer per agent, and hands an
+// unchanged answer's shared Snapshot (ObservedAt zero) to the Sink.
+type RepeatGetter interface {
+	Getter
+	Poll(ctx context.Context, agentID string, last *LastAnswer) (snap *Snapshot, unchanged bool, err error)
+}
+
 // State is the poll state of one agent.
 type State uint8
 
@@ -182,11 +191,13 @@ func (b Budget) RequestRate() float64 {
 	return pacingShare * float64(b.Requests) / b.Window.Seconds()
 }
 
-// agent is the poll state of one agent. Fields other than id and phase are
-// guarded by Poller.mu.
+// agent is the poll state of one agent. Fields other than id, phase and
+// last are guarded by Poller.mu; last is used only by the worker polling
+// the agent (one at a time).
 type agent struct {
 	id      string
 	phase   int64                       // offset in the interval, ns
+	last    LastAnswer                  // the last answer decoded, with RepeatGetter
 	slot    int64                       // absolute wheel slot while queued
 	bo      *backoff.ExponentialBackOff // only while backing off
 	state   State
@@ -211,6 +222,7 @@ type agent struct {
 // has taken the previous observation.
 type Poller struct {
 	getter         Getter
+	repeat         RepeatGetter // getter, when it recognises repeated answers
 	sink           Sink
 	interval       int64
 	requestTimeout time.Duration
@@ -268,6 +280,7 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 		log: opts.Logger, metrics: opts.Metrics, clock: opts.Clock,
 		agents: map[string]*agent{},
 	}
+	p.repeat, _ = opts.Getter.(RepeatGetter)
 	if p.requestTimeout <= 0 {
 		p.requestTimeout = min(opts.Interval, DefaultRequestTimeout)
 	}
@@ -625,7 +638,7 @@ func (p *Poller) poll(ctx, drain context.Context, a *agent) {
 	}
 	start := p.clock.Now()
 	rctx, cancel := context.WithTimeout(drain, p.requestTimeout)
-	snap, err := p.getter.Get(rctx, a.id)
+	snap, unchanged, err := p.get(rctx, a)
 	cancel()
 	end := p.clock.Now()
 	var pe *PollError
@@ -636,21 +649,37 @@ func (p *Poller) poll(ctx, drain context.Context, a *agent) {
 	p.gate.release(kind)
 	if drain.Err() != nil {
 		// The drain was cut short: the result says nothing about the agent.
+		a.last.Forget()
 		p.reschedule(a, p.since())
 		return
 	}
 	class := ClassOf(err)
 	p.metrics.poll(class, end.Sub(start), end)
+	if unchanged && class == ClassOK {
+		p.metrics.pollUnchanged()
+	}
 	p.throttle.observe(class, end, end.Sub(start))
 	obs := Observation{AgentID: a.id, At: end, Class: class, Err: err}
 	if class == ClassOK {
-		obs.Snapshot = &snap
+		obs.Snapshot = snap
+	} else {
+		a.last.Forget() // the next answer is decoded, whatever it is
 	}
 	next := p.record(a, class, err, int64(end.Sub(p.epoch)))
 	if err := p.sink.Observe(drain, obs); err != nil && drain.Err() == nil {
 		p.log.Warn("observation not taken", "agent", a.id, "err", err)
 	}
 	p.reschedule(a, next)
+}
+
+// get polls a through the RepeatGetter when there is one (an answer
+// repeating a's last is then not decoded: unchanged), else through Get.
+func (p *Poller) get(ctx context.Context, a *agent) (*Snapshot, bool, error) {
+	if p.repeat != nil {
+		return p.repeat.Poll(ctx, a.id, &a.last)
+	}
+	snap, err := p.getter.Get(ctx, a.id)
+	return &snap, false, err
 }
 
 // reschedule queues a, unless it was removed, for due (ns since epoch), or

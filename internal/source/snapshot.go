@@ -39,7 +39,10 @@ type Snapshot struct {
 	AllowedChannels []string
 	// DisabledChannels lists the channels disabled for the agent.
 	DisabledChannels []string
-	// ObservedAt is when the response was received.
+	// ObservedAt is when the response was received; zero on a Snapshot a
+	// poll shares with the agent's earlier polls because its answer
+	// repeated theirs (Client.Poll): the poll's time is then its
+	// Observation's At.
 	ObservedAt time.Time
 	// PresenceChangedAt is when the presence began at the source, when
 	// known (a change-feed row's msdyn_starttime); zero for a poll, which
@@ -75,7 +78,8 @@ type Observation struct {
 	AgentID string
 	// At is when the poll finished.
 	At time.Time
-	// Snapshot is set when Class is ClassOK.
+	// Snapshot is set when Class is ClassOK. It is read-only: polls whose
+	// answers repeat the agent's last share one Snapshot.
 	Snapshot *Snapshot
 	// Class classifies the outcome.
 	Class ErrorClass
