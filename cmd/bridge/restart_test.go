@@ -96,6 +96,25 @@ func TestRestartAfterSIGKILLKeepsStreamWhole(t *testing.T) {
 	p := h.start(env, "run")
 	testwait.Until(t, waitScale*20*time.Second, "the final process's first poll", func() bool { return reqs.answeredSince(start) })
 	testwait.Until(t, waitScale*30*time.Second, "the bucket to equal the simulator's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	// A bucket value can stay behind the stream while nothing changes: a
+	// predecessor killed between publishing and recording, whose agent came
+	// back to the recorded state before a bridge polled it again. The next
+	// change heals it (the fence finds the history moved on and the agent
+	// is adopted from the stream): change every agent once more, then the
+	// bucket must follow the stream.
+	presences := h.sim.Presences()
+	for _, a := range h.sim.Agents() {
+		next := presences[0].ID
+		if next == a.PresenceID {
+			next = presences[1].ID
+		}
+		if _, _, err := h.sim.SetPresence(a.AgentID, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testwait.Until(t, waitScale*30*time.Second, "the bucket to follow the stream and equal the simulator's state", func() bool {
+		return h.bucketMismatch(ctx) == "" && h.uncommitted(ctx) == 0
+	})
 	if code := p.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("final process: exit status %d after SIGTERM", code)
 	}
