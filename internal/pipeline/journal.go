@@ -129,7 +129,7 @@ func (j *StreamJournal) Follow(ctx context.Context, agentID string, base *detect
 			return &st, nil
 		}
 	}
-	st, err := j.rebuild(ctx, s, agentID)
+	st, err := j.rebuild(ctx, s, agentID, last.Sequence)
 	if err != nil {
 		return nil, err
 	}
@@ -161,10 +161,14 @@ func (j *StreamJournal) fold(ctx context.Context, agentID string, base detector.
 	return cur, true, nil
 }
 
-// rebuild returns the agent's state from the last event of each type: one
-// direct lookup each, or, when a lookup finds a foreign message, one read
-// of the agent's messages from the start.
-func (j *StreamJournal) rebuild(ctx context.Context, s jetstream.Stream, agentID string) (detector.AgentState, error) {
+// rebuild returns the agent's state as of stream sequence upTo (the
+// agent's last message when Follow looked) from the last event of each
+// type: one direct lookup each, or, when a lookup finds a foreign message or
+// a message stored after upTo (another writer went on meanwhile, so that
+// type's event at upTo is no longer the last), one read of the agent's
+// messages from the start up to upTo. The state never mixes events from
+// after upTo with a position at upTo.
+func (j *StreamJournal) rebuild(ctx context.Context, s jetstream.Stream, agentID string, upTo uint64) (detector.AgentState, error) {
 	var last []detector.Event
 	found := true
 	for _, typ := range detector.Types() {
@@ -175,6 +179,10 @@ func (j *StreamJournal) rebuild(ctx context.Context, s jetstream.Stream, agentID
 		if err != nil {
 			return detector.AgentState{}, fmt.Errorf("last %s of agent %s: %w", typ, agentID, err)
 		}
+		if raw.Sequence > upTo {
+			found = false
+			break
+		}
 		ev, ok := j.event(agentID, raw.Subject, raw.Header, raw.Data)
 		if !ok {
 			found = false
@@ -184,7 +192,7 @@ func (j *StreamJournal) rebuild(ctx context.Context, s jetstream.Stream, agentID
 	}
 	if !found {
 		byType := map[string]detector.Event{}
-		if err := j.read(ctx, agentID, 0, 0, func(ev detector.Event) bool {
+		if err := j.read(ctx, agentID, 0, upTo, func(ev detector.Event) bool {
 			byType[ev.Type] = ev
 			return true
 		}); err != nil {

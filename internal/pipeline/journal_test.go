@@ -88,6 +88,17 @@ func TestJournalFollow(t *testing.T) {
 			}
 		})
 	}
+	// Another writer going on while a rebuild reads: the state is the
+	// history up to the position Follow read (here first sight, before the
+	// change), never a later event of some type under that position.
+	early, err := j.RebuildUpTo(t.Context(), agentA, base.StreamSequence)
+	if err != nil {
+		t.Fatalf("rebuild up to stream sequence %d: %v", base.StreamSequence, err)
+	}
+	if early.Sequence != base.Sequence || early.Presence != base.Presence || early.Sessions != base.Sessions {
+		t.Errorf("rebuilt up to stream sequence %d: sequence %d, presence %+v, sessions %+v; want %d, %+v, %+v",
+			base.StreamSequence, early.Sequence, early.Presence, early.Sessions, base.Sequence, base.Presence, base.Sessions)
+	}
 	if got := testutil.ToFloat64(m.Foreign.WithLabelValues("undecodable")); got == 0 {
 		t.Error("the junk message was not counted")
 	}
