@@ -336,7 +336,7 @@ func (b *bridge) serveOperatorHTTP(ctx context.Context) error {
 	if b.cfg.HTTPAddr == "" {
 		return nil
 	}
-	srv, err := ops.New(ops.Options{Registry: b.reg, Version: version, Logger: b.log})
+	srv, err := ops.New(ops.Options{Registry: b.reg, Version: version, Logger: b.log, Profiling: b.cfg.Pprof})
 	if err != nil {
 		return fmt.Errorf("build operator http: %w", err)
 	}

@@ -91,6 +91,7 @@ type Config struct {
 	LogFormat       string        `envconfig:"BRIDGE_LOG_FORMAT" default:"json" group:"ops" desc:"log format: json or text"`
 	LogLevel        string        `envconfig:"BRIDGE_LOG_LEVEL" default:"info" group:"ops" desc:"log level: debug, info, warn or error"`
 	ShutdownTimeout time.Duration `envconfig:"BRIDGE_SHUTDOWN_TIMEOUT" default:"30s" group:"ops" desc:"on SIGTERM, how long to flush in-flight events before exiting"`
+	Pprof           bool          `envconfig:"BRIDGE_PPROF" default:"false" group:"ops" desc:"serve Go's runtime profiles (CPU, heap, goroutines) under /debug/pprof/ on BRIDGE_HTTP_ADDR"`
 }
 
 // Needs says which parts of the configuration a subcommand uses, so that

@@ -3,7 +3,8 @@
 //
 //   - GET /metrics serves the private *prometheus.Registry given in Options
 //     (never the global one). New registers ccaas_bridge_build_info{version,
-//     goversion} = 1 on it.
+//     goversion} = 1 on it, and the Prometheus client's Go runtime (go_*)
+//     and process (process_*) collectors.
 //
 //   - GET /healthz is liveness: 200 while every registered loop has beaten
 //     within its threshold, 503 naming the wedged loop otherwise. It never
@@ -18,6 +19,10 @@
 //     In standby (this replica is not the leader) checks added with
 //     AddActiveCheck are skipped and the answer is 200 with status "standby":
 //     the replica is healthy and ready to take over, but idle.
+//
+//   - GET /debug/pprof/... (only with Options.Profiling) serves Go's runtime
+//     profiles (net/http/pprof): CPU, heap, allocations, goroutines, traces.
+//     A CPU profile or trace must end within the server's WriteTimeout.
 //
 // See the package example for the wiring cmd/bridge uses.
 //
@@ -35,6 +40,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"sort"
 	"sync"
@@ -42,6 +48,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -91,6 +98,9 @@ type Options struct {
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
 	// HTTP server's timeouts; the Default… constants when zero.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// Profiling serves net/http/pprof's runtime profiles under
+	// /debug/pprof/ (BRIDGE_PPROF); off when false.
+	Profiling bool
 }
 
 // Check is one readiness condition. Ready must be cheap, safe for
@@ -223,19 +233,36 @@ func New(opts Options) (*Server, error) {
 		ConstLabels: prometheus.Labels{"version": opts.Version, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	if err := opts.Registry.Register(buildInfo); err != nil {
-		return nil, fmt.Errorf("register build info metric: %w", err)
+	for _, c := range []struct {
+		what string
+		c    prometheus.Collector
+	}{
+		{"build info metric", buildInfo},
+		{"Go runtime metrics", collectors.NewGoCollector()},
+		{"process metrics", collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})},
+	} {
+		if err := opts.Registry.Register(c.c); err != nil {
+			return nil, fmt.Errorf("register %s: %w", c.what, err)
+		}
 	}
 	s := &Server{opts: opts, logger: logger, heartbeats: map[int]*Heartbeat{}, shutDown: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
 	mux.HandleFunc("GET /readyz", s.serveReadyz)
+	if opts.Profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	s.handler = mux
 	return s, nil
 }
 
-// Handler returns the HTTP handler serving /metrics, /healthz and /readyz.
+// Handler returns the HTTP handler serving /metrics, /healthz and /readyz
+// (and /debug/pprof/ with Options.Profiling).
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // AddCheck registers a readiness check that applies in every state,

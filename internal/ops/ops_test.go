@@ -234,6 +234,9 @@ func TestMetrics(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "ccaas_bridge_test_total", Help: "test"})
 	reg.MustRegister(c)
 	c.Add(3)
+	global := prometheus.NewCounter(prometheus.CounterOpts{Name: "ccaas_bridge_global_registry_only_total", Help: "test"})
+	prometheus.MustRegister(global)
+	t.Cleanup(func() { prometheus.Unregister(global) })
 	s := newServer(t, Options{Registry: reg, Version: "1.2.3"})
 	code, body := get(t, s.Handler(), "/metrics")
 	if code != 200 {
@@ -242,12 +245,15 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		`ccaas_bridge_build_info{goversion="` + runtime.Version() + `",version="1.2.3"} 1`,
 		`ccaas_bridge_test_total 3`,
+		"go_goroutines ",                // the Go runtime collector
+		"go_memstats_heap_inuse_bytes ", // what GOMEMLIMIT is sized from
+		"process_resident_memory_bytes ",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
 	}
-	if strings.Contains(body, "go_goroutines") {
+	if strings.Contains(body, "ccaas_bridge_global_registry_only_total") {
 		t.Error("metrics served from the global registry")
 	}
 	if _, err := New(Options{Registry: reg, Version: "1.2.3"}); err == nil {
@@ -510,6 +516,31 @@ func TestShutdownIsBoundedByTheCallersContext(t *testing.T) {
 			}
 			if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 				t.Error("server still answering after Shutdown")
+			}
+		})
+	}
+}
+
+// TestProfiling serves Go's runtime profiles only when asked to.
+func TestProfiling(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		profiling bool
+		want      int
+	}{
+		{"off by default", false, http.StatusNotFound},
+		{"on", true, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newServer(t, Options{Profiling: tc.profiling})
+			for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+				code, body := get(t, s.Handler(), path)
+				if code != tc.want {
+					t.Errorf("GET %s = %d, want %d", path, code, tc.want)
+				}
+				if tc.profiling && path == "/debug/pprof/heap?debug=1" && !strings.Contains(body, "heap profile:") {
+					t.Errorf("GET %s is not a heap profile: %.200s", path, body)
+				}
 			}
 		})
 	}
