@@ -122,7 +122,18 @@ func openStore(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, *stat
 
 func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() time.Time) *bridge {
 	t.Helper()
+	return startBridgeViewing(t, url, staleAfter, now, nil)
+}
+
+// startBridgeViewing is startBridge whose pipeline records through
+// wrap(store) (wrap nil: the store itself).
+func startBridgeViewing(t *testing.T, url string, staleAfter time.Duration, now func() time.Time, wrap func(pipeline.View) pipeline.View) *bridge {
+	t.Helper()
 	nc, js, store := openStore(t, url)
+	var view pipeline.View = store
+	if wrap != nil {
+		view = wrap(store)
+	}
 	det, err := detector.New(detector.Options{StaleAfter: staleAfter, Now: now})
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +146,7 @@ func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() 
 	b := &bridge{det: det, store: store, published: make(chan detector.Event, 10000), done: make(chan struct{})}
 	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
-		Detector: det, Publisher: b.pub.Publisher, View: store, StaleCheckInterval: 10 * time.Millisecond,
+		Detector: det, Publisher: b.pub.Publisher, View: view, StaleCheckInterval: 10 * time.Millisecond,
 		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix}),
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})

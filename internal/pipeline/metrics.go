@@ -19,6 +19,9 @@ type Metrics struct {
 	PublishFailures prometheus.Counter
 	// StaleAgents is the number of agents currently stale.
 	StaleAgents prometheus.Gauge
+	// StateBehind is the number of agents whose confirmed state the view
+	// could not record yet (its write failed; retried).
+	StateBehind prometheus.Gauge
 	// Adoptions counts readings of an agent's history from the stream after
 	// a conflict, by result: adopted, error (retried).
 	Adoptions *prometheus.CounterVec
@@ -40,6 +43,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		StaleAgents: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccaas_bridge_stale_agents", Help: "Agents without a successful poll for the stale period.",
 		}),
+		StateBehind: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ccaas_bridge_state_behind_agents", Help: "Agents whose events are on the stream but whose state the state bucket does not have yet: the write failed (ccaas_bridge_state_commits_total{result=\"error\"}) and is retried, after 1 s and then backing off up to 30 s.",
+		}),
 		Adoptions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccaas_bridge_adoptions_total", Help: "Readings of an agent's history from the stream after a conflict, by result (adopted, error).",
 		}, []string{"result"}),
@@ -56,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.Conflicts, m.PublishFailures, m.StaleAgents, m.Adoptions, m.Foreign} {
+	for _, c := range []prometheus.Collector{m.Conflicts, m.PublishFailures, m.StaleAgents, m.StateBehind, m.Adoptions, m.Foreign} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

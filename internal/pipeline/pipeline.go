@@ -118,6 +118,11 @@ type Pipeline struct {
 	order  map[string]*orderLock // agents being produced for: produce and enqueue in sequence order
 	flows  map[string]*flow      // agents with changes in flight or being adopted
 	active map[string]struct{}   // agents this process polls; nil: every agent
+	// behind are the agents whose confirmed state the view could not
+	// record, each with the number of the failure that put it there
+	// (behindN counts them): recordBehind retries them.
+	behind  map[string]uint64
+	behindN uint64
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -203,7 +208,7 @@ func New(opts Options) (*Pipeline, error) {
 	}
 	p := &Pipeline{
 		opts: opts, log: log, metrics: m,
-		order: map[string]*orderLock{}, flows: map[string]*flow{},
+		order: map[string]*orderLock{}, flows: map[string]*flow{}, behind: map[string]uint64{},
 		stop: make(chan struct{}), quiet: make(chan struct{}), stats: Stats{Events: map[string]uint64{}},
 	}
 	close(p.quiet)
@@ -472,10 +477,92 @@ func (p *Pipeline) handle(j job) {
 	defer cancel()
 	if err := p.opts.View.Record(ctx, st); err != nil {
 		p.count(func(s *Stats) { s.Errors++ })
-		p.log.Error("recording the agent's state failed; its next change records it again", "agent", c.AgentID, "err", err)
+		p.log.Error("recording the agent's state failed; retried until recorded", "agent", c.AgentID, "err", err)
+		p.markBehind(c.AgentID)
 		return
 	}
 	p.count(func(s *Stats) { s.Commits++ })
+}
+
+// Retries of the view's failed writes (recordBehind): the first a second
+// after the failure, then backing off to one every 30 s while the view
+// keeps failing.
+const (
+	recordRetryFirst = time.Second
+	recordRetryMax   = 30 * time.Second
+)
+
+// markBehind notes that the view lacks the agent's confirmed state.
+func (p *Pipeline) markBehind(agentID string) {
+	p.mu.Lock()
+	p.behindN++
+	p.behind[agentID] = p.behindN
+	n := len(p.behind)
+	p.mu.Unlock()
+	p.metrics.StateBehind.Set(float64(n))
+}
+
+// clearBehind removes the agent's mark unless a later failure renewed it
+// (mark 0: whatever the mark).
+func (p *Pipeline) clearBehind(agentID string, mark uint64) {
+	p.mu.Lock()
+	if m, ok := p.behind[agentID]; ok && (mark == 0 || m == mark) {
+		delete(p.behind, agentID)
+	}
+	n := len(p.behind)
+	p.mu.Unlock()
+	p.metrics.StateBehind.Set(float64(n))
+}
+
+// recordBehind records, until ctx ends, the confirmed state of every agent
+// whose state write failed, so that the view catches up with the stream
+// without waiting for the agent's next change. A round stops at the first
+// write that fails again (NATS is likely unreachable) and the next waits
+// longer, up to recordRetryMax.
+func (p *Pipeline) recordBehind(ctx context.Context) {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(recordRetryFirst), backoff.WithMaxInterval(recordRetryMax), backoff.WithMaxElapsedTime(0))
+	t := time.NewTimer(recordRetryFirst)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		wait := recordRetryFirst
+		if err := p.recordBehindOnce(ctx); err != nil {
+			wait = b.NextBackOff()
+			p.log.Warn("recording agents' states again failed; retrying", "retry_in", wait.String(), "err", err)
+		} else {
+			b.Reset()
+		}
+		t.Reset(wait)
+	}
+}
+
+// recordBehindOnce records the confirmed state of each agent marked behind.
+func (p *Pipeline) recordBehindOnce(ctx context.Context) error {
+	p.mu.Lock()
+	marks := make(map[string]uint64, len(p.behind))
+	for id, m := range p.behind {
+		marks[id] = m
+	}
+	p.mu.Unlock()
+	for id, mark := range marks {
+		st := p.opts.Detector.Base(id)
+		if st == nil || !p.takes(id) {
+			p.clearBehind(id, mark) // forgotten meanwhile: nothing to record
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, p.opts.CommitTimeout)
+		err := p.opts.View.Record(rctx, *st)
+		cancel()
+		if err != nil {
+			return err
+		}
+		p.clearBehind(id, mark)
+	}
+	return nil
 }
 
 // startAdoption adopts the agent's history from the stream in the
@@ -548,7 +635,8 @@ func (p *Pipeline) adopt(agentID string) {
 		// The view follows the stream, also where nothing new is published.
 		rctx, rcancel := context.WithTimeout(ctx, p.opts.CommitTimeout)
 		if err := p.opts.View.Record(rctx, *st); err != nil {
-			p.log.Warn("recording the agent's state adopted from the stream failed", "agent", agentID, "err", err)
+			p.log.Warn("recording the agent's state adopted from the stream failed; retried until recorded", "agent", agentID, "err", err)
+			p.markBehind(agentID)
 		}
 		rcancel()
 	}
@@ -571,11 +659,13 @@ func (p *Pipeline) adopt(agentID string) {
 	}
 }
 
-// Run runs the stale check and, when enabled, the snapshot loop until ctx
-// is done. It returns nil after ctx is done.
+// Run runs the stale check, the retries of failed state writes and, when
+// enabled, the snapshot loop until ctx is done. It returns nil after ctx is
+// done.
 func (p *Pipeline) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { p.every(ctx, p.opts.StaleCheckInterval, p.checkStale) })
+	wg.Go(func() { p.recordBehind(ctx) })
 	if p.opts.SnapshotInterval > 0 {
 		wg.Go(func() { p.every(ctx, p.opts.SnapshotInterval, p.snapshot) })
 	}

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -342,5 +343,60 @@ func TestAgentsLeavingTheSetGetNoEvents(t *testing.T) {
 	by := checkSequences(t, readStream(t, url))
 	if got := typesOf(by[agentB]); len(got) != 3 {
 		t.Fatalf("agent B's events %v: only its first sight, nothing after it left the set", got)
+	}
+}
+
+// failingView is the real state bucket with a fault: the first fail writes
+// of each agent fail as a write to an unreachable NATS would.
+type failingView struct {
+	pipeline.View
+	mu     sync.Mutex
+	fail   int
+	failed map[string]int
+}
+
+func (v *failingView) Record(ctx context.Context, st detector.AgentState) error {
+	v.mu.Lock()
+	if v.failed[st.AgentID] < v.fail {
+		v.failed[st.AgentID]++
+		v.mu.Unlock()
+		return errors.New("nats: timeout")
+	}
+	v.mu.Unlock()
+	return v.View.Record(ctx, st)
+}
+
+// TestViewCatchesUpAfterFailedWrites: the state writes after an agent's
+// events were stored fail (twice, then succeed), and the agent does not
+// change again; the bucket still ends holding the agent's state at its last
+// event, and nothing is published twice.
+func TestViewCatchesUpAfterFailedWrites(t *testing.T) {
+	url := startServer(t)
+	view := &failingView{fail: 2, failed: map[string]int{}}
+	b := startBridgeViewing(t, url, 0, nil, func(v pipeline.View) pipeline.View { view.View = v; return view })
+	now := time.Now()
+	observe(t, b.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok())
+	observe(t, b.pipe, snap{agentB, "Bo", busy, "Busy", "Busy", 1, 0, now}.ok())
+
+	testwait.Until(t, time.Minute, "both agents' states recorded after two failed writes each", func() bool {
+		for _, id := range []string{agentA, agentB} {
+			st, ok, err := b.store.Get(t.Context(), id)
+			if err != nil || !ok || st.Sequence != 3 || st.StreamSequence == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	view.mu.Lock()
+	failed := view.failed[agentA] + view.failed[agentB]
+	view.mu.Unlock()
+	if failed != 4 {
+		t.Errorf("%d writes failed, want 4: the fault did not happen as planned", failed)
+	}
+	b.stop(t)
+	events := readStream(t, url)
+	by := checkSequences(t, events)
+	if len(by[agentA]) != 3 || len(by[agentB]) != 3 {
+		t.Errorf("stream holds %d and %d events of the agents, want 3 each", len(by[agentA]), len(by[agentB]))
 	}
 }
