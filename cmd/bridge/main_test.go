@@ -78,6 +78,8 @@ func TestInvalidConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 		{"caller scope over the limit", map[string]string{"BRIDGE_QUOTA_SCOPE": "caller", "BRIDGE_POLL_INTERVAL": "200ms",
 			"BRIDGE_AGENT_IDS": "394382b6-a4d4-ee11-904c-00224808a166,cc05cf62-6242-ee11-be6e-6045bdd7ac2c,0b6c2f8e-1111-4e5a-9b7c-0d1e2f3a4b5c,1c7d3a9f-2222-4e5a-9b7c-0d1e2f3a4b5c,2d8e4b0a-3333-4e5a-9b7c-0d1e2f3a4b5c"},
 			"BRIDGE_QUOTA_SCOPE", "5 agents every 200ms make 7500 requests per 5m0s, over the 5400"},
+		{"memory limit ratio over one", map[string]string{"AUTOMEMLIMIT": "1.5"}, "AUTOMEMLIMIT", "in (0, 1]"},
+		{"memory limit ratio not a number", map[string]string{"AUTOMEMLIMIT": "90%"}, "AUTOMEMLIMIT", `(got "90%")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

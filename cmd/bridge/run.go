@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+
 	"github.com/ccaas/presence-bridge/internal/config"
 	"github.com/ccaas/presence-bridge/internal/logging"
 )
@@ -31,9 +33,14 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string, _, stderr io.W
 		fmt.Fprintf(stderr, "bridge: invalid configuration:\n  %v\n", err)
 		return exitConfig
 	}
+	if err := checkMemoryLimitEnv(); err != nil {
+		fmt.Fprintf(stderr, "bridge: invalid configuration:\n  %v\n", err)
+		return exitConfig
+	}
 	if !preflight(stderr, "run", bridgeRunning, localAddrs(cfg), embeddedDataDir(cfg)) {
 		return exitConfig
 	}
+	setMemoryLimit(log, memlimit.FromCgroup)
 	if err := newBridge(cfg, plan, log, hooks{}).serve(ctx); err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			// SIGTERM or SIGINT during start: a requested stop, not a failure.
