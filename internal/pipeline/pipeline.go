@@ -29,7 +29,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"sync"
@@ -429,9 +428,18 @@ func (p *Pipeline) lockOrder(agentID string) (unlock func()) {
 }
 
 func (p *Pipeline) queue(agentID string) chan job {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(agentID))
-	return p.queues[int(h.Sum32()%uint32(len(p.queues)))]
+	return p.queues[int(fnv32a(agentID)%uint32(len(p.queues)))]
+}
+
+// fnv32a is FNV-1a (hash/fnv's New32a) of s, without allocating.
+func fnv32a(s string) uint32 {
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= prime
+	}
+	return h
 }
 
 // commitLoop handles the publish outcomes of its agents in order: record on

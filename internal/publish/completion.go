@@ -5,8 +5,6 @@
 
 package publish
 
-import "hash/fnv"
-
 // completionWorkers is how many goroutines call done callbacks.
 const completionWorkers = 4
 
@@ -60,7 +58,16 @@ func (p *Publisher) runCompletions(ch chan *batch) {
 
 // shard picks the completion worker of an agent: FNV-1a of its ID.
 func shard(agent string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(agent)) // writing to a hash.Hash never fails
-	return int(h.Sum32() % completionWorkers)
+	return int(fnv32a(agent) % completionWorkers)
+}
+
+// fnv32a is FNV-1a (hash/fnv's New32a) of s, without allocating.
+func fnv32a(s string) uint32 {
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= prime
+	}
+	return h
 }
