@@ -185,18 +185,25 @@ func (s *Store) onError(_ jetstream.JetStream, msg *nats.Msg, _ error) {
 // finish calls w's done callbacks with err and writes the state waiting
 // behind it, if any.
 func (s *Store) finish(w *write, err error) {
-	for _, done := range w.done {
-		done(err)
-	}
 	s.mu.Lock()
+	dones := w.done
 	if w.next == nil {
 		delete(s.writes, w.key)
 		s.mu.Unlock()
+		callAll(dones, err)
 		return
 	}
 	w.state, w.value, w.done = *w.next, w.nextValue, w.nextDone
 	w.next, w.nextValue, w.nextDone = nil, nil, nil
 	msg := s.startLocked(w)
 	s.mu.Unlock()
+	callAll(dones, err)
 	s.send(w, msg)
+}
+
+// callAll calls every done with err.
+func callAll(dones []func(error), err error) {
+	for _, done := range dones {
+		done(err)
+	}
 }
