@@ -18,7 +18,7 @@
 package detector
 
 import (
-	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -47,7 +47,8 @@ func Types() []string {
 // EventID returns the ID of an agent's event with the given sequence:
 // "<agentId>-<sequence>", also used as Nats-Msg-Id.
 func EventID(agentID string, sequence uint64) string {
-	return fmt.Sprintf("%s-%d", agentID, sequence)
+	var b [20]byte
+	return agentID + "-" + string(strconv.AppendUint(b[:0], sequence, 10))
 }
 
 // Event is one change of one agent, ready to be encoded as a CloudEvent.

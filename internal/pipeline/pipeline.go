@@ -29,7 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"sync"
@@ -56,9 +56,13 @@ type Publisher interface {
 }
 
 // View records agents' states once their events are stored: the public
-// current-state view. *statebucket.Store implements it.
+// current-state view. Record writes one state and returns once the view
+// answered; RecordAsync writes it without waiting and calls done once with
+// what Record would have returned (a later state of the agent recorded
+// meanwhile may be written in its place). *statebucket.Store implements it.
 type View interface {
 	Record(ctx context.Context, state detector.AgentState) error
+	RecordAsync(state detector.AgentState, done func(error))
 	Forget(agentIDs ...string)
 }
 
@@ -91,10 +95,13 @@ type Options struct {
 	// SnapshotInterval is how often every agent gets a presence.snapshot;
 	// 0 disables snapshots.
 	SnapshotInterval time.Duration
-	// CommitWorkers is how many goroutines record states (each agent always
-	// on the same one, so in order); 0 means 4.
+	// CommitWorkers is how many goroutines handle publish outcomes (each
+	// agent always on the same one, so in order): confirm the change and
+	// hand its state to the view's RecordAsync; 0 means 4.
 	CommitWorkers int
-	// CommitTimeout bounds one state write; 0 means 10 s.
+	// CommitTimeout bounds one read of an agent's history and one state
+	// write of an adoption; 0 means 10 s. The view's own option bounds
+	// its asynchronous writes.
 	CommitTimeout time.Duration
 	// OnPublished, when set, is called with every event once JetStream has
 	// stored it, in sequence order per agent, from a commit worker: it must
@@ -427,10 +434,12 @@ func (p *Pipeline) lockOrder(agentID string) (unlock func()) {
 }
 
 func (p *Pipeline) queue(agentID string) chan job {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(agentID))
-	return p.queues[int(h.Sum32()%uint32(len(p.queues)))]
+	return p.queues[int(maphash.String(workerSeed, agentID)%uint64(len(p.queues)))]
 }
+
+// workerSeed seeds the hash that picks an agent's worker: fixed for the
+// process, so an agent always has the same worker.
+var workerSeed = maphash.MakeSeed()
 
 // commitLoop handles the publish outcomes of its agents in order: record on
 // success, abandon (and adopt the stream's history on a conflict) on
@@ -438,13 +447,22 @@ func (p *Pipeline) queue(agentID string) chan job {
 func (p *Pipeline) commitLoop(q chan job) {
 	defer p.workers.Done()
 	for j := range q {
-		p.handle(j)
-		p.donePending(j.change.AgentID)
-		p.work(-1)
+		if !p.handle(j) {
+			p.finishChange(j.change.AgentID)
+		}
 	}
 }
 
-func (p *Pipeline) handle(j job) {
+// finishChange ends a change between enqueue and record.
+func (p *Pipeline) finishChange(agentID string) {
+	p.donePending(agentID)
+	p.work(-1)
+}
+
+// handle handles one publish outcome; it reports whether the change's
+// state is being recorded, in which case the record's completion finishes
+// the change.
+func (p *Pipeline) handle(j job) (recording bool) {
 	c := j.change
 	if j.err != nil {
 		current := p.opts.Detector.Abandon(c)
@@ -454,13 +472,13 @@ func (p *Pipeline) handle(j job) {
 			if current {
 				p.startAdoption(c.AgentID)
 			}
-			return
+			return false
 		}
 		p.metrics.PublishFailures.Inc()
 		p.count(func(s *Stats) { s.Errors++ })
 		p.log.Warn("publishing failed; the events will be re-emitted from the agent's last state",
 			"agent", c.AgentID, "sequence", c.State.Sequence, "err", j.err)
-		return
+		return false
 	}
 	for _, e := range c.Events {
 		if p.opts.OnPublished != nil {
@@ -473,15 +491,18 @@ func (p *Pipeline) handle(j job) {
 		}
 	})
 	st := p.opts.Detector.Confirm(c, j.streamSeq)
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.CommitTimeout)
-	defer cancel()
-	if err := p.opts.View.Record(ctx, st); err != nil {
-		p.count(func(s *Stats) { s.Errors++ })
-		p.log.Error("recording the agent's state failed; retried until recorded", "agent", c.AgentID, "err", err)
-		p.markBehind(c.AgentID)
-		return
-	}
-	p.count(func(s *Stats) { s.Commits++ })
+	agentID := c.AgentID
+	p.opts.View.RecordAsync(st, func(err error) {
+		defer p.finishChange(agentID)
+		if err != nil {
+			p.count(func(s *Stats) { s.Errors++ })
+			p.log.Error("recording the agent's state failed; retried until recorded", "agent", agentID, "err", err)
+			p.markBehind(agentID)
+			return
+		}
+		p.count(func(s *Stats) { s.Commits++ })
+	})
+	return true
 }
 
 // Retries of the view's failed writes (recordBehind): the first a second

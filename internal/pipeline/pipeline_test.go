@@ -366,6 +366,19 @@ func (v *failingView) Record(ctx context.Context, st detector.AgentState) error 
 	return v.View.Record(ctx, st)
 }
 
+// RecordAsync fails as Record does, or passes the write on.
+func (v *failingView) RecordAsync(st detector.AgentState, done func(error)) {
+	v.mu.Lock()
+	if v.failed[st.AgentID] < v.fail {
+		v.failed[st.AgentID]++
+		v.mu.Unlock()
+		go done(errors.New("nats: timeout"))
+		return
+	}
+	v.mu.Unlock()
+	v.View.RecordAsync(st, done)
+}
+
 // TestViewCatchesUpAfterFailedWrites: the state writes after an agent's
 // events were stored fail (twice, then succeed), and the agent does not
 // change again; the bucket still ends holding the agent's state at its last

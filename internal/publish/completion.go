@@ -5,7 +5,7 @@
 
 package publish
 
-import "hash/fnv"
+import "hash/maphash"
 
 // completionWorkers is how many goroutines call done callbacks.
 const completionWorkers = 4
@@ -58,9 +58,11 @@ func (p *Publisher) runCompletions(ch chan *batch) {
 	}
 }
 
-// shard picks the completion worker of an agent: FNV-1a of its ID.
+// shard picks the completion worker of an agent: a hash of its ID.
 func shard(agent string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(agent)) // writing to a hash.Hash never fails
-	return int(h.Sum32() % completionWorkers)
+	return int(maphash.String(workerSeed, agent) % completionWorkers)
 }
+
+// workerSeed seeds the hash that picks an agent's worker: fixed for the
+// process, so an agent always has the same worker.
+var workerSeed = maphash.MakeSeed()

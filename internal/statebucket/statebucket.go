@@ -13,7 +13,7 @@
 // state is taken from the stream instead; it never stops the bridge.
 //
 // See the package example for the wiring cmd/bridge uses (Open, LoadAll,
-// Get; the pipeline calls Record).
+// Get; the pipeline calls RecordAsync, and Record after an adoption).
 package statebucket
 
 import (
@@ -24,7 +24,9 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,6 +52,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics counts skipped values and writes; nil counts nothing.
 	Metrics *Metrics
+	// WriteTimeout bounds one write of RecordAsync; 0 means
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
 }
 
 // ErrBucketMissing is returned by Open with VerifyOnly when the bucket does
@@ -121,8 +126,13 @@ type Store struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu   sync.Mutex
-	revs map[string]seen // per key: the last revision seen and its value's sequence
+	async        *asyncWriter // nil: RecordAsync calls Record
+	writeTimeout time.Duration
+
+	mu       sync.Mutex
+	revs     map[string]seen      // per key: the last revision seen and its value's sequence
+	writes   map[string]*write    // per key: the RecordAsync write in flight (write.go)
+	inflight map[*nats.Msg]*write // RecordAsync writes sent, awaiting their answer
 }
 
 // seen is a key's revision and the sequence of the state stored at it (0
@@ -137,7 +147,13 @@ func newStore(kv jetstream.KeyValue, opts Options) *Store {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Store{kv: kv, log: log, metrics: opts.Metrics, revs: map[string]seen{}}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	return &Store{
+		kv: kv, log: log, metrics: opts.Metrics, writeTimeout: opts.WriteTimeout,
+		revs: map[string]seen{}, writes: map[string]*write{}, inflight: map[*nats.Msg]*write{},
+	}
 }
 
 // Open binds to the bucket, creating it when it is missing (unless
@@ -165,7 +181,11 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("open state bucket %s: %w", opts.Bucket, err)
 	}
-	return newStore(kv, opts), nil
+	s := newStore(kv, opts)
+	if s.async, err = s.newAsyncWriter(ctx, js, kv, s.writeTimeout); err != nil {
+		return nil, fmt.Errorf("open state bucket %s: %w", opts.Bucket, err)
+	}
+	return s, nil
 }
 
 // KeyValue returns the underlying bucket.

@@ -1,6 +1,7 @@
 package statebucket_test
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
@@ -234,5 +235,110 @@ func TestOpenVerifyOnly(t *testing.T) {
 	}
 	if _, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: "provisioned", VerifyOnly: true}); err != nil {
 		t.Fatalf("Open of a provisioned bucket: %v", err)
+	}
+}
+
+// recordAsync calls RecordAsync and waits for its done.
+func recordAsync(t *testing.T, s *statebucket.Store, st detector.AgentState) error {
+	t.Helper()
+	done := make(chan error, 1)
+	s.RecordAsync(st, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("RecordAsync of sequence %d: done not called", st.Sequence)
+		return nil
+	}
+}
+
+// TestRecordAsyncOnlyForward: RecordAsync writes as Record does, forward
+// only whoever wrote last, and a burst of one agent's states, some out of
+// order, leaves the latest with every value the bucket held in between
+// moving forward.
+func TestRecordAsyncOnlyForward(t *testing.T) {
+	ctx := t.Context()
+	js := startJetStream(t)
+	a, err := statebucket.Open(ctx, js, statebucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := statebucket.Open(ctx, js, statebucket.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func(seq uint64) detector.AgentState {
+		return detector.AgentState{AgentID: agentA, AgentName: "Ada", Sequence: seq, StreamSequence: seq * 10}
+	}
+	stored := func() uint64 {
+		t.Helper()
+		got, ok, err := b.Get(ctx, agentA)
+		if err != nil || !ok {
+			t.Fatalf("Get = %v, %v", ok, err)
+		}
+		return got.Sequence
+	}
+	for _, step := range []struct {
+		name   string
+		writer *statebucket.Store
+		seq    uint64
+		want   uint64
+	}{
+		{"first write creates", a, 3, 3},
+		{"the writer goes further on the revision it knows", a, 4, 4},
+		{"another writer goes further", b, 6, 6},
+		{"a writer behind does not move it back", a, 5, 6},
+		{"a writer whose revision is old goes further", a, 7, 7},
+	} {
+		if err := recordAsync(t, step.writer, state(step.seq)); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if got := stored(); got != step.want {
+			t.Fatalf("%s: stored sequence %d, want %d", step.name, got, step.want)
+		}
+	}
+
+	// A burst, watched: every value stored goes further than the one before.
+	w, err := a.KeyValue().Watch(ctx, agentA, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	seqs := []uint64{8, 9, 12, 10, 11, 13, 20, 14, 15, 16, 17, 18, 19}
+	dones := make(chan error, len(seqs))
+	for _, seq := range seqs {
+		a.RecordAsync(state(seq), func(err error) { dones <- err })
+	}
+	for range seqs {
+		select {
+		case err := <-dones:
+			if err != nil {
+				t.Fatalf("burst: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("burst: a done was not called")
+		}
+	}
+	if got := stored(); got != 20 {
+		t.Fatalf("after the burst: stored sequence %d, want 20", got)
+	}
+	var last uint64
+	for last < 20 {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				continue
+			}
+			var st detector.AgentState
+			if err := json.Unmarshal(e.Value(), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Sequence <= last {
+				t.Fatalf("the bucket moved from sequence %d to %d", last, st.Sequence)
+			}
+			last = st.Sequence
+		case <-time.After(30 * time.Second):
+			t.Fatalf("watching the burst: stopped at sequence %d", last)
+		}
 	}
 }
