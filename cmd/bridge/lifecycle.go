@@ -36,6 +36,9 @@ type bridge struct {
 	log  *slog.Logger
 	h    hooks
 	reg  *prometheus.Registry
+	// intern is shared by the presence client (the answer it keeps per
+	// agent) and the detector (the agent's state).
+	intern *source.Interner
 
 	// Operator HTTP (BRIDGE_HTTP_ADDR); httpDone is closed when it has
 	// stopped serving.
@@ -96,7 +99,7 @@ type hooks struct {
 
 // newBridge returns a bridge to start.
 func newBridge(cfg config.Config, plan sourcePlan, log *slog.Logger, h hooks) *bridge {
-	return &bridge{cfg: cfg, plan: plan, log: log, h: h, reg: prometheus.NewRegistry(), leaseErr: make(chan error, 1)}
+	return &bridge{cfg: cfg, plan: plan, log: log, h: h, reg: prometheus.NewRegistry(), intern: source.NewInterner(), leaseErr: make(chan error, 1)}
 }
 
 // serve starts the bridge, runs it until ctx ends or a loop fails, and
@@ -470,7 +473,7 @@ func (b *bridge) buildPublisher(context.Context) error {
 // from the state bucket.
 func (b *bridge) restoreDetector(ctx context.Context) error {
 	var err error
-	if b.det, err = detector.New(detector.Options{StaleAfter: b.cfg.EffectiveStaleAfter(), Logger: b.log}); err != nil {
+	if b.det, err = detector.New(detector.Options{StaleAfter: b.cfg.EffectiveStaleAfter(), Logger: b.log, Interner: b.intern}); err != nil {
 		return fmt.Errorf("build detector: %w", err)
 	}
 	var states []detector.AgentState
@@ -525,6 +528,7 @@ func (b *bridge) buildClient(context.Context) error {
 	catalogue := source.NewCatalogue(b.plan.presenceMap)
 	b.client, err = source.NewClient(source.ClientOptions{
 		OrgURL: b.cfg.OrgURL, Tokens: tokens, Catalogue: catalogue, MaxConns: b.cfg.MaxConcurrency, Metrics: b.srcMetrics, Call: b.plan.call, Logger: b.log,
+		Interner: b.intern,
 	})
 	if err != nil {
 		return fmt.Errorf("build presence client: %w", err)

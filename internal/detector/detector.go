@@ -28,6 +28,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Interner shares the values agents hold alike; give the one the
+	// presence client decodes with (source.ClientOptions.Interner), so the
+	// answer it keeps per agent and the Detector's state share them. Nil
+	// means one of the Detector's own.
+	Interner *source.Interner
 }
 
 // Change is the outcome of one observation, stale check or snapshot of one
@@ -58,7 +63,7 @@ type Detector struct {
 	log     *slog.Logger
 	started time.Time
 
-	intern *interner
+	intern *source.Interner
 
 	mu     sync.Mutex
 	agents map[string]*agent
@@ -106,11 +111,14 @@ func New(opts Options) (*Detector, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Interner == nil {
+		opts.Interner = source.NewInterner()
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Detector{opts: opts, log: log, started: opts.Now(), intern: newInterner(), agents: map[string]*agent{}}, nil
+	return &Detector{opts: opts, log: log, started: opts.Now(), intern: opts.Interner, agents: map[string]*agent{}}, nil
 }
 
 // Restore takes agents' states as the state bucket holds them (at start, or
@@ -121,7 +129,7 @@ func New(opts Options) (*Detector, error) {
 func (d *Detector) Restore(states ...AgentState) {
 	for _, st := range states {
 		s := st.Clone()
-		s.Channels = d.intern.channels(s.Channels)
+		s.Channels = shareChannels(d.intern, s.Channels)
 		a := d.agent(s.AgentID)
 		a.mu.Lock()
 		if a.base == nil || a.base.Sequence < s.Sequence {
@@ -194,7 +202,7 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		snap.ObservedAt = o.At
 	}
 	a.lastSuccess, a.lastClass = snap.ObservedAt, ""
-	d.intern.snapshot(o.AgentID, &snap, a.snap, a.state)
+	shareSnapshot(d.intern, o.AgentID, &snap, a.snap, a.state)
 	a.holdLocked(&snap, o.FeedHold)
 	a.snap = &snap
 	a.quietState, a.quietSnap = nil, nil
@@ -256,7 +264,7 @@ const maxNoted = 64
 // snapshot observed before the state's last observation (another writer's
 // newer one, adopted from the stream) says nothing new: publishing it would
 // take the agent back in time.
-func (a *agent) diffLocked(in *interner, id string) *Change {
+func (a *agent) diffLocked(in *source.Interner, id string) *Change {
 	if a.snap == nil || (a.state != nil && a.snap.ObservedAt.Before(a.state.ObservedAt)) {
 		return nil
 	}
@@ -269,12 +277,12 @@ func (a *agent) diffLocked(in *interner, id string) *Change {
 
 // advance makes next the agent's latest state; a.mu is held. The state kept
 // shares its channel lists through in; the Change's is a copy of its own.
-func (a *agent) advance(in *interner, id string, next AgentState, events []Event) *Change {
+func (a *agent) advance(in *source.Interner, id string, next AgentState, events []Event) *Change {
 	c := &Change{AgentID: id, Events: events, State: next.Clone(), base: a.state, epoch: a.epoch}
 	if a.base != nil {
 		c.AfterStream = a.base.StreamSequence
 	}
-	next.Channels = in.channels(next.Channels)
+	next.Channels = shareChannels(in, next.Channels)
 	a.state = &next
 	c.produced = a.state
 	return c
@@ -425,7 +433,7 @@ func (d *Detector) Confirm(c *Change, streamSeq uint64) AgentState {
 	var kept *AgentState
 	if a.base == nil || a.base.Sequence < st.Sequence {
 		b := st.Clone()
-		b.Channels = d.intern.channels(b.Channels)
+		b.Channels = shareChannels(d.intern, b.Channels)
 		a.base, kept = &b, &b
 		if a.state == c.produced {
 			// Nothing followed the change: its state, now known to be on
@@ -436,7 +444,7 @@ func (d *Detector) Confirm(c *Change, streamSeq uint64) AgentState {
 	if a.state == nil || a.state.Sequence < st.Sequence {
 		if kept == nil {
 			s := st.Clone()
-			s.Channels = d.intern.channels(s.Channels)
+			s.Channels = shareChannels(d.intern, s.Channels)
 			kept = &s
 		}
 		a.state = kept
@@ -485,7 +493,7 @@ func (d *Detector) Adopt(agentID string, st *AgentState) *Change {
 	} else {
 		// One copy serves as both: the states held are never modified.
 		s := st.Clone()
-		s.Channels = d.intern.channels(s.Channels)
+		s.Channels = shareChannels(d.intern, s.Channels)
 		a.base, a.state = &s, &s
 	}
 	d.log.Debug("adopted the agent's history from the stream", "agent", agentID, "sequence", seqOf(st), "stream_sequence", streamSeqOf(st))

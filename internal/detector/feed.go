@@ -25,7 +25,7 @@ type heldPresence struct {
 // them by ID). A newer row becomes the agent's presence, with the sessions
 // and channels of its state, timed from the row. Rows of an agent without
 // a state yet, or stale, wait for its next successful poll. a.mu is held.
-func (a *agent) rowLocked(in *interner, o source.Observation, produce bool) *Change {
+func (a *agent) rowLocked(in *source.Interner, o source.Observation, produce bool) *Change {
 	r := o.Row
 	st := a.state
 	if st == nil || st.Stale || r.PresenceID == "" || r.ChangedAt.Before(st.PresenceSince.Truncate(time.Second)) {
@@ -45,9 +45,9 @@ func (a *agent) rowLocked(in *interner, o source.Observation, produce bool) *Cha
 	snap := source.Snapshot{
 		AgentID:               st.AgentID,
 		AgentName:             st.AgentName,
-		PresenceID:            in.str(id),
-		PresenceName:          in.str(r.PresenceName),
-		BaseStatus:            in.str(r.BaseStatus),
+		PresenceID:            in.String(id),
+		PresenceName:          in.String(r.PresenceName),
+		BaseStatus:            in.String(r.BaseStatus),
 		ActiveBrowserSessions: st.Sessions.ActiveBrowserSessions,
 		LoginTime:             st.Sessions.LoginTime,
 		AllowedChannels:       st.Channels.Allowed,

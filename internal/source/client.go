@@ -51,6 +51,10 @@ type ClientOptions struct {
 	// Logger receives one line when the call form is switched; default
 	// discards.
 	Logger *slog.Logger
+	// Interner shares the values of the answers the client keeps (one per
+	// agent, see LastAnswer) with the detector's states; nil means one of
+	// the client's own.
+	Interner *Interner
 }
 
 // CallForm is the form of the CCaaS_GetPresence call.
@@ -118,6 +122,7 @@ type Client struct {
 	auth          atomic.Pointer[authHeader]
 	bufs          sync.Pool
 	seed          maphash.Seed // of the hashes of bodies (LastAnswer)
+	intern        *Interner    // shares the values of the answers kept
 }
 
 type authHeader struct {
@@ -169,6 +174,10 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		hc:        opts.HTTPClient,
 		now:       opts.Now,
 		metrics:   opts.Metrics,
+		intern:    opts.Interner,
+	}
+	if c.intern == nil {
+		c.intern = NewInterner()
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(opts.MaxConns)
@@ -443,6 +452,12 @@ func (c *Client) answer(body []byte, id, tok string, last *LastAnswer) (*Snapsho
 	}
 	snap.BaseStatus = c.catalogue.BaseStatus(snap.PresenceID)
 	if last != nil {
+		// The answer is kept until the agent's next change: it holds the
+		// agent's ID as the poller does, the other values shared.
+		if snap.AgentID == id {
+			snap.AgentID = id
+		}
+		c.intern.Snapshot(&snap)
 		kept := snap // ObservedAt zero
 		*last = LastAnswer{sum: sum, size: len(body), snap: &kept}
 	}

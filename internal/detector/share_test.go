@@ -1,7 +1,6 @@
 package detector
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -12,96 +11,6 @@ import (
 )
 
 func sameString(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
-
-func TestInternerStrings(t *testing.T) {
-	long := strings.Repeat("x", maxInternedLen+1)
-	tests := []struct {
-		name  string
-		value string
-		share bool
-	}{
-		{"a presence name", "Available", true},
-		{"a GUID", "f523f628-c07a-e811-8162-000d3aa11f50", true},
-		{"the longest interned", strings.Repeat("y", maxInternedLen), true},
-		{"too long", long, false},
-		{"empty", "", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			in := newInterner()
-			first := in.str(strings.Clone(tt.value))
-			second := in.str(strings.Clone(tt.value))
-			if first != tt.value || second != tt.value {
-				t.Fatalf("interned %q, %q; want %q", first, second, tt.value)
-			}
-			if got := tt.value != "" && sameString(first, second); got != tt.share {
-				t.Errorf("shared = %v, want %v", got, tt.share)
-			}
-		})
-	}
-}
-
-func TestInternerBounded(t *testing.T) {
-	in := newInterner()
-	for i := range maxInterned {
-		in.str(fmt.Sprintf("presence %d", i))
-		in.list([]string{fmt.Sprintf("channel %d", i)})
-	}
-	s := strings.Clone("one more")
-	if got := in.str(s); !sameString(got, s) || len(in.strs) != maxInterned {
-		t.Errorf("past the bound: %d strings held, the new one interned: %v", len(in.strs), !sameString(got, s))
-	}
-	l := []string{"chat", "voice"}
-	if got := in.list(l); unsafe.SliceData(got) != unsafe.SliceData(l) || len(in.lists) != maxInterned {
-		t.Errorf("past the bound: %d lists held, the new one interned: %v", len(in.lists), unsafe.SliceData(got) != unsafe.SliceData(l))
-	}
-	// What was interned before the bound is still shared.
-	a, b := in.str(strings.Clone("presence 7")), in.str(strings.Clone("presence 7"))
-	if !sameString(a, b) {
-		t.Error("an interned string is no longer shared past the bound")
-	}
-}
-
-func TestInternerLists(t *testing.T) {
-	tests := []struct {
-		name string
-		list []string
-	}{
-		{"nil", nil},
-		{"empty", []string{}},
-		{"one", []string{"chat"}},
-		{"several, order kept", []string{"voice", "chat", "email"}},
-		{"a NUL in a name", []string{"a\x00b"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			in := newInterner()
-			first := in.list(slices.Clone(tt.list))
-			second := in.list(slices.Clone(tt.list))
-			if !slices.Equal(first, tt.list) || !slices.Equal(second, tt.list) || (first == nil) != (tt.list == nil) || (second == nil) != (tt.list == nil) {
-				t.Fatalf("interned %q, %q; want %q", first, second, tt.list)
-			}
-			if len(tt.list) == 0 {
-				return
-			}
-			if unsafe.SliceData(first) != unsafe.SliceData(second) {
-				t.Error("equal lists not shared")
-			}
-			if cap(first) != len(first) {
-				t.Errorf("capacity %d, length %d: an append would write into the shared list", cap(first), len(first))
-			}
-			if !sameString(first[0], in.str(strings.Clone(tt.list[0]))) {
-				t.Error("the list's names are not interned")
-			}
-		})
-	}
-	// "a\x00b" and ["a", "b"] share a key: each still gets its own content.
-	in := newInterner()
-	x, y := in.list([]string{"a\x00b"}), in.list([]string{"a", "b"})
-	if !slices.Equal(x, []string{"a\x00b"}) || !slices.Equal(y, []string{"a", "b"}) {
-		t.Errorf("lists with colliding keys: %q, %q", x, y)
-	}
-}
 
 // The Detector holds one copy of a confirmed state as both its base and
 // its latest state, and agents with equal channels share the lists; a
