@@ -11,14 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
-	"github.com/ccaas/presence-bridge/internal/pipeline"
-	"github.com/ccaas/presence-bridge/internal/publish"
 	"github.com/ccaas/presence-bridge/internal/source"
-	"github.com/ccaas/presence-bridge/internal/statebucket"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -146,43 +140,8 @@ func memFillDetector(b *testing.B, ids []string) *detector.Detector {
 // memWired fills the wired components and returns their growth per agent.
 func memWired(b *testing.B, ids []string) float64 {
 	ctx := b.Context()
-	url := startServer(b)
-	nc := connectConn(b, url)
-	js := connect(b, url)
-	reg := prometheus.NewRegistry()
-	pubMetrics, err := publish.NewMetrics(reg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	store, err := statebucket.Open(ctx, js, statebucket.Options{Bucket: contract.StateBucket})
-	if err != nil {
-		b.Fatal(err)
-	}
-	enc, err := publish.NewEncoder(publish.EncoderOptions{
-		Source: "https://contoso.crm.dynamics.com", SubjectPrefix: contract.SubjectPrefix, BridgeVersion: "v1.2.3", MaxPayload: int(nc.MaxPayload()),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	pub, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: contract.Stream, Metrics: pubMetrics})
-	if err != nil {
-		b.Fatal(err)
-	}
-	det, err := detector.New(detector.Options{StaleAfter: time.Minute})
-	if err != nil {
-		b.Fatal(err)
-	}
-	pipeMetrics, err := pipeline.NewMetrics(reg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := pipeline.New(pipeline.Options{
-		Detector: det, Publisher: pub, View: store, Metrics: pipeMetrics,
-		Journal: pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: contract.Stream, SubjectPrefix: contract.SubjectPrefix, Metrics: pipeMetrics}),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	w := wire(b)
+	p, pub := w.pipe, w.pub
 	before := heapInUse()
 	p.SetAgents(ids)
 	for round := range 2 {
@@ -212,14 +171,6 @@ func memWired(b *testing.B, ids []string) float64 {
 	}
 	if st := p.Stats(); st.Commits != memAgents || st.Events[detector.TypePresenceChanged] != memAgents {
 		b.Fatalf("stats after two rounds: %+v", st)
-	}
-	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := p.Close(cctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := pub.Close(cctx); err != nil {
-		b.Fatal(err)
 	}
 	return grown
 }
