@@ -116,6 +116,7 @@ func (c *coordinator) watch(ctx context.Context) error {
 		return fmt.Errorf("watch lease bucket %s: %w", c.s.opts.Bucket, err)
 	}
 	defer w.Stop()
+	started := time.Now()
 	ticker := time.NewTicker(c.s.timing.tick)
 	defer ticker.Stop()
 	for {
@@ -141,9 +142,15 @@ func (c *coordinator) watch(ctx context.Context) error {
 				c.step(ctx, now)
 			}
 		case now := <-ticker.C:
-			if !c.v.init.IsZero() {
-				c.step(ctx, now)
+			if c.v.init.IsZero() {
+				// Nothing is decided before the bucket's initial values
+				// are in; a watcher that never says so is replaced.
+				if now.Sub(started) >= c.s.timing.ttl {
+					return fmt.Errorf("lease watcher gave no end of the initial values within %s", c.s.timing.ttl)
+				}
+				continue
 			}
+			c.step(ctx, now)
 		}
 	}
 }

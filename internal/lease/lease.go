@@ -35,6 +35,10 @@
 //     with Update on that revision, which fails if the holder renewed in the
 //     meantime.
 //
+// The coordinator decides nothing before its watcher of the bucket has
+// delivered the bucket's initial values; a watcher that has not said so
+// within a TTL is replaced.
+//
 // A dead, unhealthy or cut-off holder therefore loses its shards to a live
 // contender 3/4 TTL after its last renewal; a cut-off holder goes on leading
 // meanwhile and after, and learns of the takeover when NATS answers again.

@@ -172,7 +172,7 @@ func (c *contender) stop(t *testing.T) func() {
 				t.Errorf("run %s: %v", c.set.InstanceID(), err)
 			}
 			c.done <- nil
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Minute):
 			t.Errorf("run %s did not return after cancel", c.set.InstanceID())
 		}
 	}
@@ -571,5 +571,90 @@ func TestOpenBeforeRun(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run: %v", err)
+	}
+}
+
+// lostMarkerJS is a real JetStream whose lease bucket's first watcher never
+// delivers the end of the initial values (the nil entry), as a watcher
+// whose consumer could not report its pending count would not.
+type lostMarkerJS struct {
+	jetstream.JetStream
+	watches atomic.Int32
+}
+
+func (j *lostMarkerJS) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return &lostMarkerKV{KeyValue: kv, js: j}, nil
+}
+
+type lostMarkerKV struct {
+	jetstream.KeyValue
+	js *lostMarkerJS
+}
+
+func (kv *lostMarkerKV) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	w, err := kv.KeyValue.WatchAll(ctx, opts...)
+	if err != nil || kv.js.watches.Add(1) > 1 {
+		return w, err
+	}
+	out := &markerlessWatcher{KeyWatcher: w, updates: make(chan jetstream.KeyValueEntry)}
+	go func() {
+		defer close(out.updates)
+		for e := range w.Updates() {
+			if e != nil {
+				out.updates <- e
+			}
+		}
+	}()
+	return out, nil
+}
+
+type markerlessWatcher struct {
+	jetstream.KeyWatcher
+	updates chan jetstream.KeyValueEntry
+}
+
+func (w *markerlessWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+
+// TestWatcherWithoutInitialValuesIsReplaced: a watcher that never says it
+// has delivered the bucket's initial values would keep the coordinator
+// from ever deciding anything; it is replaced after a TTL and the process
+// takes the free shard.
+func TestWatcherWithoutInitialValuesIsReplaced(t *testing.T) {
+	url := startServer(t)
+	nc, real := connect(t, url)
+	if _, err := real.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: contract.LeaseBucket}); err != nil {
+		t.Fatal(err)
+	}
+	js := &lostMarkerJS{JetStream: real}
+	led := make(chan int, 1)
+	set, err := lease.New(lease.Options{
+		JetStream: js, TTL: testTTL, InstanceID: "a",
+		Leading: func(ctx context.Context, shard int) {
+			led <- shard
+			<-ctx.Done()
+		},
+		Healthy: nc.IsConnected,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- set.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case <-led:
+	case <-time.After(time.Minute):
+		t.Fatalf("no shard taken a minute after start (%d watches)", js.watches.Load())
+	}
+	if n := js.watches.Load(); n < 2 {
+		t.Errorf("the shard was taken on watch %d: the lost marker did not happen", n)
 	}
 }
