@@ -133,7 +133,7 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 		o.StaticTokens = []string{"token-a", "token-b"}
 		o.ChangeProbability = 0.5
 	}), withHandler(polls.wrap))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute) // longer than any one wait below
 	defer cancel()
 	proxy := newTCPProxy(t, h.ns.Addr())
 	env := func(id, token, natsURL string) map[string]string {
@@ -144,9 +144,10 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	}
 	a := h.start(env("bridge-a", "token-a", "nats://"+proxy.addr()), "run")
 	aOps := opsAddr(t, a)
-	testwait.Until(t, waitScale*60*time.Second, "bridge-a to lead and publish every agent", func() bool {
+	testwait.UntilStated(t, waitScale*60*time.Second, "bridge-a to lead and publish every agent", func() (bool, string) {
 		failIfExited(t, a, "starting")
-		return h.leaseHolder(ctx, 0) == "bridge-a" && h.bucketMismatch(ctx) == ""
+		holder, mismatch := h.leaseHolder(ctx, 0), h.bucketMismatch(ctx)
+		return holder == "bridge-a" && mismatch == "", fmt.Sprintf("lease holder %q, bucket against the organisation: %q", holder, mismatch)
 	})
 	b := h.start(env("bridge-b", "token-b", h.ns.ClientURL()), "run")
 	bOps := opsAddr(t, b)
@@ -165,14 +166,18 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	// replicas hold different versions of the agents' next events.
 	h.changeEveryPresence(t)
 	stopChanges := h.changeEvery(stepEvery)
-	testwait.Until(t, waitScale*60*time.Second, "bridge-b to take the lease and poll every agent while bridge-a is cut off", func() bool {
+	testwait.UntilStated(t, waitScale*60*time.Second, "bridge-b to take the lease and poll every agent while bridge-a is cut off", func() (bool, string) {
 		failIfExited(t, a, "cut off")
-		return h.leaseHolder(ctx, 0) == "bridge-b" && len(polls.polledSince("token-b", cut)) == agents
+		holder, polled := h.leaseHolder(ctx, 0), len(polls.polledSince("token-b", cut))
+		return holder == "bridge-b" && polled == agents, fmt.Sprintf("lease holder %q, bridge-b polled %d agents", holder, polled)
 	})
 	testwait.Until(t, waitScale*60*time.Second, "the cut to last three duplicate windows", func() bool { return time.Since(cut) >= cutFor })
 	polledWhileCut := len(polls.polledSince("token-a", time.Now().Add(-2*time.Second)))
 	stopChanges()
-	testwait.Until(t, waitScale*60*time.Second, "bridge-b to publish the organisation's state", func() bool { return h.bucketMismatch(ctx) == "" })
+	testwait.UntilStated(t, waitScale*60*time.Second, "bridge-b to publish the organisation's state", func() (bool, string) {
+		mismatch := h.bucketMismatch(ctx)
+		return mismatch == "", mismatch
+	})
 	proxy.setCut(false)
 	rejoined := time.Now()
 	t.Logf("bridge-a cut off for %s; it polled %d of %d agents in the last 2 s of the cut", rejoined.Sub(cut).Round(time.Millisecond), polledWhileCut, agents)

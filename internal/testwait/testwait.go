@@ -21,6 +21,20 @@ func Until(t testing.TB, within time.Duration, what string, cond func() bool) {
 	}
 }
 
+// UntilStated is Until for a condition that also says what it saw; the
+// failure ends with what it said last: "… (last: <state>)".
+func UntilStated(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	var last string
+	if !poll(within, func() bool {
+		ok, state := cond()
+		last = state
+		return ok
+	}) {
+		t.Fatalf("timed out after %s waiting for %s (last: %s)", within, what, last)
+	}
+}
+
 // Eventually is Until that reports a timeout as a test error and returns
 // false instead of stopping the test, so that the checks that follow still
 // say what went wrong.

@@ -1,6 +1,8 @@
 package testwait
 
 import (
+	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,5 +37,39 @@ func TestPoll(t *testing.T) {
 				t.Errorf("cond called %d times, want %d (no call after it held)", calls.Load(), tt.holdAt)
 			}
 		})
+	}
+}
+
+// recordingTB is a testing.TB that keeps what Fatalf says and stops the
+// goroutine as a real test's Fatalf does.
+type recordingTB struct {
+	testing.TB
+	msg string
+}
+
+func (r *recordingTB) Helper() {}
+
+func (r *recordingTB) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// TestUntilStatedSaysWhatItSawLast: the failure names what was waited for
+// and the condition's last state.
+func TestUntilStatedSaysWhatItSawLast(t *testing.T) {
+	r := &recordingTB{TB: t}
+	var n int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		UntilStated(r, 20*time.Millisecond, "the answer", func() (bool, string) {
+			n++
+			return false, fmt.Sprintf("seen %d", n)
+		})
+	}()
+	<-done
+	want := fmt.Sprintf("timed out after 20ms waiting for the answer (last: seen %d)", n)
+	if r.msg != want {
+		t.Errorf("failure %q, want %q", r.msg, want)
 	}
 }
