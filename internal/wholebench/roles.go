@@ -27,10 +27,10 @@ import (
 
 // Main is the command line: without -role it runs the benchmark and prints
 // the table (or JSON with -json); with -role=sim, -role=nats or
-// -role=publish it is one of the run's processes. prefix is the argv that re-executes the program
-// up to these arguments (e.g. {"/usr/bin/bridge", "wholebench"}); its first
-// element is the bridge binary. nil means this executable and
-// {"wholebench"}.
+// -role=publish it is one of the run's processes. prefix is the argv that
+// re-executes the program up to these arguments (e.g. {"/usr/bin/bridge",
+// "wholebench"}); its first element is the bridge binary. nil means this
+// executable and {"wholebench"}.
 func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("wholebench", flag.ContinueOnError)
 	var opts Options
@@ -159,8 +159,8 @@ const (
 // and publishes through a publish.Publisher with the bridge's defaults
 // (fenced, acknowledged, window publish.DefaultMaxPending) first one event
 // per agent (not measured: each agent's first position, as the bridge has
-// after its start-up burst), then events real-sized presence.changed events
-// spread over the agents. It writes to stdout one JSON line, a PublishPath
+// after its start-up burst), then the given number of real-sized
+// presence.changed events spread over the agents. It writes to stdout one JSON line, a PublishPath
 // with its own CPU (getrusage) and wall time over the measured events.
 func publishAlone(ctx context.Context, url string, agents, events int, stdout io.Writer) error {
 	if url == "" {
