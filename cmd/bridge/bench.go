@@ -37,8 +37,8 @@ func cmdPollBench(ctx context.Context, _ *flag.FlagSet, args []string, stdout, s
 }
 
 // cmdWholeBench measures the whole bridge as `bridge run` runs it, in
-// steady state and at start-up, beside pollbench's bare loop. Its flags are
-// wholebench's own.
+// steady state and at start-up, beside pollbench's bare loop and the
+// publish path alone. Its flags are wholebench's own.
 func cmdWholeBench(ctx context.Context, _ *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	exe, err := os.Executable()
 	if err != nil {

@@ -54,7 +54,7 @@ func commands() []command {
 		{"state", "print the current state of every agent from the state bucket", inspectVars, cmdState},
 		{"bench", "measure the publish path against the raw JetStream limit and the CloudEvents SDK sender", nil, cmdBench},
 		{"pollbench", "measure the poll path (CPU per poll, memory per agent) against a simulator process, beside a bare net/http loop", nil, cmdPollBench},
-		{"wholebench", "measure the whole bridge (CPU per poll and per event, peak memory, start-up burst) with the simulator and JetStream in their own processes, beside a bare net/http loop", nil, cmdWholeBench},
+		{"wholebench", "measure the whole bridge (CPU per poll and per event, peak and final memory, start-up burst) with the simulator and JetStream in their own processes, beside a bare net/http loop and the publish path alone", nil, cmdWholeBench},
 		{"feedbench", "measure the change feed: 10,000 agents, polling alone at 10s beside the feed with polls at 60s (requests, detection latency, short presences)", nil, cmdFeedBench},
 		{"version", "print the version", nil, cmdVersion},
 	}

@@ -138,13 +138,13 @@ func (c *child) exited() error {
 
 func (c *child) tail() string { return strings.TrimSpace(c.stderr.String()) }
 
-// usage is a process's CPU time and peak resident set.
+// usage is a process's CPU time, peak and current resident set.
 type usage struct {
-	cpu  time.Duration
-	peak int64
+	cpu       time.Duration
+	peak, rss int64
 }
 
-// readUsage reads utime + stime and VmHWM of pid from /proc.
+// readUsage reads utime + stime, VmHWM and VmRSS of pid from /proc.
 func readUsage(pid int) (usage, error) {
 	p, err := procfs.NewProc(pid)
 	if err != nil {
@@ -158,7 +158,7 @@ func readUsage(pid int) (usage, error) {
 	if err != nil {
 		return usage{}, fmt.Errorf("read /proc/%d/status: %w", pid, err)
 	}
-	return usage{cpu: time.Duration(st.CPUTime() * float64(time.Second)), peak: int64(status.VmHWM)}, nil
+	return usage{cpu: time.Duration(st.CPUTime() * float64(time.Second)), peak: int64(status.VmHWM), rss: int64(status.VmRSS)}, nil
 }
 
 // simCounts is what the simulator role reports on CountsPath.
@@ -184,7 +184,12 @@ func getJSON(ctx context.Context, url string, v any) error {
 }
 
 func get(ctx context.Context, url string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	return getWithin(ctx, url, 5*time.Second)
+}
+
+// getWithin gets url, whose answer must be complete within timeout.
+func getWithin(ctx context.Context, url string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -276,11 +281,13 @@ func bridgeEnv(opts Options, simURL, natsURL, idsFile, httpAddr string) []string
 		"BRIDGE_MAX_CONCURRENCY="+strconv.Itoa(opts.Concurrency),
 		"BRIDGE_LEASE_ENABLED="+strconv.FormatBool(!opts.NoLeases),
 		"BRIDGE_LOG_LEVEL=warn",
+		"BRIDGE_PPROF="+strconv.FormatBool(opts.ProfileDir != ""),
 	)
 }
 
 // runWorkload starts the simulator and JetStream processes, measures the
-// bridge, stops it, then measures the bare loop against the same simulator.
+// bridge, stops it, then measures the bare loop against the same simulator
+// and the publish path alone against the same JetStream server.
 func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload, error) {
 	idsFile := filepath.Join(dir, "agents")
 	role := func(args ...string) []string {
@@ -304,6 +311,10 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 		return Workload{}, err
 	}
 	if err := measureBare(ctx, opts, &w, simURL, idsFile); err != nil {
+		return Workload{}, err
+	}
+	if w.Publish, err = measurePublish(ctx, role("-role", "publish", "-nats-url", natsURL,
+		"-agents", strconv.Itoa(opts.Agents), "-publish-events", strconv.Itoa(opts.PublishEvents))); err != nil {
 		return Workload{}, err
 	}
 	w.derive(opts.Agents)
@@ -343,6 +354,7 @@ func period(p *Process, s0, s1 sample) error {
 	p.Failed = s1.sim.Failed - s0.sim.Failed
 	p.CPU = s1.use.cpu - s0.use.cpu
 	p.PeakRSS = s1.use.peak
+	p.RSS = s1.use.rss
 	if p.Polls-p.Failed <= 0 {
 		return errNoPolls
 	}
@@ -371,6 +383,21 @@ func measureBridge(ctx context.Context, opts Options, w *Workload, simURL, natsU
 	if err != nil {
 		return err
 	}
+	var cpuProfile <-chan error // the profile of the measured period, fetched meanwhile
+	if opts.ProfileDir != "" {
+		profCtx, cancel := context.WithCancel(ctx)
+		ch := make(chan error, 1)
+		defer func() {
+			cancel()
+			<-ch
+		}()
+		cpuProfile = ch
+		go func() {
+			defer close(ch) // after its one value: the deferred receive above never blocks
+			ch <- fetchProfile(profCtx, httpAddr, fmt.Sprintf("profile?seconds=%d", int(profileLength(opts.Measure).Seconds())),
+				filepath.Join(opts.ProfileDir, w.Name+"-cpu.pprof"), profileLength(opts.Measure))
+		}()
+	}
 	if err := sleep(ctx, opts.Measure); err != nil {
 		return err
 	}
@@ -378,12 +405,59 @@ func measureBridge(ctx context.Context, opts Options, w *Workload, simURL, natsU
 	if err != nil {
 		return err
 	}
+	if cpuProfile != nil {
+		if err := <-cpuProfile; err != nil { // ends with ctx: its context is ctx's
+			return err
+		}
+		if err := fetchProfile(ctx, httpAddr, "heap", filepath.Join(opts.ProfileDir, w.Name+"-heap.pprof"), 0); err != nil {
+			return err
+		}
+	}
 	w.BridgePolls = s1.bridge.polls - s0.bridge.polls
 	w.Events = s1.bridge.published - s0.bridge.published
 	if err := period(&w.Bridge, s0, s1); err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
 	return nil
+}
+
+// profileLength is the length of the bridge's CPU profile in a measured
+// period of measure: its whole seconds, at least one, at most maxProfile.
+func profileLength(measure time.Duration) time.Duration {
+	return max(time.Second, min(measure, maxProfile).Truncate(time.Second))
+}
+
+// fetchProfile gets the bridge's /debug/pprof/<what>, whose answer takes
+// length to be ready, and writes it to file.
+func fetchProfile(ctx context.Context, httpAddr, what, file string, length time.Duration) error {
+	body, err := getWithin(ctx, "http://"+httpAddr+"/debug/pprof/"+what, length+10*time.Second)
+	if err != nil {
+		return fmt.Errorf("bridge profile: %w", err)
+	}
+	if err := os.WriteFile(file, body, 0o644); err != nil {
+		return fmt.Errorf("write bridge profile: %w", err)
+	}
+	return nil
+}
+
+// measurePublish runs the publish role (argv) to its end and returns what it
+// reported.
+func measurePublish(ctx context.Context, argv []string) (PublishPath, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr tailBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return PublishPath{}, fmt.Errorf("publish path process: %w (%s)", err, strings.TrimSpace(stderr.String()))
+	}
+	var p PublishPath
+	if err := json.Unmarshal(out, &p); err != nil {
+		return PublishPath{}, fmt.Errorf("read the publish path's result %q: %w", out, err)
+	}
+	if p.Events <= 0 || p.CPU <= 0 {
+		return PublishPath{}, fmt.Errorf("publish path reported %d events and %s of CPU", p.Events, p.CPU)
+	}
+	return p, nil
 }
 
 // waitBurst scrapes the bridge every 100 ms until every agent was polled

@@ -15,24 +15,30 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/publish"
+	"github.com/ccaas/presence-bridge/internal/publish/bench"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
 )
 
 // Main is the command line: without -role it runs the benchmark and prints
-// the table (or JSON with -json); with -role=sim or -role=nats it is one
-// of the run's processes. prefix is the argv that re-executes the program
-// up to these arguments (e.g. {"/usr/bin/bridge", "wholebench"}); its first
-// element is the bridge binary. nil means this executable and
-// {"wholebench"}.
+// the table (or JSON with -json); with -role=sim, -role=nats or
+// -role=publish it is one of the run's processes. prefix is the argv that
+// re-executes the program up to these arguments (e.g. {"/usr/bin/bridge",
+// "wholebench"}); its first element is the bridge binary. nil means this
+// executable and {"wholebench"}.
 func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("wholebench", flag.ContinueOnError)
 	var opts Options
-	role := fs.String("role", "", "internal: sim or nats")
+	role := fs.String("role", "", "internal: sim, nats or publish")
 	workload := fs.String("workload", WorkloadQuiet+","+WorkloadChanging, "workloads, comma-separated: "+WorkloadQuiet+" (nothing changes) and "+WorkloadChanging+" (the simulator's default change rate)")
 	idsFile := fs.String("ids-file", "", "internal: agent ID file written by the simulator")
 	storeDir := fs.String("store-dir", "", "internal: JetStream store directory")
+	natsURL := fs.String("nats-url", "", "internal: JetStream server the publish role publishes to")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	noLeases := fs.Bool("no-leases", false, "run the bridge with BRIDGE_LEASE_ENABLED=false")
 	fs.IntVar(&opts.Agents, "agents", 10_000, "agents in the simulated organisation")
@@ -40,6 +46,8 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default one interval; the bridge also waits for its start-up burst)")
 	fs.DurationVar(&opts.Measure, "measure", 0, "measured period of each process (default two intervals)")
 	fs.IntVar(&opts.Concurrency, "concurrency", source.DefaultMaxConcurrency, "workers (BRIDGE_MAX_CONCURRENCY)")
+	fs.IntVar(&opts.PublishEvents, "publish-events", DefaultPublishEvents, "events the publish path alone publishes, in its own process, after the bridge of each workload has stopped")
+	fs.StringVar(&opts.ProfileDir, "profile-dir", "", "write the bridge's CPU profile of the measured period (at most 25 s of it) and its heap profile at the end to DIR/<workload>-cpu.pprof and DIR/<workload>-heap.pprof (BRIDGE_PPROF=true); the profiling's own CPU, small, is then included in the bridge's measured CPU")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,6 +57,8 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 		return serveSim(ctx, opts.Agents, *workload, *idsFile, stdout)
 	case "nats":
 		return serveNATS(ctx, *storeDir, stdout)
+	case "publish":
+		return publishAlone(ctx, *natsURL, opts.Agents, opts.PublishEvents, stdout)
 	default:
 		return fmt.Errorf("unknown role %q", *role)
 	}
@@ -133,4 +143,68 @@ func serveNATS(ctx context.Context, dir string, stdout io.Writer) error {
 	fmt.Fprintln(stdout, srv.ClientURL())
 	<-ctx.Done()
 	return nil
+}
+
+// The publish role's stream, beside the bridge's on the same server, and
+// the source of its events.
+const (
+	publishStream = "WHOLEBENCH_PUBLISH"
+	publishPrefix = "wholebench.agents"
+	publishSource = "https://contoso.crm.dynamics.com"
+)
+
+// publishAlone is the publish path alone, as the bridge runs it: it
+// connects to the JetStream server at url, creates its own stream
+// (publishStream on publishPrefix, the bridge's stream settings otherwise),
+// and publishes through a publish.Publisher with the bridge's defaults
+// (fenced, acknowledged, window publish.DefaultMaxPending) first one event
+// per agent (not measured: each agent's first position, as the bridge has
+// after its start-up burst), then the given number of real-sized
+// presence.changed events spread over the agents. It writes to stdout one JSON line, a PublishPath
+// with its own CPU (getrusage) and wall time over the measured events.
+func publishAlone(ctx context.Context, url string, agents, events int, stdout io.Writer) error {
+	if url == "" {
+		return errors.New("publish role: -nats-url is required")
+	}
+	if agents <= 0 || events <= 0 {
+		return fmt.Errorf("publish role: %d agents, %d events: want both positive", agents, events)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("open JetStream: %w", err)
+	}
+	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{Name: publishStream, SubjectPrefix: publishPrefix, Manage: true}); err != nil {
+		return fmt.Errorf("create stream %s: %w", publishStream, err)
+	}
+	enc, err := publish.NewEncoder(publish.EncoderOptions{Source: publishSource, SubjectPrefix: publishPrefix,
+		BridgeVersion: "wholebench", MaxPayload: int(nc.MaxPayload())})
+	if err != nil {
+		return fmt.Errorf("build encoder: %w", err)
+	}
+	p, err := publish.NewPublisher(nc, publish.Options{Encoder: enc, Stream: publishStream})
+	if err != nil {
+		return fmt.Errorf("build publisher: %w", err)
+	}
+	all := bench.MakeEvents(agents+events, agents)
+	_, err = bench.Publish(ctx, p, all[:agents])
+	var res bench.ScenarioResult
+	if err == nil {
+		res, err = bench.Publish(ctx, p, all[agents:])
+	}
+	if err != nil {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publish.DefaultPublishTimeout)
+		defer cancel()
+		_ = p.Close(closeCtx) // what is held ends with the error below
+		return fmt.Errorf("publish %d events over %d agents: %w", agents+events, agents, err)
+	}
+	if err := p.Close(ctx); err != nil {
+		return fmt.Errorf("close publisher: %w", err)
+	}
+	return json.NewEncoder(stdout).Encode(PublishPath{Events: int64(res.Events), CPU: res.CPU,
+		Duration: time.Duration(res.Seconds * float64(time.Second))})
 }

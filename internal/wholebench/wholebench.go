@@ -1,22 +1,28 @@
 // Package wholebench measures the whole bridge, as `bridge run` runs it, in
-// steady state: four processes in one run, the simulator with N agents, a
+// steady state: five processes in one run, the simulator with N agents, a
 // JetStream server, the bridge (the same binary's `run` subcommand, set up
-// only through BRIDGE_ variables) and, after it against the same simulator,
-// the bare net/http GET-and-decode loop of package pollbench as the
-// baseline. It reports CPU per poll of both processes and their ratio, the
-// bridge's CPU per published event beyond the bare loop's cost of its polls,
-// peak resident memory of both, and the start-up burst (the first round,
-// three events per agent).
+// only through BRIDGE_ variables) and, after it, the bare net/http
+// GET-and-decode loop of package pollbench against the same simulator and
+// the publish path alone (package publish/bench's events through a
+// publish.Publisher) against the same JetStream server, as the baselines.
+// It reports CPU per poll of the bridge and the bare loop and their ratio,
+// the bridge's CPU per published event beyond the bare loop's cost of its
+// polls beside the publish path's own CPU per event and their ratio, peak
+// and final resident memory of both polling processes, and the start-up
+// burst (the first round, three events per agent). On request it writes
+// the bridge's CPU and heap profiles of the measured period.
 //
-// Each figure is read from outside the measured process: CPU is utime +
-// stime of /proc/<pid>/stat, peak memory VmHWM of /proc/<pid>/status, polls
-// the simulator's count of CCaaS_GetPresence requests, events the bridge's
-// ccaas_bridge_events_published_total on its /metrics.
+// Each figure of the polling processes is read from outside the measured
+// process: CPU is utime + stime of /proc/<pid>/stat, memory VmHWM (peak)
+// and VmRSS of /proc/<pid>/status, polls the simulator's count of
+// CCaaS_GetPresence requests, events the bridge's
+// ccaas_bridge_events_published_total on its /metrics. The publish path
+// reports its own CPU (getrusage) over its publishing only.
 //
 // Run it with Main (`bridge wholebench`). Main re-executes the program: with
-// -role=sim and -role=nats for the simulator and the JetStream server, with
-// Options.Executable's `run` subcommand for the bridge and with its
-// `pollbench -role bare` for the bare loop.
+// -role=sim, -role=nats and -role=publish for the simulator, the JetStream
+// server and the publish path, with Options.Executable's `run` subcommand
+// for the bridge and with its `pollbench -role bare` for the bare loop.
 package wholebench
 
 import (
@@ -51,6 +57,14 @@ const (
 	PollBenchCommand = "pollbench"
 )
 
+// DefaultPublishEvents is how many events the publish path alone publishes
+// by default.
+const DefaultPublishEvents = 20_000
+
+// maxProfile bounds a CPU profile of the bridge: the operator HTTP server
+// ends a response after 30 s (ops.DefaultWriteTimeout).
+const maxProfile = 25 * time.Second
+
 // Options configure a run.
 type Options struct {
 	// Agents in the simulated organisation; default 10,000.
@@ -71,6 +85,17 @@ type Options struct {
 	NoLeases bool
 	// Workloads to run, in order; default quiet then changing.
 	Workloads []string
+	// PublishEvents is how many events the publish path alone publishes
+	// (measured), in its own process, after each workload's bridge has
+	// stopped; default DefaultPublishEvents.
+	PublishEvents int
+	// ProfileDir, when set, runs the bridge with BRIDGE_PPROF=true and
+	// writes its CPU profile of the measured period (its first
+	// min(Measure, 25 s), in whole seconds) to <ProfileDir>/<workload>-cpu.pprof
+	// and its heap profile at the period's end to
+	// <ProfileDir>/<workload>-heap.pprof. The profiling's own CPU is then
+	// part of the bridge's measured CPU.
+	ProfileDir string
 	// Executable is the bridge binary: it must have the subcommands
 	// RunCommand and PollBenchCommand, and RolePrefix's roles. Default this
 	// executable.
@@ -98,6 +123,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = source.DefaultMaxConcurrency
+	}
+	if o.PublishEvents <= 0 {
+		o.PublishEvents = DefaultPublishEvents
 	}
 	if len(o.Workloads) == 0 {
 		o.Workloads = []string{WorkloadQuiet, WorkloadChanging}
@@ -135,8 +163,29 @@ type Process struct {
 	// CPUPerPoll is CPU / Polls.
 	CPUPerPoll time.Duration `json:"cpu_per_poll_ns"`
 	// PeakRSS is the process's peak resident set (VmHWM) at the end of the
-	// period, bytes.
+	// period, bytes: start-up included.
 	PeakRSS int64 `json:"peak_rss_bytes"`
+	// RSS is the process's resident set (VmRSS) at the end of the period,
+	// bytes: its steady state.
+	RSS int64 `json:"rss_bytes"`
+}
+
+// PublishPath is the publish path alone, measured in its own process
+// against the workload's JetStream server once the bridge has stopped:
+// real-sized events spread over the run's agents, published through a
+// publish.Publisher with the bridge's defaults (fenced, acknowledged), as
+// fast as the window allows, after one unmeasured event per agent.
+type PublishPath struct {
+	// Events published in the measured part.
+	Events int64 `json:"events"`
+	// CPU is the publishing process's user + system time over them (the
+	// JetStream server's not included).
+	CPU time.Duration `json:"cpu_ns"`
+	// Duration is the wall time from the first event handed over to the
+	// last acknowledged.
+	Duration time.Duration `json:"duration_ns"`
+	// CPUPerEvent is CPU / Events.
+	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
 }
 
 // Burst is the bridge's start-up: its first full round, in which it
@@ -174,6 +223,12 @@ type Workload struct {
 	// Bridge.Polls) / Events; zero when no event was published. Negative
 	// when the bridge polled for less CPU than the bare loop.
 	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
+	// Publish is the publish path alone, the baseline of CPUPerEvent.
+	Publish PublishPath `json:"publish"`
+	// PublishRatio is CPUPerEvent / Publish.CPUPerEvent: what the bridge
+	// spends per event beyond its polls, in units of what publishing alone
+	// costs; zero when no event was published.
+	PublishRatio float64 `json:"cpu_per_event_vs_publish"`
 	// RSSPerAgent is the bridge's peak RSS beyond the bare loop's, per
 	// agent, bytes.
 	RSSPerAgent float64 `json:"rss_per_agent_beyond_bare_bytes"`
@@ -196,6 +251,10 @@ func (w *Workload) derive(agents int) {
 		w.RSSPerAgent = float64(w.Bridge.PeakRSS-w.Bare.PeakRSS) / float64(agents)
 	}
 	w.Burst.CPUPerEvent = perCount(w.Burst.CPU, w.Burst.Events)
+	w.Publish.CPUPerEvent = perCount(w.Publish.CPU, w.Publish.Events)
+	if w.Events > 0 && w.Publish.CPUPerEvent > 0 {
+		w.PublishRatio = float64(w.CPUPerEvent) / float64(w.Publish.CPUPerEvent)
+	}
 }
 
 func perCount(d time.Duration, n int64) time.Duration {
@@ -213,7 +272,13 @@ type Result struct {
 	Measure     time.Duration `json:"measure_ns"`
 	Concurrency int           `json:"concurrency"`
 	Leases      bool          `json:"leases"`
-	Workloads   []Workload    `json:"workloads"`
+	// PublishEvents is how many events the publish path alone published
+	// per workload.
+	PublishEvents int `json:"publish_events"`
+	// ProfileDir is where the bridge's profiles were written; empty when
+	// none were.
+	ProfileDir string     `json:"profile_dir,omitempty"`
+	Workloads  []Workload `json:"workloads"`
 }
 
 // String formats the result as a readable table.
@@ -225,15 +290,15 @@ func (r Result) String() string {
 	}
 	fmt.Fprintf(&b, "%d agents every %s (%.0f polls/s), %d workers, %s; measured %s after warm-up; simulator, JetStream and bridge in separate processes over loopback\n",
 		r.Agents, r.Interval, float64(r.Agents)/r.Interval.Seconds(), r.Concurrency, leases, r.Measure)
-	fmt.Fprintf(&b, "%-9s %-7s %9s %7s %11s %9s %11s\n", "workload", "process", "polls", "failed", "CPU/poll", "peak RSS", "events")
+	fmt.Fprintf(&b, "%-9s %-7s %9s %7s %11s %9s %9s %11s\n", "workload", "process", "polls", "failed", "CPU/poll", "peak RSS", "RSS", "events")
 	for _, w := range r.Workloads {
 		for _, p := range []struct {
 			name string
 			p    Process
 			ev   string
 		}{{"bridge", w.Bridge, fmt.Sprint(w.Events)}, {"bare", w.Bare, "-"}} {
-			fmt.Fprintf(&b, "%-9s %-7s %9d %7d %9.1fµs %7.1fMiB %11s\n", w.Name, p.name, p.p.Polls, p.p.Failed,
-				micros(p.p.CPUPerPoll), float64(p.p.PeakRSS)/(1<<20), p.ev)
+			fmt.Fprintf(&b, "%-9s %-7s %9d %7d %9.1fµs %6.1fMiB %6.1fMiB %11s\n", w.Name, p.name, p.p.Polls, p.p.Failed,
+				micros(p.p.CPUPerPoll), mib(p.p.PeakRSS), mib(p.p.RSS), p.ev)
 		}
 	}
 	fmt.Fprintf(&b, "%-9s %12s %15s %18s %14s %13s %15s\n", "workload", "bridge/bare", "CPU/event", "RSS/agent beyond", "burst time", "burst events", "CPU/burst event")
@@ -245,7 +310,30 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "%-9s %12.2f %15s %15.2fKiB %14s %13d %13.1fµs\n", w.Name, w.Ratio, perEvent,
 			w.RSSPerAgent/1024, w.Burst.Duration.Round(time.Millisecond), w.Burst.Events, micros(w.Burst.CPUPerEvent))
 	}
+	fmt.Fprintf(&b, "publish path alone: %d events per workload over %d agents, the bridge's publisher defaults, in its own process against the workload's JetStream server\n",
+		r.PublishEvents, r.Agents)
+	fmt.Fprintf(&b, "%-9s %15s %17s %11s %22s\n", "workload", "publish events", "publish CPU/event", "events/s", "bridge/publish CPU/event")
+	for _, w := range r.Workloads {
+		ratio := "-"
+		if w.Events > 0 {
+			ratio = fmt.Sprintf("%.2f", w.PublishRatio)
+		}
+		fmt.Fprintf(&b, "%-9s %15d %15.1fµs %11.0f %22s\n", w.Name, w.Publish.Events, micros(w.Publish.CPUPerEvent),
+			perSecond(w.Publish.Events, w.Publish.Duration), ratio)
+	}
+	if r.ProfileDir != "" {
+		fmt.Fprintf(&b, "bridge profiles (their own CPU included above): %s/<workload>-cpu.pprof, %s/<workload>-heap.pprof\n", r.ProfileDir, r.ProfileDir)
+	}
 	return b.String()
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+func perSecond(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
@@ -261,8 +349,13 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, fmt.Errorf("create temporary directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	if opts.ProfileDir != "" {
+		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
+			return Result{}, fmt.Errorf("create profile directory: %w", err)
+		}
+	}
 	res := Result{Agents: opts.Agents, Interval: opts.Interval, Warmup: opts.Warmup, Measure: opts.Measure,
-		Concurrency: opts.Concurrency, Leases: !opts.NoLeases}
+		Concurrency: opts.Concurrency, Leases: !opts.NoLeases, PublishEvents: opts.PublishEvents, ProfileDir: opts.ProfileDir}
 	for i, name := range opts.Workloads {
 		wdir := filepath.Join(dir, fmt.Sprint(i))
 		if err := os.Mkdir(wdir, 0o700); err != nil {

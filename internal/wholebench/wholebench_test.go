@@ -2,9 +2,11 @@ package wholebench
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,8 +29,9 @@ func buildBridge(t *testing.T) string {
 }
 
 // TestRunSmall runs both workloads with 200 agents polled every second
-// through the built binary and checks every figure is measured and every
-// derived one follows from the measured ones.
+// through the built binary, with profiles, and checks every figure is
+// measured, every derived one follows from the measured ones and the
+// profiles are written.
 func TestRunSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs five processes for about 20 s")
@@ -37,8 +40,10 @@ func TestRunSmall(t *testing.T) {
 	bin := buildBridge(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	const publishEvents = 1000
+	profiles := filepath.Join(t.TempDir(), "profiles")
 	res, err := Run(ctx, Options{Agents: agents, Interval: time.Second, Warmup: time.Second, Measure: 2 * time.Second,
-		Executable: bin})
+		PublishEvents: publishEvents, ProfileDir: profiles, Executable: bin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,8 +53,11 @@ func TestRunSmall(t *testing.T) {
 	for _, w := range res.Workloads {
 		t.Run(w.Name, func(t *testing.T) {
 			for name, p := range map[string]Process{"bridge": w.Bridge, "bare": w.Bare} {
-				if p.Polls <= 0 || p.CPU <= 0 || p.PeakRSS <= 0 || p.CPUPerPoll <= 0 {
-					t.Errorf("%s: %+v, want polls, CPU, peak RSS and CPU per poll positive", name, p)
+				if p.Polls <= 0 || p.CPU <= 0 || p.PeakRSS <= 0 || p.RSS <= 0 || p.CPUPerPoll <= 0 {
+					t.Errorf("%s: %+v, want polls, CPU, peak and final RSS and CPU per poll positive", name, p)
+				}
+				if p.RSS > p.PeakRSS {
+					t.Errorf("%s: RSS %d above its peak %d", name, p.RSS, p.PeakRSS)
 				}
 				if p.Failed != 0 {
 					t.Errorf("%s: %d polls failed", name, p.Failed)
@@ -71,21 +79,35 @@ func TestRunSmall(t *testing.T) {
 			if b.Duration <= 0 || b.CPU <= 0 || b.Events < 3*agents || b.CPUPerEvent != b.CPU/time.Duration(b.Events) {
 				t.Errorf("burst %+v, want a positive duration and CPU, at least %d events and CPU per event = CPU / events", b, 3*agents)
 			}
+			pub := w.Publish
+			if pub.Events != publishEvents || pub.CPU <= 0 || pub.Duration <= 0 || pub.CPUPerEvent != pub.CPU/publishEvents {
+				t.Errorf("publish path %+v, want %d events, positive CPU and duration, CPU per event = CPU / events", pub, publishEvents)
+			}
 			switch w.Name {
 			case WorkloadQuiet:
-				if w.Events != 0 || w.CPUPerEvent != 0 {
-					t.Errorf("quiet organisation: %d events, CPU per event %v, want none", w.Events, w.CPUPerEvent)
+				if w.Events != 0 || w.CPUPerEvent != 0 || w.PublishRatio != 0 {
+					t.Errorf("quiet organisation: %d events, CPU per event %v, %v of publishing's, want none", w.Events, w.CPUPerEvent, w.PublishRatio)
 				}
 			case WorkloadChanging:
 				want := (w.Bridge.CPU - w.Bare.CPUPerPoll*time.Duration(w.Bridge.Polls)) / time.Duration(w.Events)
 				if w.Events <= 0 || w.CPUPerEvent != want {
 					t.Errorf("changing organisation: %d events, CPU per event %v, want events and %v", w.Events, w.CPUPerEvent, want)
 				}
+				if want := float64(w.CPUPerEvent) / float64(pub.CPUPerEvent); w.PublishRatio != want || w.PublishRatio == 0 {
+					t.Errorf("changing organisation: CPU per event %v of publishing's, want %v, not zero", w.PublishRatio, want)
+				}
+			}
+			for _, kind := range []string{"cpu", "heap"} {
+				file := filepath.Join(profiles, w.Name+"-"+kind+".pprof")
+				if n, err := gunzipped(file); err != nil || n == 0 {
+					t.Errorf("%s: %d bytes, %v; want a gzip-compressed profile (pprof's format)", file, n, err)
+				}
 			}
 		})
 	}
 	table := res.String()
-	for _, s := range []string{"200 agents every 1s", "leases on", "quiet", "changing", "bridge/bare"} {
+	for _, s := range []string{"200 agents every 1s", "leases on", "quiet", "changing", "bridge/bare", "RSS",
+		"publish CPU/event", "bridge/publish CPU/event", profiles + "/<workload>-cpu.pprof"} {
 		if !strings.Contains(table, s) {
 			t.Errorf("table lacks %q:\n%s", s, table)
 		}
@@ -95,8 +117,37 @@ func TestRunSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back Result
-	if err := json.Unmarshal(b, &back); err != nil || back.Workloads[1].Events != res.Workloads[1].Events {
+	if err := json.Unmarshal(b, &back); err != nil || back.Workloads[1].Events != res.Workloads[1].Events ||
+		back.Workloads[1].Publish != res.Workloads[1].Publish || back.Workloads[1].PublishRatio != res.Workloads[1].PublishRatio ||
+		back.Workloads[1].Bridge.RSS != res.Workloads[1].Bridge.RSS {
 		t.Errorf("JSON round trip: %v, %s", err, b)
+	}
+}
+
+// gunzipped returns the length of file decompressed.
+func gunzipped(file string) (int64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		return 0, err
+	}
+	return io.Copy(io.Discard, z)
+}
+
+func TestProfileLength(t *testing.T) {
+	for _, tt := range []struct{ measure, want time.Duration }{
+		{20 * time.Second, 20 * time.Second},
+		{2500 * time.Millisecond, 2 * time.Second},
+		{300 * time.Millisecond, time.Second},
+		{time.Minute, maxProfile},
+	} {
+		if got := profileLength(tt.measure); got != tt.want {
+			t.Errorf("profileLength(%s) = %s, want %s", tt.measure, got, tt.want)
+		}
 	}
 }
 
@@ -156,6 +207,8 @@ func TestMainRejects(t *testing.T) {
 		{"unknown role", []string{"-role", "judge"}, `unknown role "judge"`},
 		{"simulator of an unknown workload", []string{"-role", "sim", "-workload", "quiet,changing"}, `workload "quiet,changing"`},
 		{"unknown flag", []string{"-agent", "3"}, "flag provided but not defined"},
+		{"publish role without a server", []string{"-role", "publish"}, "-nats-url is required"},
+		{"publish role without events", []string{"-role", "publish", "-nats-url", "nats://127.0.0.1:1", "-publish-events", "0"}, "want both positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

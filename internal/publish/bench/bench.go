@@ -97,6 +97,9 @@ type ScenarioResult struct {
 	LatencyP99Ms float64 `json:"latencyP99Ms"`
 	// CPUMicrosPerEvent is process CPU (client and in-process server) per event.
 	CPUMicrosPerEvent float64 `json:"cpuMicrosPerEvent"`
+	// CPU is the process's user + system CPU time over the scenario, of
+	// which CPUMicrosPerEvent is the share of one event.
+	CPU time.Duration `json:"cpuNanos"`
 }
 
 // BenchResult is the outcome of [RunBench].
@@ -184,7 +187,7 @@ func RunBench(ctx context.Context, opts Options, out io.Writer) (BenchResult, er
 	if err != nil {
 		return BenchResult{}, fmt.Errorf("bench: %w", err)
 	}
-	events := makeEvents(max(opts.Events, opts.SDKEvents), opts.Agents)
+	events := MakeEvents(max(opts.Events, opts.SDKEvents), opts.Agents)
 	res := BenchResult{MaxPending: opts.MaxPending, PublishTimeoutSeconds: opts.PublishTimeout.Seconds(), Agents: opts.Agents}
 
 	log.Info("bench: warming up")
@@ -248,8 +251,10 @@ func writeResult(out io.Writer, res BenchResult, asJSON bool) error {
 	return err
 }
 
-// makeEvents spreads n events over agents, each agent's sequences 1, 2, ...
-func makeEvents(n, agents int) []detector.Event {
+// MakeEvents returns n presence.changed events of the size and shape of a
+// real one, spread over agents agents in turn (event i is agent i % agents's),
+// each agent's sequences 1, 2, ... in order; event IDs are unique.
+func MakeEvents(n, agents int) []detector.Event {
 	base := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	prev := &presence{ID: "f523f628-c07a-e811-8162-000d3aa11f50", Name: "Available", BaseStatus: "Available"}
 	cur := presence{ID: "efdeb843-c07a-e811-8162-000d3aa11f50", Name: "Busy", BaseStatus: "Busy"}
@@ -348,7 +353,7 @@ func (m *meter) result() ScenarioResult {
 	return ScenarioResult{
 		Name: m.name, Events: n, Seconds: wall.Seconds(), EventsPerSecond: float64(n) / wall.Seconds(),
 		LatencyP50Ms: pct(0.50), LatencyP90Ms: pct(0.90), LatencyP99Ms: pct(0.99),
-		CPUMicrosPerEvent: float64(cpu) / float64(time.Microsecond) / float64(n),
+		CPUMicrosPerEvent: float64(cpu) / float64(time.Microsecond) / float64(n), CPU: cpu,
 	}
 }
 
@@ -509,6 +514,24 @@ func runPublisher(ctx context.Context, url string, enc *publish.Encoder, events 
 	if err != nil {
 		return ScenarioResult{}, fmt.Errorf("bench bridge: %w", err)
 	}
+	res, err := Publish(ctx, p, events)
+	if cerr := p.Close(ctx); err == nil && cerr != nil {
+		err = fmt.Errorf("bench bridge: %w", cerr)
+	}
+	return res, err
+}
+
+// Publish publishes events through p, one Enqueue per event as the
+// pipeline does for an agent's change, waits for every event's
+// acknowledgement and returns what it measured: wall time, latencies from
+// Enqueue to the done callback, and this process's CPU (getrusage) from the
+// first Enqueue to the last acknowledgement. p stays open. events must
+// follow on from what p already published for their agents (MakeEvents'
+// events in order, split anywhere, do).
+func Publish(ctx context.Context, p *publish.Publisher, events []detector.Event) (ScenarioResult, error) {
+	if len(events) == 0 {
+		return ScenarioResult{}, errors.New("bench bridge: no events to publish")
+	}
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	m := startMeter("bridge Publisher", len(events))
@@ -524,15 +547,11 @@ func runPublisher(ctx context.Context, url string, enc *publish.Encoder, events 
 		})
 		if err != nil {
 			wg.Done()
-			_ = p.Close(ctx)
-			return ScenarioResult{}, fmt.Errorf("bench bridge: %w", err)
+			return ScenarioResult{}, fmt.Errorf("bench bridge: %w", err) // the caller's Close ends what is held
 		}
 	}
 	wg.Wait()
 	res := m.result()
-	if err := p.Close(ctx); err != nil {
-		return res, fmt.Errorf("bench bridge: %w", err)
-	}
 	if err, ok := firstErr.Load().(error); ok {
 		return res, fmt.Errorf("bench bridge: publish: %w", err)
 	}
