@@ -313,8 +313,15 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 	if err := measureBare(ctx, opts, &w, simURL, idsFile); err != nil {
 		return Workload{}, err
 	}
+	// The publish path alone hands over what the bridge published in its
+	// measured period, at the bridge's rate: the same wake-ups per event.
+	events, perSecond := opts.PublishEvents, 0.0
+	if w.Events > 0 {
+		events, perSecond = int(w.Events), float64(w.Events)/opts.Measure.Seconds()
+	}
 	if w.Publish, err = measurePublish(ctx, role("-role", "publish", "-nats-url", natsURL,
-		"-agents", strconv.Itoa(opts.Agents), "-publish-events", strconv.Itoa(opts.PublishEvents))); err != nil {
+		"-agents", strconv.Itoa(opts.Agents), "-publish-events", strconv.Itoa(events),
+		"-publish-rate", strconv.FormatFloat(perSecond, 'f', 3, 64))); err != nil {
 		return Workload{}, err
 	}
 	w.derive(opts.Agents)

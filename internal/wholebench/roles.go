@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
 	"github.com/ccaas/presence-bridge/internal/publish"
@@ -39,6 +40,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	idsFile := fs.String("ids-file", "", "internal: agent ID file written by the simulator")
 	storeDir := fs.String("store-dir", "", "internal: JetStream store directory")
 	natsURL := fs.String("nats-url", "", "internal: JetStream server the publish role publishes to")
+	publishRate := fs.Float64("publish-rate", 0, "internal: events per second the publish role hands over (0: as fast as its window allows)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	noLeases := fs.Bool("no-leases", false, "run the bridge with BRIDGE_LEASE_ENABLED=false")
 	fs.IntVar(&opts.Agents, "agents", 10_000, "agents in the simulated organisation")
@@ -46,7 +48,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default one interval; the bridge also waits for its start-up burst)")
 	fs.DurationVar(&opts.Measure, "measure", 0, "measured period of each process (default two intervals)")
 	fs.IntVar(&opts.Concurrency, "concurrency", source.DefaultMaxConcurrency, "workers (BRIDGE_MAX_CONCURRENCY)")
-	fs.IntVar(&opts.PublishEvents, "publish-events", DefaultPublishEvents, "events the publish path alone publishes, in its own process, after the bridge of each workload has stopped")
+	fs.IntVar(&opts.PublishEvents, "publish-events", DefaultPublishEvents, "events the publish path alone publishes, in its own process, after the bridge of a workload that published nothing has stopped (otherwise as many as the bridge published, at its rate)")
 	fs.StringVar(&opts.ProfileDir, "profile-dir", "", "write the bridge's CPU profile of the measured period (at most 25 s of it) and its heap profile at the end to DIR/<workload>-cpu.pprof and DIR/<workload>-heap.pprof (BRIDGE_PPROF=true); the profiling's own CPU, small, is then included in the bridge's measured CPU")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,7 +60,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	case "nats":
 		return serveNATS(ctx, *storeDir, stdout)
 	case "publish":
-		return publishAlone(ctx, *natsURL, opts.Agents, opts.PublishEvents, stdout)
+		return publishAlone(ctx, *natsURL, opts.Agents, opts.PublishEvents, *publishRate, stdout)
 	default:
 		return fmt.Errorf("unknown role %q", *role)
 	}
@@ -160,9 +162,11 @@ const (
 // (fenced, acknowledged, window publish.DefaultMaxPending) first one event
 // per agent (not measured: each agent's first position, as the bridge has
 // after its start-up burst), then the given number of real-sized
-// presence.changed events spread over the agents. It writes to stdout one JSON line, a PublishPath
-// with its own CPU (getrusage) and wall time over the measured events.
-func publishAlone(ctx context.Context, url string, agents, events int, stdout io.Writer) error {
+// presence.changed events spread over the agents, handed over at perSecond
+// events per second (0: as fast as the window allows). It writes to stdout
+// one JSON line, a PublishPath with its own CPU (getrusage) and wall time
+// over the measured events.
+func publishAlone(ctx context.Context, url string, agents, events int, perSecond float64, stdout io.Writer) error {
 	if url == "" {
 		return errors.New("publish role: -nats-url is required")
 	}
@@ -191,10 +195,14 @@ func publishAlone(ctx context.Context, url string, agents, events int, stdout io
 		return fmt.Errorf("build publisher: %w", err)
 	}
 	all := bench.MakeEvents(agents+events, agents)
-	_, err = bench.Publish(ctx, p, all[:agents])
+	_, err = bench.Publish(ctx, p, all[:agents], nil)
 	var res bench.ScenarioResult
 	if err == nil {
-		res, err = bench.Publish(ctx, p, all[agents:])
+		var pace *rate.Limiter
+		if perSecond > 0 {
+			pace = rate.NewLimiter(rate.Limit(perSecond), 1)
+		}
+		res, err = bench.Publish(ctx, p, all[agents:], pace)
 	}
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publish.DefaultPublishTimeout)
@@ -206,5 +214,5 @@ func publishAlone(ctx context.Context, url string, agents, events int, stdout io
 		return fmt.Errorf("close publisher: %w", err)
 	}
 	return json.NewEncoder(stdout).Encode(PublishPath{Events: int64(res.Events), CPU: res.CPU,
-		Duration: time.Duration(res.Seconds * float64(time.Second))})
+		Duration: time.Duration(res.Seconds * float64(time.Second)), Paced: perSecond})
 }

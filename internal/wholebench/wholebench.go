@@ -86,8 +86,9 @@ type Options struct {
 	// Workloads to run, in order; default quiet then changing.
 	Workloads []string
 	// PublishEvents is how many events the publish path alone publishes
-	// (measured), in its own process, after each workload's bridge has
-	// stopped; default DefaultPublishEvents.
+	// (measured), in its own process, after the bridge of a workload that
+	// published nothing has stopped (where the bridge published, as many
+	// as it did, at its rate); default DefaultPublishEvents.
 	PublishEvents int
 	// ProfileDir, when set, runs the bridge with BRIDGE_PPROF=true and
 	// writes its CPU profile of the measured period (its first
@@ -186,6 +187,10 @@ type PublishPath struct {
 	Duration time.Duration `json:"duration_ns"`
 	// CPUPerEvent is CPU / Events.
 	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
+	// Paced is the rate, events per second, the events were handed over
+	// at: the bridge's own in the workload's measured period; 0 where the
+	// bridge published nothing (then as fast as the window allows).
+	Paced float64 `json:"paced_events_per_second"`
 }
 
 // Burst is the bridge's start-up: its first full round, in which it
@@ -310,8 +315,8 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "%-9s %12.2f %15s %15.2fKiB %14s %13d %13.1fµs\n", w.Name, w.Ratio, perEvent,
 			w.RSSPerAgent/1024, w.Burst.Duration.Round(time.Millisecond), w.Burst.Events, micros(w.Burst.CPUPerEvent))
 	}
-	fmt.Fprintf(&b, "publish path alone: %d events per workload over %d agents, the bridge's publisher defaults, in its own process against the workload's JetStream server\n",
-		r.PublishEvents, r.Agents)
+	fmt.Fprintf(&b, "publish path alone: over %d agents, the bridge's publisher defaults, in its own process against the workload's JetStream server; as many events as the bridge published in its measured period, at its rate (else %d events, unpaced)\n",
+		r.Agents, r.PublishEvents)
 	fmt.Fprintf(&b, "%-9s %15s %17s %11s %22s\n", "workload", "publish events", "publish CPU/event", "events/s", "bridge/publish CPU/event")
 	for _, w := range r.Workloads {
 		ratio := "-"

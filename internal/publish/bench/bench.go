@@ -45,6 +45,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
@@ -514,7 +515,7 @@ func runPublisher(ctx context.Context, url string, enc *publish.Encoder, events 
 	if err != nil {
 		return ScenarioResult{}, fmt.Errorf("bench bridge: %w", err)
 	}
-	res, err := Publish(ctx, p, events)
+	res, err := Publish(ctx, p, events, nil)
 	if cerr := p.Close(ctx); err == nil && cerr != nil {
 		err = fmt.Errorf("bench bridge: %w", cerr)
 	}
@@ -527,8 +528,11 @@ func runPublisher(ctx context.Context, url string, enc *publish.Encoder, events 
 // Enqueue to the done callback, and this process's CPU (getrusage) from the
 // first Enqueue to the last acknowledgement. p stays open. events must
 // follow on from what p already published for their agents (MakeEvents'
-// events in order, split anywhere, do).
-func Publish(ctx context.Context, p *publish.Publisher, events []detector.Event) (ScenarioResult, error) {
+// events in order, split anywhere, do). With pace, each Enqueue first
+// waits for it (events handed over at its rate, as a bridge whose agents
+// change at that rate hands them over); nil hands them over as fast as the
+// window allows.
+func Publish(ctx context.Context, p *publish.Publisher, events []detector.Event, pace *rate.Limiter) (ScenarioResult, error) {
 	if len(events) == 0 {
 		return ScenarioResult{}, errors.New("bench bridge: no events to publish")
 	}
@@ -536,6 +540,11 @@ func Publish(ctx context.Context, p *publish.Publisher, events []detector.Event)
 	var firstErr atomic.Value
 	m := startMeter("bridge Publisher", len(events))
 	for i := range events {
+		if pace != nil {
+			if err := pace.Wait(ctx); err != nil {
+				return ScenarioResult{}, fmt.Errorf("bench bridge: pace: %w", err)
+			}
+		}
 		wg.Add(1)
 		start := time.Now()
 		err := p.Enqueue(ctx, 0, events[i:i+1], func(_ uint64, err error) {

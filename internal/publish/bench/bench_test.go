@@ -98,7 +98,7 @@ func TestPublishContinuesAcrossCalls(t *testing.T) {
 	defer p.Close(ctx)
 	events := MakeEvents(5*agents, agents)
 	for _, part := range [][]detector.Event{events[:agents], events[agents:]} {
-		res, err := Publish(ctx, p, part)
+		res, err := Publish(ctx, p, part, nil)
 		if err != nil {
 			t.Fatalf("Publish: %v", err)
 		}
@@ -120,7 +120,7 @@ func TestPublishContinuesAcrossCalls(t *testing.T) {
 	if got, want := last.Header.Get("ce-id"), events[4*agents].ID; got != want {
 		t.Errorf("first agent's last event %q, want %q", got, want)
 	}
-	if _, err := Publish(ctx, p, nil); err == nil {
+	if _, err := Publish(ctx, p, nil, nil); err == nil {
 		t.Error("Publish of no events: no error")
 	}
 }
