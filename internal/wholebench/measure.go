@@ -313,16 +313,19 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 	if err := measureBare(ctx, opts, &w, simURL, idsFile); err != nil {
 		return Workload{}, err
 	}
-	// The publish path alone hands over what the bridge published in its
-	// measured period, at the bridge's rate: the same wake-ups per event.
-	events, perSecond := opts.PublishEvents, 0.0
-	if w.Events > 0 {
-		events, perSecond = int(w.Events), float64(w.Events)/opts.Measure.Seconds()
+	publishRole := func(events int, perSecond float64) []string {
+		return role("-role", "publish", "-nats-url", natsURL, "-agents", strconv.Itoa(opts.Agents),
+			"-publish-events", strconv.Itoa(events), "-publish-rate", strconv.FormatFloat(perSecond, 'f', 3, 64))
 	}
-	if w.Publish, err = measurePublish(ctx, role("-role", "publish", "-nats-url", natsURL,
-		"-agents", strconv.Itoa(opts.Agents), "-publish-events", strconv.Itoa(events),
-		"-publish-rate", strconv.FormatFloat(perSecond, 'f', 3, 64))); err != nil {
+	if w.Publish, err = measurePublish(ctx, publishRole(opts.PublishEvents, 0)); err != nil {
 		return Workload{}, err
+	}
+	if w.Events > 0 {
+		// What the bridge published in its measured period, at its rate:
+		// the same wake-ups per event.
+		if w.PublishPaced, err = measurePublish(ctx, publishRole(int(w.Events), float64(w.Events)/opts.Measure.Seconds())); err != nil {
+			return Workload{}, err
+		}
 	}
 	w.derive(opts.Agents)
 	return w, nil

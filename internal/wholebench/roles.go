@@ -156,7 +156,7 @@ const (
 )
 
 // publishAlone is the publish path alone, as the bridge runs it: it
-// connects to the JetStream server at url, creates its own stream
+// connects to the JetStream server at url, creates its own stream anew
 // (publishStream on publishPrefix, the bridge's stream settings otherwise),
 // and publishes through a publish.Publisher with the bridge's defaults
 // (fenced, acknowledged, window publish.DefaultMaxPending) first one event
@@ -181,6 +181,10 @@ func publishAlone(ctx context.Context, url string, agents, events int, perSecond
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("open JetStream: %w", err)
+	}
+	// Each run of the role starts its agents' histories anew.
+	if err := js.DeleteStream(ctx, publishStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete stream %s of an earlier run: %w", publishStream, err)
 	}
 	if _, err := publish.EnsureStream(ctx, js, publish.StreamOptions{Name: publishStream, SubjectPrefix: publishPrefix, Manage: true}); err != nil {
 		return fmt.Errorf("create stream %s: %w", publishStream, err)

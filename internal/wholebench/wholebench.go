@@ -228,12 +228,20 @@ type Workload struct {
 	// Bridge.Polls) / Events; zero when no event was published. Negative
 	// when the bridge polled for less CPU than the bare loop.
 	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
-	// Publish is the publish path alone, the baseline of CPUPerEvent.
+	// Publish is the publish path alone, the baseline of CPUPerEvent:
+	// PublishEvents events handed over as fast as the window allows.
 	Publish PublishPath `json:"publish"`
 	// PublishRatio is CPUPerEvent / Publish.CPUPerEvent: what the bridge
 	// spends per event beyond its polls, in units of what publishing alone
 	// costs; zero when no event was published.
 	PublishRatio float64 `json:"cpu_per_event_vs_publish"`
+	// PublishPaced is the publish path alone handed as many events as the
+	// bridge published in its measured period, at the bridge's rate: the
+	// same trickle, one wake-up per event; zero when no event was
+	// published.
+	PublishPaced PublishPath `json:"publish_paced"`
+	// PacedRatio is CPUPerEvent / PublishPaced.CPUPerEvent.
+	PacedRatio float64 `json:"cpu_per_event_vs_publish_paced"`
 	// RSSPerAgent is the bridge's peak RSS beyond the bare loop's, per
 	// agent, bytes.
 	RSSPerAgent float64 `json:"rss_per_agent_beyond_bare_bytes"`
@@ -259,6 +267,10 @@ func (w *Workload) derive(agents int) {
 	w.Publish.CPUPerEvent = perCount(w.Publish.CPU, w.Publish.Events)
 	if w.Events > 0 && w.Publish.CPUPerEvent > 0 {
 		w.PublishRatio = float64(w.CPUPerEvent) / float64(w.Publish.CPUPerEvent)
+	}
+	w.PublishPaced.CPUPerEvent = perCount(w.PublishPaced.CPU, w.PublishPaced.Events)
+	if w.Events > 0 && w.PublishPaced.CPUPerEvent > 0 {
+		w.PacedRatio = float64(w.CPUPerEvent) / float64(w.PublishPaced.CPUPerEvent)
 	}
 }
 
@@ -315,16 +327,18 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "%-9s %12.2f %15s %15.2fKiB %14s %13d %13.1fµs\n", w.Name, w.Ratio, perEvent,
 			w.RSSPerAgent/1024, w.Burst.Duration.Round(time.Millisecond), w.Burst.Events, micros(w.Burst.CPUPerEvent))
 	}
-	fmt.Fprintf(&b, "publish path alone: over %d agents, the bridge's publisher defaults, in its own process against the workload's JetStream server; as many events as the bridge published in its measured period, at its rate (else %d events, unpaced)\n",
+	fmt.Fprintf(&b, "publish path alone: over %d agents, the bridge's publisher defaults, in its own process against the workload's JetStream server; %d events as fast as the window allows, and paced: as many events as the bridge published in its measured period, at its rate\n",
 		r.Agents, r.PublishEvents)
-	fmt.Fprintf(&b, "%-9s %15s %17s %11s %22s\n", "workload", "publish events", "publish CPU/event", "events/s", "bridge/publish CPU/event")
+	fmt.Fprintf(&b, "%-9s %17s %11s %16s %22s %14s %21s\n", "workload", "publish CPU/event", "events/s", "paced CPU/event", "paced events, per s", "bridge/publish", "bridge/paced publish")
 	for _, w := range r.Workloads {
-		ratio := "-"
+		paced, pacedEvents, ratio, pacedRatio := "-", "-", "-", "-"
 		if w.Events > 0 {
-			ratio = fmt.Sprintf("%.2f", w.PublishRatio)
+			paced = fmt.Sprintf("%.1fµs", micros(w.PublishPaced.CPUPerEvent))
+			pacedEvents = fmt.Sprintf("%d, %.0f", w.PublishPaced.Events, w.PublishPaced.Paced)
+			ratio, pacedRatio = fmt.Sprintf("%.2f", w.PublishRatio), fmt.Sprintf("%.2f", w.PacedRatio)
 		}
-		fmt.Fprintf(&b, "%-9s %15d %15.1fµs %11.0f %22s\n", w.Name, w.Publish.Events, micros(w.Publish.CPUPerEvent),
-			perSecond(w.Publish.Events, w.Publish.Duration), ratio)
+		fmt.Fprintf(&b, "%-9s %15.1fµs %11.0f %16s %22s %14s %21s\n", w.Name, micros(w.Publish.CPUPerEvent),
+			perSecond(w.Publish.Events, w.Publish.Duration), paced, pacedEvents, ratio, pacedRatio)
 	}
 	if r.ProfileDir != "" {
 		fmt.Fprintf(&b, "bridge profiles (their own CPU included above): %s/<workload>-cpu.pprof, %s/<workload>-heap.pprof\n", r.ProfileDir, r.ProfileDir)
