@@ -626,12 +626,13 @@ func TestPublisherClusterLeaderLoss(t *testing.T) {
 	}
 	servers := map[string]*embeddednats.Server{}
 	var urls []string
+	cluster := clusterName()
 	for i := range 3 {
 		name := fmt.Sprintf("n%d", i+1)
 		srv, err := embeddednats.Start(ctx, embeddednats.Options{
 			Listen: "127.0.0.1:-1", DataDir: t.TempDir(), ServerName: name, ReadyTimeout: time.Minute, // a loaded runner can take long to form the cluster; this only catches a hang
 			Configure: func(o *server.Options) error {
-				o.Cluster = server.ClusterOpts{Name: "bridge-test", Host: "127.0.0.1", Port: routePorts[i]}
+				o.Cluster = server.ClusterOpts{Name: cluster, Host: "127.0.0.1", Port: routePorts[i]}
 				o.Routes = server.RoutesFromStr(joinComma(routes))
 				return nil
 			},

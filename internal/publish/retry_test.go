@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,17 @@ type clusterNode struct {
 // the first seeds have routes to each other, the others routes to the
 // seeds (they join a formed cluster). None runs yet. It returns the nodes
 // and the client URL list of all of them.
+// clusterSeq numbers the test clusters of this process.
+var clusterSeq atomic.Int64
+
+// clusterName is a test cluster's name of its own: a node of another
+// cluster (another test process running at the same time) that took a port
+// probed free here refuses this cluster's routes instead of joining it and
+// lending it a meta leader.
+func clusterName() string {
+	return fmt.Sprintf("bridge-test-%d-%d", os.Getpid(), clusterSeq.Add(1))
+}
+
 func testCluster(t *testing.T, n, seeds int) ([]*clusterNode, string) {
 	t.Helper()
 	routePorts := freePorts(t, n)
@@ -82,6 +94,7 @@ func testCluster(t *testing.T, n, seeds int) ([]*clusterNode, string) {
 		}
 		urls = append(urls, "nats://127.0.0.1:"+strconv.Itoa(clientPorts[i]))
 	}
+	cluster := clusterName()
 	nodes := make([]*clusterNode, n)
 	for i := range n {
 		node := &clusterNode{name: fmt.Sprintf("n%d", i+1), port: clientPorts[i]}
@@ -93,7 +106,7 @@ func testCluster(t *testing.T, n, seeds int) ([]*clusterNode, string) {
 			srv, err := embeddednats.Start(ctx, embeddednats.Options{
 				Listen: "127.0.0.1:" + strconv.Itoa(node.port), DataDir: dir, ServerName: node.name, ReadyTimeout: time.Minute, // a loaded runner can take long to form the cluster; this only catches a hang
 				Configure: func(o *server.Options) error {
-					o.Cluster = server.ClusterOpts{Name: "bridge-retry-test", Host: "127.0.0.1", Port: routePorts[i]}
+					o.Cluster = server.ClusterOpts{Name: cluster, Host: "127.0.0.1", Port: routePorts[i]}
 					o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 					return nil
 				},
