@@ -295,13 +295,11 @@ func (d *Detector) StaleDue(now time.Time) []string {
 		return nil
 	}
 	var due []string
-	for id, a := range d.snapshotAgents() {
-		a.mu.Lock()
+	d.each(func(id string, a *agent) {
 		if a.polled && a.state != nil && !a.state.Stale && now.Sub(a.lastSuccess) >= d.opts.StaleAfter {
 			due = append(due, id)
 		}
-		a.mu.Unlock()
-	}
+	})
 	sort.Strings(due)
 	return due
 }
@@ -329,13 +327,11 @@ func (d *Detector) MarkStale(agentID string, now time.Time) *Change {
 // a state: those a presence.snapshot round covers.
 func (d *Detector) SnapshotDue() []string {
 	var due []string
-	for id, a := range d.snapshotAgents() {
-		a.mu.Lock()
+	d.each(func(id string, a *agent) {
 		if a.polled && a.state != nil {
 			due = append(due, id)
 		}
-		a.mu.Unlock()
-	}
+	})
 	sort.Strings(due)
 	return due
 }
@@ -366,13 +362,11 @@ func (d *Detector) known(id string) *agent {
 // StaleAgents returns how many agents are currently stale.
 func (d *Detector) StaleAgents() int {
 	n := 0
-	for _, a := range d.snapshotAgents() {
-		a.mu.Lock()
+	d.each(func(_ string, a *agent) {
 		if a.state != nil && a.state.Stale {
 			n++
 		}
-		a.mu.Unlock()
-	}
+	})
 	return n
 }
 
@@ -406,14 +400,18 @@ func (d *Detector) Base(agentID string) *AgentState {
 	return &s
 }
 
-func (d *Detector) snapshotAgents() map[string]*agent {
+// each calls f for every agent held, with the agent's lock held, without
+// copying the set: d.mu is held throughout, which is safe because d.mu is
+// never taken while an agent's lock is held (every method looks its agent
+// up first), and cheap enough for the stale check's one pass a second.
+func (d *Detector) each(f func(id string, a *agent)) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := make(map[string]*agent, len(d.agents))
 	for id, a := range d.agents {
-		m[id] = a
+		a.mu.Lock()
+		f(id, a)
+		a.mu.Unlock()
 	}
-	return m
 }
 
 // Confirm records that a Change's events are on the stream, the last at

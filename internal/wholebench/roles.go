@@ -45,7 +45,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	noLeases := fs.Bool("no-leases", false, "run the bridge with BRIDGE_LEASE_ENABLED=false")
 	fs.IntVar(&opts.Agents, "agents", 10_000, "agents in the simulated organisation")
 	fs.DurationVar(&opts.Interval, "interval", 10*time.Second, "poll interval per agent (BRIDGE_POLL_INTERVAL)")
-	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default one interval; the bridge also waits for its start-up burst)")
+	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default two intervals: the first round and the second, whose first repeats the bridge still compares; the bridge also waits for its start-up burst)")
 	fs.DurationVar(&opts.Measure, "measure", 0, "measured period of each process (default two intervals)")
 	fs.IntVar(&opts.Concurrency, "concurrency", source.DefaultMaxConcurrency, "workers (BRIDGE_MAX_CONCURRENCY)")
 	fs.IntVar(&opts.PublishEvents, "publish-events", DefaultPublishEvents, "events the publish path alone publishes, in its own process, after the bridge of a workload that published nothing has stopped (otherwise as many as the bridge published, at its rate)")

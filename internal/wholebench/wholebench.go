@@ -73,7 +73,10 @@ type Options struct {
 	Interval time.Duration
 	// Warmup before measuring, counted from the start of the polling
 	// process; the bridge is also measured only once its start-up burst is
-	// complete. Default one Interval.
+	// complete. Default two Intervals: the first round, then the second,
+	// in which the bridge compares each agent's first repeated answer with
+	// its state once (later repeats take the unchanged-answer shortcut), so
+	// that the measured period is the steady state.
 	Warmup time.Duration
 	// Measure is the measured steady-state period; default 2 × Interval.
 	Measure time.Duration
@@ -117,7 +120,7 @@ func (o *Options) defaults() error {
 		o.Interval = 10 * time.Second
 	}
 	if o.Warmup <= 0 {
-		o.Warmup = o.Interval
+		o.Warmup = 2 * o.Interval
 	}
 	if o.Measure <= 0 {
 		o.Measure = 2 * o.Interval
