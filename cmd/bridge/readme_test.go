@@ -331,3 +331,39 @@ func TestExamplesUseTheContractsNames(t *testing.T) {
 		}
 	}
 }
+
+// TestGuaranteesNameTheirTests keeps README's Guarantees command honest:
+// every name in its -run pattern selects at least one process test of
+// this package, so a renamed test cannot silently drop out of it.
+func TestGuaranteesNameTheirTests(t *testing.T) {
+	m := regexp.MustCompile(`go test -race -run '([^']+)' \./cmd/bridge`).FindStringSubmatch(readDoc(t, readmePath))
+	if m == nil {
+		t.Fatal("README's Guarantees give no `go test -race -run '…' ./cmd/bridge` command")
+	}
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests []string
+	testFunc := regexp.MustCompile(`(?m)^func (Test\w+)\(t \*testing\.T\)`)
+	for _, f := range files {
+		for _, fm := range testFunc.FindAllStringSubmatch(readDoc(t, f), -1) {
+			tests = append(tests, fm[1])
+		}
+	}
+	for _, name := range strings.Split(m[1], "|") {
+		re, err := regexp.Compile(name)
+		if err != nil {
+			t.Fatalf("README's pattern %q: %v", name, err)
+		}
+		n := 0
+		for _, tn := range tests {
+			if re.MatchString(tn) {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("README's Guarantees command runs %q, which selects no test of ./cmd/bridge", name)
+		}
+	}
+}
