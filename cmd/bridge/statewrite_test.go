@@ -2,75 +2,51 @@ package main
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-
 	"github.com/ccaas/presence-bridge/internal/contract"
-	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
-// stateWriteUser is the one NATS user of TestRefusedStateWritesLandOnceAllowed:
-// the bridge's and the harness's.
-const stateWriteUser, stateWritePassword = "bridge", "state-write-test"
-
 // TestRefusedStateWritesLandOnceAllowed tries README's promise that a
 // failed state write is retried until it lands, through the binary in its
-// default configuration (leases on): for a while the JetStream server
-// refuses the bridge's writes to the state bucket (its user may not
-// publish to the bucket's subjects, as a wrong permission change would
-// do), while the stream still takes the events. Every agent changes once
-// in that time, so every agent's bucket value falls behind its last event.
-// Then the permission returns and the organisation rests: without any
-// further change, every agent's bucket value must reach its last event,
-// ccaas_bridge_state_behind_agents must fall back to 0, the lease must
-// never have moved, and the stream must hold each event once, in order.
+// default configuration (leases on): for a while the state bucket refuses
+// every write (its stream's largest message is set below any state's
+// size, as a wrong limit change would do), while the stream still takes
+// the events. Every agent changes once in that time, so every agent's
+// bucket value falls behind its last event. Then the limit returns and the
+// organisation rests: without any further change, every agent's bucket
+// value must reach its last event, ccaas_bridge_state_behind_agents must
+// fall back to 0, the lease must never have moved, and the stream must
+// hold each event once, in order.
 func TestRefusedStateWritesLandOnceAllowed(t *testing.T) {
 	const agents = 6
-	var started *server.Options // the options the server runs with
-	h := newHarness(t, agents, 47,
-		withNATS(natstest.WithConfigure(func(so *server.Options) error {
-			so.Users = []*server.User{{Username: stateWriteUser, Password: stateWritePassword}}
-			started = so
-			return nil
-		})),
-		withNATSConn(nats.UserInfo(stateWriteUser, stateWritePassword)))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	h := newHarness(t, agents, 47)
+	ctx, cancel := context.WithTimeout(context.Background(), 13*time.Minute) // outlasts every wait below
 	defer cancel()
 
-	// allowStateWrites reloads the server's authorization: the user may
-	// publish everywhere, or everywhere but the state bucket's subjects.
+	// allowStateWrites sets the largest message the state bucket's stream
+	// takes: unlimited, or 16 bytes, which no state fits in.
 	allowStateWrites := func(allow bool) {
 		t.Helper()
-		o := started.Clone()
-		_, port, err := net.SplitHostPort(h.ns.Addr())
+		st, err := h.js.Stream(ctx, "KV_"+contract.StateBucket)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("look up the state bucket's stream: %v", err)
 		}
-		if o.Port, err = strconv.Atoi(port); err != nil {
-			t.Fatal(err)
+		cfg := st.CachedInfo().Config
+		cfg.MaxMsgSize = 16
+		if allow {
+			cfg.MaxMsgSize = -1
 		}
-		u := &server.User{Username: stateWriteUser, Password: stateWritePassword}
-		if !allow {
-			u.Permissions = &server.Permissions{Publish: &server.SubjectPermission{
-				Allow: []string{">"},
-				Deny:  []string{"$KV." + contract.StateBucket + ".>"},
-			}}
-		}
-		o.Users = []*server.User{u}
-		if err := h.ns.NATS().ReloadOptions(o); err != nil {
-			t.Fatalf("reload the server's permissions: %v", err)
+		if _, err := h.js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatalf("set the state bucket's largest message to %d: %v", cfg.MaxMsgSize, err)
 		}
 	}
 
-	env := h.env(map[string]string{"GORACE": raceExitNow, "BRIDGE_NATS_USER": stateWriteUser, "BRIDGE_NATS_PASSWORD": stateWritePassword})
-	p := h.start(env, "run")
+	p := h.start(h.env(map[string]string{"GORACE": raceExitNow}), "run")
 	ops := opsAddr(t, p)
 	testwait.Until(t, waitScale*60*time.Second, "the bridge to lead and record every agent", func() bool {
 		failIfExited(t, p, "starting")
