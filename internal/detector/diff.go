@@ -16,7 +16,9 @@ import (
 // prev.Sequence+1, in this order: presence.resumed (when prev is stale),
 // presence.changed, sessions.changed, channels.changed, agent.offline or
 // agent.online, agent.unattended. On first sight it returns the three change
-// types with previous null and no alert. When nothing changed it returns
+// types with previous null and no alert; so it does for a part prev does
+// not know (its since-time zero: Rebuild leaves a part the stream lacks
+// so), the stream holding no value of it to chain from. When nothing changed it returns
 // prev unchanged and no event; the agent's name alone is not a change.
 // Diff is pure: Apply folds the events over prev and gives the same state.
 func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
@@ -45,9 +47,17 @@ func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
 		next.Stale, next.StaleSince, next.StaleErrorClass = false, nil, ""
 	}
 
-	if prev == nil || prev.Presence != cur {
+	// A part the state does not know (no state, or one rebuilt from a
+	// stream that lacks the part's events: its since-time is zero) is seen
+	// for the first time: its event has no previous value, as the stream
+	// holds none to chain from.
+	knowsPresence := prev != nil && !prev.PresenceSince.IsZero()
+	knowsSessions := prev != nil && !prev.SessionsSince.IsZero()
+	knowsChannels := prev != nil && !prev.ChannelsSince.IsZero()
+
+	if !knowsPresence || prev.Presence != cur {
 		d := PresenceChangedData{Current: cur, Unattended: unatt, Offline: offline}
-		if prev != nil {
+		if knowsPresence {
 			p := prev.Presence
 			d.Previous = &p
 			d.PreviousSince = &prev.PresenceSince
@@ -59,7 +69,7 @@ func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
 			// durations come from the real times.
 			began = snap.PresenceChangedAt.UTC()
 			d.ChangedAt = &began
-			if prev != nil {
+			if knowsPresence {
 				d.PreviousDurationSeconds = since(&prev.PresenceSince, began)
 			}
 		}
@@ -67,9 +77,9 @@ func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
 		next.Presence, next.PresenceSince = cur, began
 	}
 
-	if prev == nil || prev.Sessions != sess {
+	if !knowsSessions || prev.Sessions != sess {
 		d := SessionsChangedData{Change: SessionsInitial, Current: sess, Unattended: unatt, Offline: offline}
-		if prev != nil {
+		if knowsSessions {
 			p := prev.Sessions
 			d.Previous = &p
 			d.Change = sessionsChange(p, sess)
@@ -78,13 +88,13 @@ func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
 		next.Sessions, next.SessionsSince = sess, at
 	}
 
-	if prev == nil || !slices.Equal(prev.Channels.Allowed, ch.Allowed) || !slices.Equal(prev.Channels.Disabled, ch.Disabled) {
+	if !knowsChannels || !slices.Equal(prev.Channels.Allowed, ch.Allowed) || !slices.Equal(prev.Channels.Disabled, ch.Disabled) {
 		d := ChannelsChangedData{
 			Current: ch.clone(),
 			Added:   Channels{Allowed: ch.Allowed, Disabled: ch.Disabled},
 			Removed: Channels{Allowed: []string{}, Disabled: []string{}},
 		}
-		if prev != nil {
+		if knowsChannels {
 			p := prev.Channels.clone()
 			d.Previous = &p
 			d.Added = Channels{Allowed: setDiff(ch.Allowed, p.Allowed), Disabled: setDiff(ch.Disabled, p.Disabled)}
