@@ -36,7 +36,7 @@ func TestNewcomerPath(t *testing.T) {
 	h := &harness{t: t}
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	natsAddr, httpAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	demoEnv := map[string]string{"BRIDGE_DATA_DIR": data, "BRIDGE_EMBEDDED_NATS_LISTEN": natsAddr, "BRIDGE_HTTP_ADDR": httpAddr}
 	// The consumer commands find the demo's JetStream as they would on
 	// 127.0.0.1:4222.
@@ -253,7 +253,7 @@ func TestNewcomerPath(t *testing.T) {
 	if code != exitConfig || !strings.Contains(stderr, simAddr+" is already in use (--addr)") || !strings.Contains(stderr, "another `bridge simulate` running?") {
 		t.Errorf("second simulator: exit %d, stderr %q", code, stderr)
 	}
-	runEnv := map[string]string{"BRIDGE_DATA_DIR": filepath.Join(dir, "data-simulator"), "BRIDGE_EMBEDDED_NATS_LISTEN": freeAddr(t), "BRIDGE_HTTP_ADDR": freeAddr(t)}
+	runEnv := map[string]string{"BRIDGE_DATA_DIR": filepath.Join(dir, "data-simulator"), "BRIDGE_EMBEDDED_NATS_LISTEN": natstest.FreeAddr(t), "BRIDGE_HTTP_ADDR": natstest.FreeAddr(t)}
 	for k, v := range simEnv {
 		runEnv[k] = v
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"flag"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/ccaas/presence-bridge/examples/eventstest"
 	"github.com/ccaas/presence-bridge/internal/config"
 	"github.com/ccaas/presence-bridge/internal/contract"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 	"github.com/ccaas/presence-bridge/internal/testwait"
 )
 
@@ -67,18 +67,6 @@ func TestDocsListEveryVariableAndCommand(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // sample is one sample block of the README: the command shown after "$ "
 // and the output the real binary gives.
 type sample struct {
@@ -110,7 +98,7 @@ func simulatorEnv(t *testing.T, out string) map[string]string {
 // waits for its export lines.
 func startSimulator(t *testing.T, h *harness, args ...string) (*proc, string, map[string]string) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := natstest.FreeAddr(t)
 	p := h.start(nil, append([]string{"simulate", "--addr", addr}, args...)...)
 	testwait.Until(t, waitScale*60*time.Second, "the simulator's export lines", func() bool {
 		return strings.Contains(p.output(), "export BRIDGE_AGENT_IDS=")

@@ -1,6 +1,8 @@
 package natstest
 
 import (
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -47,5 +49,28 @@ func TestOptions(t *testing.T) {
 	nc, _ := Connect(t, srv.ClientURL(), nats.UserInfo("u", "p"))
 	if got := nc.MaxPayload(); got != 4096 {
 		t.Errorf("max payload %d, want 4096 (options composed in order)", got)
+	}
+}
+
+// TestFreePortsAreBindableAndOutsideTheEphemeralRange: the ports are
+// distinct, each can be bound, and none lies where the kernel hands out
+// ports to other sockets.
+func TestFreePortsAreBindableAndOutsideTheEphemeralRange(t *testing.T) {
+	ports := FreePorts(t, 8)
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			t.Errorf("port %d returned twice", p)
+		}
+		seen[p] = true
+		if p < 10000 || p >= ephemeralLow() {
+			t.Errorf("port %d outside [10000, %d)", p, ephemeralLow())
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Errorf("port %d: %v", p, err)
+			continue
+		}
+		l.Close()
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 )
 
 // eventSource hands out each agent's events with consecutive sequences.
@@ -599,27 +599,12 @@ func TestPublisherSurvivesOutage(t *testing.T) {
 	}
 }
 
-// freePorts reserves n loopback ports for a cluster's routes.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-	}
-	return ports
-}
-
 // TestPublisherClusterLeaderLoss runs a three-node cluster with a stream of
 // three replicas and shuts the stream leader down mid-run.
 func TestPublisherClusterLeaderLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	routePorts := freePorts(t, 3)
+	routePorts := natstest.FreePorts(t, 3)
 	var routes []string
 	for _, p := range routePorts {
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))

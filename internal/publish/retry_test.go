@@ -18,6 +18,7 @@ import (
 
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/embeddednats"
+	"github.com/ccaas/presence-bridge/internal/natstest"
 )
 
 func TestJetStreamUnavailable(t *testing.T) {
@@ -85,8 +86,8 @@ func clusterName() string {
 
 func testCluster(t *testing.T, n, seeds int) ([]*clusterNode, string) {
 	t.Helper()
-	routePorts := freePorts(t, n)
-	clientPorts := freePorts(t, n)
+	routePorts := natstest.FreePorts(t, n)
+	clientPorts := natstest.FreePorts(t, n)
 	var routes, urls []string
 	for i := range n {
 		if i < seeds {
