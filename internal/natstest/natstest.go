@@ -81,7 +81,9 @@ type Server struct {
 // Start runs a JetStream server for the test; it is shut down at cleanup.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	o := embeddednats.Options{Listen: "127.0.0.1:-1"}
+	// A port below the ephemeral range: Restart binds it again after Stop,
+	// when a port the kernel hands out could have gone to another socket.
+	o := embeddednats.Options{Listen: FreeAddr(t)}
 	for _, opt := range opts {
 		opt(&o)
 	}
