@@ -714,15 +714,24 @@ func (p *Pipeline) checkStale(ctx context.Context) {
 		p.opts.Beat()
 	}
 	now := p.opts.Now()
-	for _, id := range p.opts.Detector.StaleDue(now) {
+	due, stale := p.opts.Detector.StaleCheck(now)
+	for _, id := range due {
 		if !p.takes(id) {
 			continue
 		}
-		if err := p.submit(ctx, id, func() *detector.Change { return p.opts.Detector.MarkStale(id, now) }, nil); err != nil {
+		marked := false
+		if err := p.submit(ctx, id, func() *detector.Change {
+			c := p.opts.Detector.MarkStale(id, now)
+			marked = c != nil
+			return c
+		}, nil); err != nil {
 			p.log.Warn("publishing presence.stale failed", "agent", id, "err", err)
 		}
+		if marked {
+			stale++
+		}
 	}
-	p.metrics.StaleAgents.Set(float64(p.opts.Detector.StaleAgents()))
+	p.metrics.StaleAgents.Set(float64(stale))
 }
 
 func (p *Pipeline) snapshot(ctx context.Context) {
