@@ -288,24 +288,26 @@ func (a *agent) advance(in *source.Interner, id string, next AgentState, events 
 	return c
 }
 
-// StaleDue returns, sorted, the agents polled by this process, with a state,
-// not yet stale, and without a successful poll for StaleAfter at now.
-func (d *Detector) StaleDue(now time.Time) []string {
-	if d.opts.StaleAfter <= 0 {
-		return nil
-	}
-	var due []string
+// StaleCheck walks the agents once. due are, sorted, the agents polled by
+// this process, with a state, not yet stale, and without a successful poll
+// for StaleAfter at now (MarkStale marks each, checking again); stale is
+// how many agents are stale already. With StaleAfter 0 nothing is due.
+func (d *Detector) StaleCheck(now time.Time) (due []string, stale int) {
 	d.each(func(id string, a *agent) {
-		if a.polled && a.state != nil && !a.state.Stale && now.Sub(a.lastSuccess) >= d.opts.StaleAfter {
+		switch {
+		case a.state == nil:
+		case a.state.Stale:
+			stale++
+		case d.opts.StaleAfter > 0 && a.polled && now.Sub(a.lastSuccess) >= d.opts.StaleAfter:
 			due = append(due, id)
 		}
 	})
 	sort.Strings(due)
-	return due
+	return due, stale
 }
 
 // MarkStale returns the presence.stale Change of an agent if it is still
-// due at now (see StaleDue), or nil.
+// due at now (see StaleCheck), or nil.
 func (d *Detector) MarkStale(agentID string, now time.Time) *Change {
 	if d.opts.StaleAfter <= 0 {
 		return nil
@@ -357,17 +359,6 @@ func (d *Detector) known(id string) *agent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.agents[id]
-}
-
-// StaleAgents returns how many agents are currently stale.
-func (d *Detector) StaleAgents() int {
-	n := 0
-	d.each(func(_ string, a *agent) {
-		if a.state != nil && a.state.Stale {
-			n++
-		}
-	})
-	return n
 }
 
 // State returns an agent's latest state, including changes not yet

@@ -77,8 +77,10 @@ func TestQuietPollsAsDiffed(t *testing.T) {
 				o.Row = &source.PresenceRow{RowID: "r", AgentID: agent, PresenceID: p.ID, PresenceName: p.Name, BaseStatus: p.BaseStatus,
 					ChangedAt: now.Add(-time.Second), CreatedAt: now}
 			case r == 15: // stale check
-				if f, s := fast.StaleDue(now), slow.StaleDue(now); !reflect.DeepEqual(f, s) {
-					t.Fatalf("seed %d step %d: stale due %v, diffing every poll %v", seed, step, f, s)
+				fd, fn := fast.StaleCheck(now)
+				sd, sn := slow.StaleCheck(now)
+				if !reflect.DeepEqual(fd, sd) || fn != sn {
+					t.Fatalf("seed %d step %d: stale due %v (%d stale), diffing every poll %v (%d stale)", seed, step, fd, fn, sd, sn)
 				}
 				compare(step, "stale", fast.MarkStale(agent, now), slow.MarkStale(agent, now))
 				continue

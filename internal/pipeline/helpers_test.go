@@ -100,6 +100,7 @@ type bridge struct {
 	pipe      *pipeline.Pipeline
 	pub       *testPublisher
 	store     *statebucket.Store
+	metrics   *pipeline.Metrics
 	published chan detector.Event
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -144,9 +145,12 @@ func startBridgeViewing(t *testing.T, url string, staleAfter time.Duration, now 
 	}
 	det.Restore(states...)
 	b := &bridge{det: det, store: store, published: make(chan detector.Event, 10000), done: make(chan struct{})}
+	if b.metrics, err = pipeline.NewMetrics(nil); err != nil {
+		t.Fatal(err)
+	}
 	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
-		Detector: det, Publisher: b.pub.Publisher, View: view, StaleCheckInterval: 10 * time.Millisecond,
+		Detector: det, Publisher: b.pub.Publisher, View: view, StaleCheckInterval: 10 * time.Millisecond, Metrics: b.metrics,
 		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix}),
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})

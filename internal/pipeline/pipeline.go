@@ -263,13 +263,8 @@ func (p *Pipeline) SetAgents(ids []string) {
 
 // takes reports whether this process polls the agent.
 func (p *Pipeline) takes(agentID string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.active == nil {
-		return true
-	}
-	_, ok := p.active[agentID]
-	return ok
+	takes, _ := p.standing(agentID)
+	return takes
 }
 
 // Observe takes one poll result: the detector's change, if any, is enqueued
@@ -282,9 +277,6 @@ func (p *Pipeline) Observe(ctx context.Context, o source.Observation) error {
 			s.Errors++
 		}
 	})
-	if !p.takes(o.AgentID) {
-		return nil
-	}
 	return p.submit(ctx, o.AgentID,
 		func() *detector.Change { return p.opts.Detector.Observe(o) },
 		func() { p.opts.Detector.Note(o) })
@@ -302,10 +294,11 @@ func (p *Pipeline) submit(ctx context.Context, agentID string, produce func() *d
 		return errors.New("pipeline closed")
 	}
 	defer p.lockOrder(agentID)()
-	if !p.takes(agentID) {
-		return nil // left this process's set while waiting for the lock
+	takes, adopting := p.standing(agentID)
+	if !takes {
+		return nil // not this process's, or left its set while waiting for the lock
 	}
-	if p.adopting(agentID) {
+	if adopting {
 		if note != nil {
 			note()
 		}
@@ -331,11 +324,18 @@ func (p *Pipeline) enqueue(ctx context.Context, c *detector.Change) error {
 	return nil
 }
 
-func (p *Pipeline) adopting(agentID string) bool {
+// standing reports, in one look, whether this process polls the agent and
+// whether its history is being adopted from the stream.
+func (p *Pipeline) standing(agentID string) (takes, adopting bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.active != nil {
+		if _, ok := p.active[agentID]; !ok {
+			return false, false
+		}
+	}
 	f := p.flows[agentID]
-	return f != nil && f.adopting
+	return true, f != nil && f.adopting
 }
 
 // work counts a change in flight or an adoption under way (n = ±1).
@@ -714,15 +714,24 @@ func (p *Pipeline) checkStale(ctx context.Context) {
 		p.opts.Beat()
 	}
 	now := p.opts.Now()
-	for _, id := range p.opts.Detector.StaleDue(now) {
+	due, stale := p.opts.Detector.StaleCheck(now)
+	for _, id := range due {
 		if !p.takes(id) {
 			continue
 		}
-		if err := p.submit(ctx, id, func() *detector.Change { return p.opts.Detector.MarkStale(id, now) }, nil); err != nil {
+		marked := false
+		if err := p.submit(ctx, id, func() *detector.Change {
+			c := p.opts.Detector.MarkStale(id, now)
+			marked = c != nil
+			return c
+		}, nil); err != nil {
 			p.log.Warn("publishing presence.stale failed", "agent", id, "err", err)
 		}
+		if marked {
+			stale++
+		}
 	}
-	p.metrics.StaleAgents.Set(float64(p.opts.Detector.StaleAgents()))
+	p.metrics.StaleAgents.Set(float64(stale))
 }
 
 func (p *Pipeline) snapshot(ctx context.Context) {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ccaas/presence-bridge/internal/contract"
 	"github.com/ccaas/presence-bridge/internal/detector"
@@ -37,25 +40,26 @@ func TestAlertsStaleAndResumed(t *testing.T) {
 	b := startBridge(t, url, time.Minute, func() time.Time { return time.Unix(0, clock.Load()) })
 
 	steps := []struct {
-		name string
-		obs  source.Observation
-		want []string // events the step publishes
+		name  string
+		obs   source.Observation
+		want  []string // events the step publishes
+		stale float64  // ccaas_bridge_stale_agents after it
 	}{
 		{"A first sight", snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok(),
-			[]string{"presence.changed", "sessions.changed", "channels.changed"}},
+			[]string{"presence.changed", "sessions.changed", "channels.changed"}, 0},
 		{"A busy", snap{agentA, "Ada", busy, "Busy", "Busy", 1, 0, now.Add(time.Second)}.ok(),
-			[]string{"presence.changed"}},
+			[]string{"presence.changed"}, 0},
 		{"A closes every tab while Busy", snap{agentA, "Ada", busy, "Busy", "Busy", 0, 0, now.Add(2 * time.Second)}.ok(),
-			[]string{"sessions.changed", "agent.offline", "agent.unattended"}},
+			[]string{"sessions.changed", "agent.offline", "agent.unattended"}, 0},
 		{"A logs in again", snap{agentA, "Ada", available, "Available", "Available", 1, 1700000900, now.Add(3 * time.Second)}.ok(),
-			[]string{"presence.changed", "sessions.changed", "agent.online"}},
-		{"A unchanged", snap{agentA, "Ada", available, "Available", "Available", 1, 1700000900, now.Add(4 * time.Second)}.ok(), nil},
+			[]string{"presence.changed", "sessions.changed", "agent.online"}, 0},
+		{"A unchanged", snap{agentA, "Ada", available, "Available", "Available", 1, 1700000900, now.Add(4 * time.Second)}.ok(), nil, 0},
 		{"B first sight", snap{agentB, "Bo", away, "Away", "Away", 1, 0, now}.ok(),
-			[]string{"presence.changed", "sessions.changed", "channels.changed"}},
+			[]string{"presence.changed", "sessions.changed", "channels.changed"}, 0},
 		// A minute and 3 s later B is stale, A (last success at 4 s) is not.
-		{"B poll fails", failed(agentB, source.ClassServer, now.Add(time.Minute+3*time.Second)), []string{"presence.stale"}},
+		{"B poll fails", failed(agentB, source.ClassServer, now.Add(time.Minute+3*time.Second)), []string{"presence.stale"}, 1},
 		{"B poll succeeds with a new presence", snap{agentB, "Bo", offline, "Offline", "Offline", 1, 0, now.Add(time.Minute + 5*time.Second)}.ok(),
-			[]string{"presence.resumed", "presence.changed", "agent.offline"}},
+			[]string{"presence.resumed", "presence.changed", "agent.offline"}, 0},
 	}
 	for _, s := range steps {
 		observe(t, b.pipe, s.obs)
@@ -74,6 +78,9 @@ func TestAlertsStaleAndResumed(t *testing.T) {
 		if !slices.Equal(got, s.want) {
 			t.Fatalf("%s: published %v, want %v", s.name, got, s.want)
 		}
+		testwait.Until(t, 10*time.Second, fmt.Sprintf("%s: %v stale agents", s.name, s.stale), func() bool {
+			return testutil.ToFloat64(b.metrics.StaleAgents) == s.stale
+		})
 		if s.want == nil {
 			continue
 		}

@@ -286,8 +286,10 @@ func bridgeEnv(opts Options, simURL, natsURL, idsFile, httpAddr string) []string
 }
 
 // runWorkload starts the simulator and JetStream processes, measures the
-// bridge, stops it, then measures the bare loop against the same simulator
-// and the publish path alone against the same JetStream server.
+// bridge, stops it, then measures the bare loop against the same simulator,
+// the bridge with its embedded JetStream against it (unless
+// Options.NoEmbedded) and the publish path alone against the JetStream
+// server.
 func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload, error) {
 	idsFile := filepath.Join(dir, "agents")
 	role := func(args ...string) []string {
@@ -307,11 +309,22 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 	defer nats.stop()
 
 	w := Workload{Name: name}
-	if err := measureBridge(ctx, opts, &w, simURL, natsURL, idsFile); err != nil {
+	httpAddr, err := freeAddr()
+	if err != nil {
 		return Workload{}, err
 	}
+	run, err := measureBridge(ctx, opts, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), httpAddr, simURL, name)
+	if err != nil {
+		return Workload{}, err
+	}
+	w.Bridge, w.BridgePolls, w.Events, w.Burst = run.proc, run.polls, run.events, run.burst
 	if err := measureBare(ctx, opts, &w, simURL, idsFile); err != nil {
 		return Workload{}, err
+	}
+	if !opts.NoEmbedded {
+		if w.Embedded, err = measureEmbedded(ctx, opts, simURL, idsFile, filepath.Join(dir, "embedded")); err != nil {
+			return Workload{}, fmt.Errorf("embedded JetStream: %w", err)
+		}
 	}
 	publishRole := func(events int, perSecond float64) []string {
 		return role("-role", "publish", "-nats-url", natsURL, "-agents", strconv.Itoa(opts.Agents),
@@ -329,6 +342,27 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 	}
 	w.derive(opts.Agents)
 	return w, nil
+}
+
+// measureEmbedded measures the bridge again, against the same simulator,
+// with its own embedded JetStream (BRIDGE_NATS_URL empty) storing in
+// dataDir, as `bridge run` starts with no NATS URL.
+func measureEmbedded(ctx context.Context, opts Options, simURL, idsFile, dataDir string) (*Embedded, error) {
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	env := append(bridgeEnv(opts, simURL, "", idsFile, httpAddr),
+		"BRIDGE_DATA_DIR="+dataDir, "BRIDGE_EMBEDDED_NATS_LISTEN="+natsAddr)
+	run, err := measureBridge(ctx, opts, env, httpAddr, simURL, "")
+	if err != nil {
+		return nil, err
+	}
+	return &Embedded{Bridge: run.proc, Events: run.events, Burst: run.burst}, nil
 }
 
 // sample is the counters at one instant of a measured period.
@@ -371,30 +405,41 @@ func period(p *Process, s0, s1 sample) error {
 	return nil
 }
 
-func measureBridge(ctx context.Context, opts Options, w *Workload, simURL, natsURL, idsFile string) error {
-	httpAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+// bridgeRun is what was measured of one bridge process.
+type bridgeRun struct {
+	proc   Process
+	polls  int64 // its own count (ccaas_bridge_polls_total)
+	events int64 // published in the period
+	burst  Burst
+}
+
+// measureBridge runs the bridge with env until its start-up burst is
+// published and the warm-up is over, and measures it over the period; with
+// profile set (and Options.ProfileDir) it writes its profiles of the
+// period as <profile>-cpu.pprof and <profile>-heap.pprof.
+func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, simURL, profile string) (bridgeRun, error) {
 	argv := []string{opts.Executable, RunCommand}
-	br, _, err := startChild(ctx, "bridge", argv, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), false)
+	br, _, err := startChild(ctx, "bridge", argv, env, false)
 	if err != nil {
-		return err
+		return bridgeRun{}, err
 	}
 	defer br.stop()
 	started := time.Now()
-	if err := waitBurst(ctx, opts, w, br, httpAddr, started); err != nil {
-		return err
+	var run bridgeRun
+	if run.burst, err = waitBurst(ctx, opts, br, httpAddr, started); err != nil {
+		return bridgeRun{}, err
 	}
 	if err := sleep(ctx, time.Until(started.Add(opts.Warmup))); err != nil {
-		return err
+		return bridgeRun{}, err
 	}
 	s0, err := takeSample(ctx, br, simURL, httpAddr)
 	if err != nil {
-		return err
+		return bridgeRun{}, err
 	}
+	profiling := opts.ProfileDir != "" && profile != ""
+	profile = filepath.Join(opts.ProfileDir, profile)
 	var cpuProfile <-chan error // the profile of the measured period, fetched meanwhile
-	if opts.ProfileDir != "" {
+	if profiling {
 		profCtx, cancel := context.WithCancel(ctx)
 		ch := make(chan error, 1)
 		defer func() {
@@ -405,30 +450,30 @@ func measureBridge(ctx context.Context, opts Options, w *Workload, simURL, natsU
 		go func() {
 			defer close(ch) // after its one value: the deferred receive above never blocks
 			ch <- fetchProfile(profCtx, httpAddr, fmt.Sprintf("profile?seconds=%d", int(profileLength(opts.Measure).Seconds())),
-				filepath.Join(opts.ProfileDir, w.Name+"-cpu.pprof"), profileLength(opts.Measure))
+				profile+"-cpu.pprof", profileLength(opts.Measure))
 		}()
 	}
 	if err := sleep(ctx, opts.Measure); err != nil {
-		return err
+		return bridgeRun{}, err
 	}
 	s1, err := takeSample(ctx, br, simURL, httpAddr)
 	if err != nil {
-		return err
+		return bridgeRun{}, err
 	}
 	if cpuProfile != nil {
 		if err := <-cpuProfile; err != nil { // ends with ctx: its context is ctx's
-			return err
+			return bridgeRun{}, err
 		}
-		if err := fetchProfile(ctx, httpAddr, "heap", filepath.Join(opts.ProfileDir, w.Name+"-heap.pprof"), 0); err != nil {
-			return err
+		if err := fetchProfile(ctx, httpAddr, "heap", profile+"-heap.pprof", 0); err != nil {
+			return bridgeRun{}, err
 		}
 	}
-	w.BridgePolls = s1.bridge.polls - s0.bridge.polls
-	w.Events = s1.bridge.published - s0.bridge.published
-	if err := period(&w.Bridge, s0, s1); err != nil {
-		return fmt.Errorf("bridge: %w", err)
+	run.polls = s1.bridge.polls - s0.bridge.polls
+	run.events = s1.bridge.published - s0.bridge.published
+	if err := period(&run.proc, s0, s1); err != nil {
+		return bridgeRun{}, fmt.Errorf("bridge: %w", err)
 	}
-	return nil
+	return run, nil
 }
 
 // profileLength is the length of the bridge's CPU profile in a measured
@@ -471,32 +516,31 @@ func measurePublish(ctx context.Context, argv []string) (PublishPath, error) {
 }
 
 // waitBurst scrapes the bridge every 100 ms until every agent was polled
-// and three events per agent were published, and records the burst.
-func waitBurst(ctx context.Context, opts Options, w *Workload, br *child, httpAddr string, started time.Time) error {
+// and three events per agent were published, and returns the burst.
+func waitBurst(ctx context.Context, opts Options, br *child, httpAddr string, started time.Time) (Burst, error) {
 	deadline := started.Add(opts.Warmup + 3*opts.Interval + 30*time.Second)
 	want := int64(opts.Agents)
 	var last bridgeCounts
 	for {
 		if err := br.exited(); err != nil {
-			return err
+			return Burst{}, err
 		}
 		if c, err := scrape(ctx, httpAddr); err == nil {
 			last = c
 			if c.polls >= want && c.published >= 3*want {
 				u, err := readUsage(br.cmd.Process.Pid)
 				if err != nil {
-					return err
+					return Burst{}, err
 				}
-				w.Burst = Burst{Duration: time.Since(started), Events: c.published, CPU: u.cpu}
-				return nil
+				return Burst{Duration: time.Since(started), Events: c.published, CPU: u.cpu}, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("start-up burst incomplete after %s: %d polls, %d events published, want %d and %d (%s)",
+			return Burst{}, fmt.Errorf("start-up burst incomplete after %s: %d polls, %d events published, want %d and %d (%s)",
 				time.Since(started).Round(time.Second), last.polls, last.published, want, 3*want, br.tail())
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return err
+			return Burst{}, err
 		}
 	}
 }

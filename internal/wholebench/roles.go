@@ -43,6 +43,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 	publishRate := fs.Float64("publish-rate", 0, "internal: events per second the publish role hands over (0: as fast as its window allows)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	noLeases := fs.Bool("no-leases", false, "run the bridge with BRIDGE_LEASE_ENABLED=false")
+	noEmbedded := fs.Bool("no-embedded", false, "skip the second measurement of each workload's bridge, with its embedded JetStream")
 	fs.IntVar(&opts.Agents, "agents", 10_000, "agents in the simulated organisation")
 	fs.DurationVar(&opts.Interval, "interval", 10*time.Second, "poll interval per agent (BRIDGE_POLL_INTERVAL)")
 	fs.DurationVar(&opts.Warmup, "warmup", 0, "warm-up before measuring (default two intervals: the first round and the second, whose first repeats the bridge still compares; the bridge also waits for its start-up burst)")
@@ -65,6 +66,7 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 		return fmt.Errorf("unknown role %q", *role)
 	}
 	opts.NoLeases = *noLeases
+	opts.NoEmbedded = *noEmbedded
 	opts.Workloads = strings.Split(*workload, ",")
 	if len(prefix) > 0 {
 		opts.Executable, opts.RolePrefix = prefix[0], prefix[1:]

@@ -4,7 +4,9 @@
 // only through BRIDGE_ variables) and, after it, the bare net/http
 // GET-and-decode loop of package pollbench against the same simulator and
 // the publish path alone (package publish/bench's events through a
-// publish.Publisher) against the same JetStream server, as the baselines.
+// publish.Publisher) against the same JetStream server, as the baselines;
+// then, reported separately, the bridge once more with its own embedded
+// JetStream, as `bridge run` starts without a NATS URL.
 // It reports CPU per poll of the bridge and the bare loop and their ratio,
 // the bridge's CPU per published event beyond the bare loop's cost of its
 // polls beside the publish path's own CPU per event and their ratio, peak
@@ -86,6 +88,9 @@ type Options struct {
 	// NoLeases sets BRIDGE_LEASE_ENABLED=false; by default the bridge
 	// takes its lease as in production.
 	NoLeases bool
+	// NoEmbedded skips the second measurement of each workload's bridge,
+	// with its own embedded JetStream (Workload.Embedded).
+	NoEmbedded bool
 	// Workloads to run, in order; default quiet then changing.
 	Workloads []string
 	// PublishEvents is how many events the publish path alone publishes
@@ -250,21 +255,65 @@ type Workload struct {
 	RSSPerAgent float64 `json:"rss_per_agent_beyond_bare_bytes"`
 	// Burst is the bridge's start-up.
 	Burst Burst `json:"burst"`
+	// Embedded is the bridge measured again, after the bare loop, with its
+	// own embedded JetStream; nil with Options.NoEmbedded.
+	Embedded *Embedded `json:"embedded,omitempty"`
+}
+
+// Embedded is the bridge as `bridge run` starts without a NATS URL: its own
+// JetStream server in its process, whose CPU and memory its figures
+// therefore include. It polls the workload's simulator with the same
+// configuration otherwise, and is compared with the same bare loop.
+type Embedded struct {
+	// Bridge is the bridge process (the server included).
+	Bridge Process `json:"bridge"`
+	// Events the bridge published in the period.
+	Events int64 `json:"events"`
+	// Ratio is Bridge.CPUPerPoll / the workload's Bare.CPUPerPoll.
+	Ratio float64 `json:"ratio"`
+	// CPUPerEvent is the bridge's CPU beyond the bare loop's for the same
+	// polls, per event published, as Workload.CPUPerEvent; zero when no
+	// event was published.
+	CPUPerEvent time.Duration `json:"cpu_per_event_ns"`
+	// RSSPerAgent is the bridge's peak RSS beyond the bare loop's, per
+	// agent, bytes.
+	RSSPerAgent float64 `json:"rss_per_agent_beyond_bare_bytes"`
+	// Burst is the bridge's start-up.
+	Burst Burst `json:"burst"`
+}
+
+// derive computes the figures that follow from the measured ones and the
+// workload's bare loop.
+func (e *Embedded) derive(bare Process, agents int) {
+	e.Bridge.CPUPerPoll = perCount(e.Bridge.CPU, e.Bridge.Polls)
+	e.Ratio, e.CPUPerEvent, e.RSSPerAgent = beyondBare(e.Bridge, bare, e.Events, agents)
+	e.Burst.CPUPerEvent = perCount(e.Burst.CPU, e.Burst.Events)
+}
+
+// beyondBare compares a bridge process that published events with the
+// bare loop: the ratio of their CPU per poll, the bridge's CPU beyond the
+// bare loop's for the same polls per event (zero without events), and its
+// peak RSS beyond the bare loop's per agent. CPUPerPoll must be set.
+func beyondBare(bridge, bare Process, events int64, agents int) (ratio float64, perEvent time.Duration, rssPerAgent float64) {
+	if bare.CPUPerPoll > 0 {
+		ratio = float64(bridge.CPUPerPoll) / float64(bare.CPUPerPoll)
+	}
+	if events > 0 {
+		perEvent = (bridge.CPU - bare.CPUPerPoll*time.Duration(bridge.Polls)) / time.Duration(events)
+	}
+	if agents > 0 {
+		rssPerAgent = float64(bridge.PeakRSS-bare.PeakRSS) / float64(agents)
+	}
+	return ratio, perEvent, rssPerAgent
 }
 
 // derive computes the figures that follow from the measured ones.
 func (w *Workload) derive(agents int) {
 	w.Bridge.CPUPerPoll = perCount(w.Bridge.CPU, w.Bridge.Polls)
 	w.Bare.CPUPerPoll = perCount(w.Bare.CPU, w.Bare.Polls)
-	if w.Bare.CPUPerPoll > 0 {
-		w.Ratio = float64(w.Bridge.CPUPerPoll) / float64(w.Bare.CPUPerPoll)
-	}
-	if w.Events > 0 {
-		beyond := w.Bridge.CPU - w.Bare.CPUPerPoll*time.Duration(w.Bridge.Polls)
-		w.CPUPerEvent = beyond / time.Duration(w.Events)
-	}
-	if agents > 0 {
-		w.RSSPerAgent = float64(w.Bridge.PeakRSS-w.Bare.PeakRSS) / float64(agents)
+	w.Ratio, w.CPUPerEvent, w.RSSPerAgent = beyondBare(w.Bridge, w.Bare, w.Events, agents)
+	if w.Embedded != nil {
+		w.Embedded.derive(w.Bare, agents)
 	}
 	w.Burst.CPUPerEvent = perCount(w.Burst.CPU, w.Burst.Events)
 	w.Publish.CPUPerEvent = perCount(w.Publish.CPU, w.Publish.Events)
@@ -292,6 +341,9 @@ type Result struct {
 	Measure     time.Duration `json:"measure_ns"`
 	Concurrency int           `json:"concurrency"`
 	Leases      bool          `json:"leases"`
+	// Embedded is whether each workload's bridge was also measured with
+	// its embedded JetStream.
+	Embedded bool `json:"embedded"`
 	// PublishEvents is how many events the publish path alone published
 	// per workload.
 	PublishEvents int `json:"publish_events"`
@@ -343,6 +395,22 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "%-9s %15.1fµs %11.0f %16s %22s %14s %21s\n", w.Name, micros(w.Publish.CPUPerEvent),
 			perSecond(w.Publish.Events, w.Publish.Duration), paced, pacedEvents, ratio, pacedRatio)
 	}
+	if r.Embedded {
+		fmt.Fprintf(&b, "the bridge with its embedded JetStream (BRIDGE_NATS_URL empty: the server in its process, its CPU and memory included), against the same simulator, compared with the same bare loop\n")
+		fmt.Fprintf(&b, "%-9s %9s %11s %12s %11s %15s %9s %18s %14s %15s\n", "workload", "polls", "CPU/poll", "bridge/bare", "events", "CPU/event", "peak RSS", "RSS/agent beyond", "burst time", "CPU/burst event")
+		for _, w := range r.Workloads {
+			e := w.Embedded
+			if e == nil {
+				continue
+			}
+			perEvent := "-"
+			if e.Events > 0 {
+				perEvent = fmt.Sprintf("%.1fµs", micros(e.CPUPerEvent))
+			}
+			fmt.Fprintf(&b, "%-9s %9d %9.1fµs %12.2f %11d %15s %6.1fMiB %15.2fKiB %14s %13.1fµs\n", w.Name, e.Bridge.Polls, micros(e.Bridge.CPUPerPoll),
+				e.Ratio, e.Events, perEvent, mib(e.Bridge.PeakRSS), e.RSSPerAgent/1024, e.Burst.Duration.Round(time.Millisecond), micros(e.Burst.CPUPerEvent))
+		}
+	}
 	if r.ProfileDir != "" {
 		fmt.Fprintf(&b, "bridge profiles (their own CPU included above): %s/<workload>-cpu.pprof, %s/<workload>-heap.pprof\n", r.ProfileDir, r.ProfileDir)
 	}
@@ -377,7 +445,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		}
 	}
 	res := Result{Agents: opts.Agents, Interval: opts.Interval, Warmup: opts.Warmup, Measure: opts.Measure,
-		Concurrency: opts.Concurrency, Leases: !opts.NoLeases, PublishEvents: opts.PublishEvents, ProfileDir: opts.ProfileDir}
+		Concurrency: opts.Concurrency, Leases: !opts.NoLeases, Embedded: !opts.NoEmbedded, PublishEvents: opts.PublishEvents, ProfileDir: opts.ProfileDir}
 	for i, name := range opts.Workloads {
 		wdir := filepath.Join(dir, fmt.Sprint(i))
 		if err := os.Mkdir(wdir, 0o700); err != nil {

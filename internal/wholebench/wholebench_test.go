@@ -31,11 +31,11 @@ func buildBridge(t *testing.T) string {
 
 // TestRunSmall runs both workloads with 200 agents polled every second
 // through the built binary, with profiles, and checks every figure is
-// measured, every derived one follows from the measured ones and the
-// profiles are written.
+// measured (the bridge's with its embedded JetStream too), every derived
+// one follows from the measured ones and the profiles are written.
 func TestRunSmall(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs five processes for about 20 s")
+		t.Skip("runs six processes for about 30 s")
 	}
 	const agents = 200
 	bin := buildBridge(t)
@@ -113,6 +113,31 @@ func TestRunSmall(t *testing.T) {
 					t.Errorf("changing organisation: CPU per event %v of publishing's, want %v", w.PublishRatio, want)
 				}
 			}
+			// The bridge again with its embedded JetStream, against the
+			// same simulator and the same bare loop.
+			if e := w.Embedded; e == nil {
+				t.Error("no measurement of the bridge with its embedded JetStream")
+			} else {
+				p := e.Bridge
+				if p.Polls <= 0 || p.Failed != 0 || p.CPU <= 0 || p.PeakRSS <= 0 || p.CPUPerPoll != p.CPU/time.Duration(p.Polls) {
+					t.Errorf("embedded: %+v, want answered polls, CPU, peak RSS and CPU per poll = CPU / polls", p)
+				}
+				if want := float64(p.CPUPerPoll) / float64(w.Bare.CPUPerPoll); e.Ratio != want {
+					t.Errorf("embedded: ratio %v, want %v", e.Ratio, want)
+				}
+				if want := float64(p.PeakRSS-w.Bare.PeakRSS) / agents; e.RSSPerAgent != want {
+					t.Errorf("embedded: RSS per agent beyond the bare loop %v, want %v", e.RSSPerAgent, want)
+				}
+				if b := e.Burst; b.Events < 3*agents || b.CPU <= 0 || b.CPUPerEvent != b.CPU/time.Duration(b.Events) {
+					t.Errorf("embedded: burst %+v, want at least %d events, CPU, CPU per event = CPU / events", b, 3*agents)
+				}
+				switch {
+				case w.Name == WorkloadQuiet && (e.Events != 0 || e.CPUPerEvent != 0):
+					t.Errorf("embedded, quiet organisation: %d events, CPU per event %v, want none", e.Events, e.CPUPerEvent)
+				case w.Name == WorkloadChanging && (e.Events <= 0 || e.CPUPerEvent != (p.CPU-w.Bare.CPUPerPoll*time.Duration(p.Polls))/time.Duration(e.Events)):
+					t.Errorf("embedded, changing organisation: %d events, CPU per event %v, want events and CPU beyond the bare loop per event", e.Events, e.CPUPerEvent)
+				}
+			}
 			for _, kind := range []string{"cpu", "heap"} {
 				file := filepath.Join(profiles, w.Name+"-"+kind+".pprof")
 				if n, err := gunzipped(file); err != nil || n == 0 {
@@ -123,7 +148,7 @@ func TestRunSmall(t *testing.T) {
 	}
 	table := res.String()
 	for _, s := range []string{"200 agents every 1s", "leases on", "quiet", "changing", "bridge/bare", "RSS",
-		"publish CPU/event", "paced CPU/event", "bridge/publish", "bridge/paced publish", profiles + "/<workload>-cpu.pprof"} {
+		"publish CPU/event", "paced CPU/event", "bridge/publish", "bridge/paced publish", "embedded JetStream", profiles + "/<workload>-cpu.pprof"} {
 		if !strings.Contains(table, s) {
 			t.Errorf("table lacks %q:\n%s", s, table)
 		}
@@ -135,7 +160,7 @@ func TestRunSmall(t *testing.T) {
 	var back Result
 	if err := json.Unmarshal(b, &back); err != nil || back.Workloads[1].Events != res.Workloads[1].Events ||
 		back.Workloads[1].Publish != res.Workloads[1].Publish || back.Workloads[1].PublishPaced != res.Workloads[1].PublishPaced || back.Workloads[1].PublishRatio != res.Workloads[1].PublishRatio ||
-		back.Workloads[1].Bridge.RSS != res.Workloads[1].Bridge.RSS {
+		back.Workloads[1].Bridge.RSS != res.Workloads[1].Bridge.RSS || !back.Embedded || back.Workloads[1].Embedded == nil || *back.Workloads[1].Embedded != *res.Workloads[1].Embedded {
 		t.Errorf("JSON round trip: %v, %s", err, b)
 	}
 }
