@@ -63,11 +63,27 @@ const (
 	DefaultMaxConcurrency = 32
 	DefaultPermanentRetry = 5 * time.Minute
 	DefaultBackoffMax     = 2 * time.Minute
-	DefaultSlotWidth      = 10 * time.Millisecond
 	// BeatEvery is the longest the dispatch loop goes without calling
 	// PollerOptions.Beat, idle or waiting for a free worker.
 	BeatEvery = time.Second
 )
+
+// Bounds of SlotWidthFor.
+const (
+	MinSlotWidth = 10 * time.Millisecond
+	MaxSlotWidth = 250 * time.Millisecond
+)
+
+// SlotWidthFor is the poller's default scheduling granularity for a poll
+// interval: a hundredth of it, between MinSlotWidth and MaxSlotWidth (100 ms
+// at the default 10 s). The agents due in one slot are handed to the workers
+// together, so their answers, and the events and state writes they bring,
+// share the wake-ups and system calls of the bridge's goroutines and
+// connections instead of each paying for its own; no poll is later than one
+// slot after its place in the interval.
+func SlotWidthFor(interval time.Duration) time.Duration {
+	return min(max(interval/100, MinSlotWidth), MaxSlotWidth)
+}
 
 // PollerOptions configures a Poller.
 type PollerOptions struct {
@@ -97,7 +113,8 @@ type PollerOptions struct {
 	// BackoffMax caps the backoff (BRIDGE_BACKOFF_MAX); default
 	// DefaultBackoffMax.
 	BackoffMax time.Duration
-	// SlotWidth is the scheduling granularity; default 10ms.
+	// SlotWidth is the scheduling granularity; default
+	// SlotWidthFor(Interval).
 	SlotWidth time.Duration
 	// DrainTimeout bounds the end of Run: after Run's context ends, the
 	// requests already sent complete (each within RequestTimeout) and their
@@ -301,7 +318,7 @@ func NewPoller(opts PollerOptions) (*Poller, error) {
 	}
 	p.backoffInitial = min(p.backoffInitial, p.backoffMax)
 	if p.slotWidth <= 0 {
-		p.slotWidth = int64(DefaultSlotWidth)
+		p.slotWidth = int64(SlotWidthFor(opts.Interval))
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

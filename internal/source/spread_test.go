@@ -212,3 +212,23 @@ func TestScheduleSpreadsTenThousandAgents(t *testing.T) {
 		t.Errorf("after the outage: %v", st)
 	}
 }
+
+// TestSlotWidthFor checks the default scheduling granularity: a hundredth of
+// the interval, never below MinSlotWidth nor above MaxSlotWidth.
+func TestSlotWidthFor(t *testing.T) {
+	for _, tc := range []struct {
+		interval, want time.Duration
+	}{
+		{50 * time.Millisecond, MinSlotWidth},
+		{time.Second, 10 * time.Millisecond},
+		{2 * time.Second, 20 * time.Millisecond},
+		{10 * time.Second, 100 * time.Millisecond},
+		{25 * time.Second, 250 * time.Millisecond},
+		{30 * time.Second, MaxSlotWidth},
+		{time.Hour, MaxSlotWidth},
+	} {
+		if got := SlotWidthFor(tc.interval); got != tc.want {
+			t.Errorf("SlotWidthFor(%s) = %s, want %s", tc.interval, got, tc.want)
+		}
+	}
+}

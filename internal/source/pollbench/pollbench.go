@@ -332,8 +332,9 @@ func measure(ctx context.Context, mode string, opts Options, url, idsFile, profi
 	return m, nil
 }
 
-// bareLoop is the reference: every 10 ms the requests due in that slot go
-// to a fixed pool of workers, each a plain GET with the two headers,
+// bareLoop is the reference: every slot (the bridge poller's width for the
+// interval, source.SlotWidthFor) the requests due in that slot go to a fixed
+// pool of workers, each a plain GET with the two headers,
 // io.ReadAll and json.Unmarshal into a struct.
 func bareLoop(ctx context.Context, opts Options, url string, ids []string, polls, errs *atomic.Int64) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: opts.Concurrency}}
@@ -352,7 +353,7 @@ func bareLoop(ctx context.Context, opts Options, url string, ids []string, polls
 	}
 	defer wg.Wait()
 	defer close(jobs)
-	const slot = 10 * time.Millisecond
+	slot := source.SlotWidthFor(opts.Interval)
 	perSlot := float64(len(ids)) * float64(slot) / float64(opts.Interval)
 	t := time.NewTicker(slot)
 	defer t.Stop()
