@@ -23,10 +23,11 @@ import (
 
 // child is a process of the run.
 type child struct {
-	name   string
-	cmd    *exec.Cmd
-	stderr tailBuffer
-	done   chan error
+	name     string
+	cmd      *exec.Cmd
+	stderr   tailBuffer
+	done     chan error
+	stopOnce sync.Once
 }
 
 // startTimeout bounds the wait for a child's address.
@@ -114,15 +115,18 @@ func (b *tailBuffer) String() string {
 	return string(s)
 }
 
-// stop interrupts the process and waits for it, killing it after 30 s.
+// stop interrupts the process and waits for it, killing it after 30 s;
+// later calls return at once.
 func (c *child) stop() {
-	_ = c.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-c.done:
-	case <-time.After(30 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
+	c.stopOnce.Do(func() {
+		_ = c.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-c.done:
+		case <-time.After(30 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	})
 }
 
 // exited returns an error if the process has already ended.
@@ -286,21 +290,30 @@ func bridgeEnv(opts Options, simURL, natsURL, idsFile, httpAddr string) []string
 }
 
 // runWorkload starts the simulator and JetStream processes, measures the
-// bridge, stops it, then measures the bare loop against the same simulator,
-// the bridge with its embedded JetStream against it (unless
-// Options.NoEmbedded) and the publish path alone against the JetStream
-// server.
+// bridge and, over the same period, the bare loop against a simulator of
+// its own of the same organisation, then the bridge with its embedded
+// JetStream against the bridge's simulator (unless Options.NoEmbedded) and
+// the publish path alone against the JetStream server.
 func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload, error) {
-	idsFile := filepath.Join(dir, "agents")
 	role := func(args ...string) []string {
 		return append(append([]string{opts.Executable}, opts.RolePrefix...), args...)
 	}
-	sim, simURL, err := startChild(ctx, "simulator", role("-role", "sim", "-workload", name,
-		"-agents", strconv.Itoa(opts.Agents), "-ids-file", idsFile), nil, true)
+	startSim := func(idsFile string) (*child, string, error) {
+		return startChild(ctx, "simulator", role("-role", "sim", "-workload", name,
+			"-agents", strconv.Itoa(opts.Agents), "-ids-file", idsFile), nil, true)
+	}
+	idsFile := filepath.Join(dir, "agents")
+	sim, simURL, err := startSim(idsFile)
 	if err != nil {
 		return Workload{}, err
 	}
 	defer sim.stop()
+	bareIDs := filepath.Join(dir, "bare-agents")
+	bareSim, bareSimURL, err := startSim(bareIDs)
+	if err != nil {
+		return Workload{}, err
+	}
+	defer bareSim.stop()
 	storeDir := filepath.Join(dir, "nats")
 	nats, natsURL, err := startChild(ctx, "JetStream", role("-role", "nats", "-store-dir", storeDir), nil, true)
 	if err != nil {
@@ -313,14 +326,18 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 	if err != nil {
 		return Workload{}, err
 	}
-	run, err := measureBridge(ctx, opts, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), httpAddr, simURL, name)
+	bare, err := startBare(ctx, opts, bareSimURL, bareIDs)
 	if err != nil {
 		return Workload{}, err
 	}
-	w.Bridge, w.BridgePolls, w.Events, w.Burst = run.proc, run.polls, run.events, run.burst
-	if err := measureBare(ctx, opts, &w, simURL, idsFile); err != nil {
+	defer bare.stop()
+	beside := &alongside{c: bare, simURL: bareSimURL}
+	run, err := measureBridge(ctx, opts, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), httpAddr, simURL, name, beside)
+	if err != nil {
 		return Workload{}, err
 	}
+	bare.stop()
+	w.Bridge, w.BridgePolls, w.Events, w.Burst, w.Bare = run.proc, run.polls, run.events, run.burst, beside.proc
 	if !opts.NoEmbedded {
 		if w.Embedded, err = measureEmbedded(ctx, opts, simURL, idsFile, filepath.Join(dir, "embedded")); err != nil {
 			return Workload{}, fmt.Errorf("embedded JetStream: %w", err)
@@ -358,7 +375,7 @@ func measureEmbedded(ctx context.Context, opts Options, simURL, idsFile, dataDir
 	}
 	env := append(bridgeEnv(opts, simURL, "", idsFile, httpAddr),
 		"BRIDGE_DATA_DIR="+dataDir, "BRIDGE_EMBEDDED_NATS_LISTEN="+natsAddr)
-	run, err := measureBridge(ctx, opts, env, httpAddr, simURL, "")
+	run, err := measureBridge(ctx, opts, env, httpAddr, simURL, "", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -413,11 +430,25 @@ type bridgeRun struct {
 	burst  Burst
 }
 
+// alongside is a process measured over the bridge's period, from the
+// same two samples' instants: the bare loop, against its own simulator.
+type alongside struct {
+	c      *child
+	simURL string
+	proc   Process // filled by measureBridge
+}
+
+// sample takes the process's counters at this instant.
+func (a *alongside) sample(ctx context.Context) (sample, error) {
+	return takeSample(ctx, a.c, a.simURL, "")
+}
+
 // measureBridge runs the bridge with env until its start-up burst is
-// published and the warm-up is over, and measures it over the period; with
-// profile set (and Options.ProfileDir) it writes its profiles of the
-// period as <profile>-cpu.pprof and <profile>-heap.pprof.
-func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, simURL, profile string) (bridgeRun, error) {
+// published and the warm-up is over, and measures it over the period, and
+// beside (when not nil) over the same period; with profile set (and
+// Options.ProfileDir) it writes its profiles of the period as
+// <profile>-cpu.pprof and <profile>-heap.pprof.
+func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, simURL, profile string, beside *alongside) (bridgeRun, error) {
 	argv := []string{opts.Executable, RunCommand}
 	br, _, err := startChild(ctx, "bridge", argv, env, false)
 	if err != nil {
@@ -435,6 +466,12 @@ func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, si
 	s0, err := takeSample(ctx, br, simURL, httpAddr)
 	if err != nil {
 		return bridgeRun{}, err
+	}
+	var b0 sample
+	if beside != nil {
+		if b0, err = beside.sample(ctx); err != nil {
+			return bridgeRun{}, err
+		}
 	}
 	profiling := opts.ProfileDir != "" && profile != ""
 	profile = filepath.Join(opts.ProfileDir, profile)
@@ -459,6 +496,15 @@ func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, si
 	s1, err := takeSample(ctx, br, simURL, httpAddr)
 	if err != nil {
 		return bridgeRun{}, err
+	}
+	if beside != nil {
+		b1, err := beside.sample(ctx)
+		if err != nil {
+			return bridgeRun{}, err
+		}
+		if err := period(&beside.proc, b0, b1); err != nil {
+			return bridgeRun{}, fmt.Errorf("bare loop: %w", err)
+		}
 	}
 	if cpuProfile != nil {
 		if err := <-cpuProfile; err != nil { // ends with ctx: its context is ctx's
@@ -545,36 +591,15 @@ func waitBurst(ctx context.Context, opts Options, br *child, httpAddr string, st
 	}
 }
 
-// measureBare runs pollbench's bare loop against the simulator for the
-// warm-up and the measured period, then interrupts it.
-func measureBare(ctx context.Context, opts Options, w *Workload, simURL, idsFile string) error {
+// startBare starts pollbench's bare loop against the simulator at simURL;
+// it polls until stopped.
+func startBare(ctx context.Context, opts Options, simURL, idsFile string) (*child, error) {
 	argv := []string{opts.Executable, PollBenchCommand, "-role", "bare", "-url", simURL, "-ids-file", idsFile,
 		"-agents", strconv.Itoa(opts.Agents), "-interval", opts.Interval.String(),
 		"-concurrency", strconv.Itoa(opts.Concurrency),
 		"-warmup", time.Hour.String(), "-measure", time.Hour.String()} // never reached: interrupted after our period
 	bare, _, err := startChild(ctx, "bare loop", argv, nil, false)
-	if err != nil {
-		return err
-	}
-	defer bare.stop()
-	if err := sleep(ctx, opts.Warmup); err != nil {
-		return err
-	}
-	s0, err := takeSample(ctx, bare, simURL, "")
-	if err != nil {
-		return err
-	}
-	if err := sleep(ctx, opts.Measure); err != nil {
-		return err
-	}
-	s1, err := takeSample(ctx, bare, simURL, "")
-	if err != nil {
-		return err
-	}
-	if err := period(&w.Bare, s0, s1); err != nil {
-		return fmt.Errorf("bare loop: %w", err)
-	}
-	return nil
+	return bare, err
 }
 
 // sleep waits for d or until ctx ends.

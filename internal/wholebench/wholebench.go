@@ -1,12 +1,15 @@
 // Package wholebench measures the whole bridge, as `bridge run` runs it, in
-// steady state: five processes in one run, the simulator with N agents, a
-// JetStream server, the bridge (the same binary's `run` subcommand, set up
-// only through BRIDGE_ variables) and, after it, the bare net/http
-// GET-and-decode loop of package pollbench against the same simulator and
-// the publish path alone (package publish/bench's events through a
-// publish.Publisher) against the same JetStream server, as the baselines;
-// then, reported separately, the bridge once more with its own embedded
-// JetStream, as `bridge run` starts without a NATS URL.
+// steady state: the simulator with N agents, a JetStream server and the
+// bridge (the same binary's `run` subcommand, set up only through BRIDGE_
+// variables), each in its own process; at the same time, and measured over
+// the same period, the bare net/http GET-and-decode loop of package
+// pollbench against a second simulator of the same organisation; after
+// them, the publish path alone (package publish/bench's events through a
+// publish.Publisher) against the same JetStream server. The bare loop and
+// the publish path are the baselines. Reported separately, the bridge once
+// more with its own embedded JetStream, as `bridge run` starts without a
+// NATS URL. Measuring the bridge and the bare loop over the same period
+// gives both the same machine: a load that comes and goes moves both.
 // It reports CPU per poll of the bridge and the bare loop and their ratio,
 // the bridge's CPU per published event beyond the bare loop's cost of its
 // polls beside the publish path's own CPU per event and their ratio, peak
@@ -220,7 +223,8 @@ type Burst struct {
 type Workload struct {
 	// Name is WorkloadQuiet or WorkloadChanging.
 	Name string `json:"name"`
-	// Bridge and Bare are the two polling processes.
+	// Bridge and Bare are the two polling processes, measured over the
+	// same period, each against its own simulator.
 	Bridge Process `json:"bridge"`
 	Bare   Process `json:"bare"`
 	// BridgePolls is the bridge's own count of polls in the period
@@ -255,8 +259,8 @@ type Workload struct {
 	RSSPerAgent float64 `json:"rss_per_agent_beyond_bare_bytes"`
 	// Burst is the bridge's start-up.
 	Burst Burst `json:"burst"`
-	// Embedded is the bridge measured again, after the bare loop, with its
-	// own embedded JetStream; nil with Options.NoEmbedded.
+	// Embedded is the bridge measured again, after the bridge and the bare
+	// loop, with its own embedded JetStream; nil with Options.NoEmbedded.
 	Embedded *Embedded `json:"embedded,omitempty"`
 }
 
@@ -360,7 +364,7 @@ func (r Result) String() string {
 	if !r.Leases {
 		leases = "leases off"
 	}
-	fmt.Fprintf(&b, "%d agents every %s (%.0f polls/s), %d workers, %s; measured %s after warm-up; simulator, JetStream and bridge in separate processes over loopback\n",
+	fmt.Fprintf(&b, "%d agents every %s (%.0f polls/s), %d workers, %s; measured %s after warm-up; simulator, JetStream and bridge in separate processes over loopback; the bare loop over the same period, against its own simulator\n",
 		r.Agents, r.Interval, float64(r.Agents)/r.Interval.Seconds(), r.Concurrency, leases, r.Measure)
 	fmt.Fprintf(&b, "%-9s %-7s %9s %7s %11s %9s %9s %11s\n", "workload", "process", "polls", "failed", "CPU/poll", "peak RSS", "RSS", "events")
 	for _, w := range r.Workloads {
@@ -396,7 +400,7 @@ func (r Result) String() string {
 			perSecond(w.Publish.Events, w.Publish.Duration), paced, pacedEvents, ratio, pacedRatio)
 	}
 	if r.Embedded {
-		fmt.Fprintf(&b, "the bridge with its embedded JetStream (BRIDGE_NATS_URL empty: the server in its process, its CPU and memory included), against the same simulator, compared with the same bare loop\n")
+		fmt.Fprintf(&b, "the bridge with its embedded JetStream (BRIDGE_NATS_URL empty: the server in its process, its CPU and memory included), against the bridge's simulator, compared with the same bare loop\n")
 		fmt.Fprintf(&b, "%-9s %9s %11s %12s %11s %15s %9s %18s %14s %15s\n", "workload", "polls", "CPU/poll", "bridge/bare", "events", "CPU/event", "peak RSS", "RSS/agent beyond", "burst time", "CPU/burst event")
 		for _, w := range r.Workloads {
 			e := w.Embedded
