@@ -121,6 +121,10 @@ func New(opts Options) (*Detector, error) {
 	return &Detector{opts: opts, log: log, started: opts.Now(), intern: opts.Interner, agents: map[string]*agent{}}, nil
 }
 
+// StaleAfter is how long an agent may go without a successful poll before
+// presence.stale (Options.StaleAfter); 0 when stale detection is off.
+func (d *Detector) StaleAfter() time.Duration { return d.opts.StaleAfter }
+
 // Restore takes agents' states as the state bucket holds them (at start, or
 // when this process takes over a shard), so that the first observation
 // emits only what differs. A state replaces what the Detector holds only

@@ -90,7 +90,8 @@ type Options struct {
 	// Metrics counts what the pipeline does; nil builds unregistered ones.
 	Metrics *Metrics
 	// StaleCheckInterval is how often agents are checked for staleness;
-	// 0 means one second. The detector's StaleAfter decides when one is.
+	// 0 means StaleCheckFor the detector's StaleAfter. The detector's
+	// StaleAfter decides when one is.
 	StaleCheckInterval time.Duration
 	// SnapshotInterval is how often every agent gets a presence.snapshot;
 	// 0 disables snapshots.
@@ -112,6 +113,21 @@ type Options struct {
 	Beat func()
 	// Now is the clock of the stale and snapshot loops; nil means time.Now.
 	Now func() time.Time
+}
+
+// Bounds of StaleCheckFor.
+const (
+	MinStaleCheck = time.Second
+	MaxStaleCheck = 5 * time.Second
+)
+
+// StaleCheckFor is how often agents are checked for staleness by default
+// when an agent is stale after staleAfter: a twentieth of it, between
+// MinStaleCheck and MaxStaleCheck (5 s at the default 2.5 minutes of a 10 s
+// interval), so presence.stale follows the threshold by at most that. Each
+// check walks every agent of the detector.
+func StaleCheckFor(staleAfter time.Duration) time.Duration {
+	return min(max(staleAfter/20, MinStaleCheck), MaxStaleCheck)
 }
 
 // Pipeline is the source.Sink of the bridge. Build it with New, run its
@@ -191,7 +207,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, errors.New("new pipeline: intervals, timeouts and worker counts must not be negative")
 	}
 	if opts.StaleCheckInterval == 0 {
-		opts.StaleCheckInterval = time.Second
+		opts.StaleCheckInterval = StaleCheckFor(opts.Detector.StaleAfter())
 	}
 	if opts.CommitWorkers == 0 {
 		opts.CommitWorkers = 4

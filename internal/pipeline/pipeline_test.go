@@ -420,3 +420,21 @@ func TestViewCatchesUpAfterFailedWrites(t *testing.T) {
 		t.Errorf("stream holds %d and %d events of the agents, want 3 each", len(by[agentA]), len(by[agentB]))
 	}
 }
+
+// TestStaleCheckFor checks the default stale check's period: a twentieth
+// of the stale threshold, between MinStaleCheck and MaxStaleCheck.
+func TestStaleCheckFor(t *testing.T) {
+	for _, tc := range []struct {
+		staleAfter, want time.Duration
+	}{
+		{0, pipeline.MinStaleCheck},
+		{2 * time.Second, pipeline.MinStaleCheck},
+		{40 * time.Second, 2 * time.Second},
+		{150 * time.Second, pipeline.MaxStaleCheck},
+		{time.Hour, pipeline.MaxStaleCheck},
+	} {
+		if got := pipeline.StaleCheckFor(tc.staleAfter); got != tc.want {
+			t.Errorf("StaleCheckFor(%s) = %s, want %s", tc.staleAfter, got, tc.want)
+		}
+	}
+}
