@@ -165,10 +165,16 @@ func readUsage(pid int) (usage, error) {
 	return usage{cpu: time.Duration(st.CPUTime() * float64(time.Second)), peak: int64(status.VmHWM), rss: int64(status.VmRSS)}, nil
 }
 
-// simCounts is what the simulator role reports on CountsPath.
+// simCounts is what the simulator role reports on CountsPath: the
+// CCaaS_GetPresence requests answered, the bridge's and the bare loop's.
 type simCounts struct {
-	// Presence is the CCaaS_GetPresence requests answered, Failed those not
-	// answered 200.
+	Bridge callerCounts `json:"bridge"`
+	Bare   callerCounts `json:"bare"`
+}
+
+// callerCounts are one caller's CCaaS_GetPresence requests answered, and
+// those not answered 200.
+type callerCounts struct {
 	Presence int64 `json:"presence"`
 	Failed   int64 `json:"failed"`
 }
@@ -290,30 +296,21 @@ func bridgeEnv(opts Options, simURL, natsURL, idsFile, httpAddr string) []string
 }
 
 // runWorkload starts the simulator and JetStream processes, measures the
-// bridge and, over the same period, the bare loop against a simulator of
-// its own of the same organisation, then the bridge with its embedded
-// JetStream against the bridge's simulator (unless Options.NoEmbedded) and
-// the publish path alone against the JetStream server.
+// bridge and, over the same period, the bare loop against the same
+// simulator, then the bridge with its embedded JetStream (unless
+// Options.NoEmbedded) and the publish path alone against the JetStream
+// server.
 func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload, error) {
 	role := func(args ...string) []string {
 		return append(append([]string{opts.Executable}, opts.RolePrefix...), args...)
 	}
-	startSim := func(idsFile string) (*child, string, error) {
-		return startChild(ctx, "simulator", role("-role", "sim", "-workload", name,
-			"-agents", strconv.Itoa(opts.Agents), "-ids-file", idsFile), nil, true)
-	}
 	idsFile := filepath.Join(dir, "agents")
-	sim, simURL, err := startSim(idsFile)
+	sim, simURL, err := startChild(ctx, "simulator", role("-role", "sim", "-workload", name,
+		"-agents", strconv.Itoa(opts.Agents), "-ids-file", idsFile), nil, true)
 	if err != nil {
 		return Workload{}, err
 	}
 	defer sim.stop()
-	bareIDs := filepath.Join(dir, "bare-agents")
-	bareSim, bareSimURL, err := startSim(bareIDs)
-	if err != nil {
-		return Workload{}, err
-	}
-	defer bareSim.stop()
 	storeDir := filepath.Join(dir, "nats")
 	nats, natsURL, err := startChild(ctx, "JetStream", role("-role", "nats", "-store-dir", storeDir), nil, true)
 	if err != nil {
@@ -326,12 +323,12 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 	if err != nil {
 		return Workload{}, err
 	}
-	bare, err := startBare(ctx, opts, bareSimURL, bareIDs)
+	bare, err := startBare(ctx, opts, simURL, idsFile)
 	if err != nil {
 		return Workload{}, err
 	}
 	defer bare.stop()
-	beside := &alongside{c: bare, simURL: bareSimURL}
+	beside := &alongside{c: bare, simURL: simURL}
 	run, err := measureBridge(ctx, opts, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), httpAddr, simURL, name, beside)
 	if err != nil {
 		return Workload{}, err
@@ -385,11 +382,14 @@ func measureEmbedded(ctx context.Context, opts Options, simURL, idsFile, dataDir
 // sample is the counters at one instant of a measured period.
 type sample struct {
 	use    usage
-	sim    simCounts
+	sim    callerCounts // the measured process's requests
 	bridge bridgeCounts
 }
 
-func takeSample(ctx context.Context, c *child, simURL, bridgeAddr string) (sample, error) {
+// takeSample reads c's usage, the simulator's counts of c's requests (the
+// bare loop's when bare) and, when bridgeAddr is set, the bridge's
+// metrics.
+func takeSample(ctx context.Context, c *child, simURL, bridgeAddr string, bare bool) (sample, error) {
 	if err := c.exited(); err != nil {
 		return sample{}, err
 	}
@@ -398,8 +398,13 @@ func takeSample(ctx context.Context, c *child, simURL, bridgeAddr string) (sampl
 	if s.use, err = readUsage(c.cmd.Process.Pid); err != nil {
 		return sample{}, err
 	}
-	if err := getJSON(ctx, simURL+CountsPath, &s.sim); err != nil {
+	var counts simCounts
+	if err := getJSON(ctx, simURL+CountsPath, &counts); err != nil {
 		return sample{}, err
+	}
+	s.sim = counts.Bridge
+	if bare {
+		s.sim = counts.Bare
 	}
 	if bridgeAddr != "" {
 		if s.bridge, err = scrape(ctx, bridgeAddr); err != nil {
@@ -431,7 +436,7 @@ type bridgeRun struct {
 }
 
 // alongside is a process measured over the bridge's period, from the
-// same two samples' instants: the bare loop, against its own simulator.
+// same two samples' instants: the bare loop, against the same simulator.
 type alongside struct {
 	c      *child
 	simURL string
@@ -440,7 +445,7 @@ type alongside struct {
 
 // sample takes the process's counters at this instant.
 func (a *alongside) sample(ctx context.Context) (sample, error) {
-	return takeSample(ctx, a.c, a.simURL, "")
+	return takeSample(ctx, a.c, a.simURL, "", true)
 }
 
 // measureBridge runs the bridge with env until its start-up burst is
@@ -463,7 +468,7 @@ func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, si
 	if err := sleep(ctx, time.Until(started.Add(opts.Warmup))); err != nil {
 		return bridgeRun{}, err
 	}
-	s0, err := takeSample(ctx, br, simURL, httpAddr)
+	s0, err := takeSample(ctx, br, simURL, httpAddr, false)
 	if err != nil {
 		return bridgeRun{}, err
 	}
@@ -493,7 +498,7 @@ func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, si
 	if err := sleep(ctx, opts.Measure); err != nil {
 		return bridgeRun{}, err
 	}
-	s1, err := takeSample(ctx, br, simURL, httpAddr)
+	s1, err := takeSample(ctx, br, simURL, httpAddr, false)
 	if err != nil {
 		return bridgeRun{}, err
 	}

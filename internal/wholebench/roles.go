@@ -24,6 +24,7 @@ import (
 	"github.com/ccaas/presence-bridge/internal/publish/bench"
 	"github.com/ccaas/presence-bridge/internal/simulator"
 	"github.com/ccaas/presence-bridge/internal/source"
+	"github.com/ccaas/presence-bridge/internal/source/pollbench"
 )
 
 // Main is the command line: without -role it runs the benchmark and prints
@@ -85,22 +86,14 @@ func Main(ctx context.Context, prefix, args []string, stdout io.Writer) error {
 // serveSim runs the simulator with agents agents and the workload's change
 // rate, writes their IDs to idsFile and its URL to stdout, and serves until
 // ctx ends. Beside the organisation's API it answers CountsPath with its
-// count of CCaaS_GetPresence requests.
+// counts of CCaaS_GetPresence requests, the bare loop's
+// (pollbench.BareUserAgent) apart from the bridge's.
 func serveSim(ctx context.Context, agents int, workload, idsFile string, stdout io.Writer) error {
 	if workload != WorkloadQuiet && workload != WorkloadChanging {
 		return fmt.Errorf("workload %q is not %s or %s", workload, WorkloadQuiet, WorkloadChanging)
 	}
-	var presence, failed atomic.Int64
 	so := simulator.DefaultOptions()
 	so.Agents = agents
-	so.OnRequest = func(r simulator.Request) {
-		if r.Endpoint == "CCaaS_GetPresence" {
-			presence.Add(1)
-			if r.Status != http.StatusOK {
-				failed.Add(1)
-			}
-		}
-	}
 	sim, err := simulator.New(so)
 	if err != nil {
 		return fmt.Errorf("build simulator: %w", err)
@@ -108,10 +101,11 @@ func serveSim(ctx context.Context, agents int, workload, idsFile string, stdout 
 	if err := os.WriteFile(idsFile, []byte(strings.Join(sim.AgentIDs(), "\n")), 0o600); err != nil {
 		return fmt.Errorf("write agent IDs: %w", err)
 	}
+	var counts presenceCounts
 	mux := http.NewServeMux()
-	mux.Handle("/", sim.Handler())
+	mux.Handle("/", counts.count(sim.Handler()))
 	mux.HandleFunc(CountsPath, func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(simCounts{Presence: presence.Load(), Failed: failed.Load()})
+		_ = json.NewEncoder(w).Encode(counts.load())
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -135,6 +129,55 @@ func serveSim(ctx context.Context, agents int, workload, idsFile string, stdout 
 	}
 	return nil
 }
+
+// presenceCounts counts the simulator's CCaaS_GetPresence requests by
+// caller: the bare loop's and everybody else's (the bridge's).
+type presenceCounts struct {
+	bridge, bridgeFailed, bare, bareFailed atomic.Int64
+}
+
+// count wraps the simulator's handler: every request whose path names
+// CCaaS_GetPresence is counted once answered, as failed unless answered
+// 200.
+func (c *presenceCounts) count(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "CCaaS_GetPresence") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		total, failed := &c.bridge, &c.bridgeFailed
+		if r.UserAgent() == pollbench.BareUserAgent {
+			total, failed = &c.bare, &c.bareFailed
+		}
+		total.Add(1)
+		if sw.status != http.StatusOK {
+			failed.Add(1)
+		}
+	})
+}
+
+func (c *presenceCounts) load() simCounts {
+	return simCounts{
+		Bridge: callerCounts{Presence: c.bridge.Load(), Failed: c.bridgeFailed.Load()},
+		Bare:   callerCounts{Presence: c.bare.Load(), Failed: c.bareFailed.Load()},
+	}
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // serveNATS runs a JetStream server on a free loopback port with its store
 // in dir, writes its URL to stdout and serves until ctx ends.

@@ -3,8 +3,8 @@
 // bridge (the same binary's `run` subcommand, set up only through BRIDGE_
 // variables), each in its own process; at the same time, and measured over
 // the same period, the bare net/http GET-and-decode loop of package
-// pollbench against a second simulator of the same organisation; after
-// them, the publish path alone (package publish/bench's events through a
+// pollbench against the same simulator (which counts the two's requests
+// apart by the bare loop's User-Agent); after them, the publish path alone (package publish/bench's events through a
 // publish.Publisher) against the same JetStream server. The bare loop and
 // the publish path are the baselines. Reported separately, the bridge once
 // more with its own embedded JetStream, as `bridge run` starts without a
@@ -224,7 +224,7 @@ type Workload struct {
 	// Name is WorkloadQuiet or WorkloadChanging.
 	Name string `json:"name"`
 	// Bridge and Bare are the two polling processes, measured over the
-	// same period, each against its own simulator.
+	// same period against the same simulator.
 	Bridge Process `json:"bridge"`
 	Bare   Process `json:"bare"`
 	// BridgePolls is the bridge's own count of polls in the period
@@ -364,7 +364,7 @@ func (r Result) String() string {
 	if !r.Leases {
 		leases = "leases off"
 	}
-	fmt.Fprintf(&b, "%d agents every %s (%.0f polls/s), %d workers, %s; measured %s after warm-up; simulator, JetStream and bridge in separate processes over loopback; the bare loop over the same period, against its own simulator\n",
+	fmt.Fprintf(&b, "%d agents every %s (%.0f polls/s), %d workers, %s; measured %s after warm-up; simulator, JetStream and bridge in separate processes over loopback; the bare loop over the same period, against the same simulator\n",
 		r.Agents, r.Interval, float64(r.Agents)/r.Interval.Seconds(), r.Concurrency, leases, r.Measure)
 	fmt.Fprintf(&b, "%-9s %-7s %9s %7s %11s %9s %9s %11s\n", "workload", "process", "polls", "failed", "CPU/poll", "peak RSS", "RSS", "events")
 	for _, w := range r.Workloads {

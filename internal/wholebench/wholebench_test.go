@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ccaas/presence-bridge/internal/source/pollbench"
 )
 
 // buildBridge builds cmd/bridge into a temporary directory.
@@ -303,5 +305,38 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 	s := b.String()
 	if len(s) > tailBytes || !strings.HasSuffix(s, fmt.Sprintf("line %04d\n", 3*tailBytes/10-1)) {
 		t.Errorf("tail of %d bytes ending %q, want at most %d bytes ending with the last line", len(s), s[max(0, len(s)-20):], tailBytes)
+	}
+}
+
+// TestPresenceCountsByCaller checks the simulator role's counts: only
+// CCaaS_GetPresence requests count, the bare loop's apart from the
+// bridge's, and an answer other than 200 counts as failed.
+func TestPresenceCountsByCaller(t *testing.T) {
+	var counts presenceCounts
+	h := counts.count(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("fail") != "" {
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		_, _ = io.WriteString(w, "{}")
+	}))
+	for _, tc := range []struct {
+		path, agent string
+	}{
+		{"/api/data/v9.2/CCaaS_GetPresence", "bridge"},
+		{"/api/data/v9.2/CCaaS_GetPresence?fail=1", "bridge"},
+		{"/api/data/v9.2/CCaaS_GetPresence", pollbench.BareUserAgent},
+		{"/api/data/v9.2/CCaaS_GetPresence", pollbench.BareUserAgent},
+		{"/api/data/v9.2/CCaaS_GetPresence?fail=1", pollbench.BareUserAgent},
+		{"/api/data/v9.2/msdyn_presences", "bridge"},
+		{"/api/data/v9.2/msdyn_presences", pollbench.BareUserAgent},
+	} {
+		r := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		r.Header.Set("User-Agent", tc.agent)
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	want := simCounts{Bridge: callerCounts{Presence: 2, Failed: 1}, Bare: callerCounts{Presence: 3, Failed: 1}}
+	if got := counts.load(); got != want {
+		t.Errorf("counts = %+v, want %+v", got, want)
 	}
 }

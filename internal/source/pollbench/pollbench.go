@@ -332,6 +332,10 @@ func measure(ctx context.Context, mode string, opts Options, url, idsFile, profi
 	return m, nil
 }
 
+// BareUserAgent is the User-Agent of the bare loop's requests, by which a
+// simulator shared with the bridge tells them apart.
+const BareUserAgent = "pollbench-bare-loop"
+
 // bareLoop is the reference: every slot (the bridge poller's width for the
 // interval, source.SlotWidthFor) the requests due in that slot go to a fixed
 // pool of workers, each a plain GET with the two headers,
@@ -395,6 +399,7 @@ func bareGet(ctx context.Context, hc *http.Client, url, id string) error {
 	}
 	req.Header.Set("MSCRMCallerID", id)
 	req.Header.Set("Authorization", "Bearer "+simulator.DefaultToken)
+	req.Header.Set("User-Agent", BareUserAgent)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err
