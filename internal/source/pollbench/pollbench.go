@@ -337,9 +337,11 @@ func measure(ctx context.Context, mode string, opts Options, url, idsFile, profi
 const BareUserAgent = "pollbench-bare-loop"
 
 // bareLoop is the reference: every slot (the bridge poller's width for the
-// interval, source.SlotWidthFor) the requests due in that slot go to a fixed
-// pool of workers, each a plain GET with the two headers,
-// io.ReadAll and json.Unmarshal into a struct.
+// interval, source.SlotWidthFor) the requests due by then go to a fixed
+// pool of workers, each a plain GET with the two headers, io.ReadAll and
+// json.Unmarshal into a struct. What is due is counted from the start, so
+// that requests that waited for busy workers are still made, as the
+// bridge's poller keeps an agent due until it is polled.
 func bareLoop(ctx context.Context, opts Options, url string, ids []string, polls, errs *atomic.Int64) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: opts.Concurrency}}
 	jobs := make(chan string, opts.Concurrency)
@@ -357,24 +359,22 @@ func bareLoop(ctx context.Context, opts Options, url string, ids []string, polls
 	}
 	defer wg.Wait()
 	defer close(jobs)
-	slot := source.SlotWidthFor(opts.Interval)
-	perSlot := float64(len(ids)) * float64(slot) / float64(opts.Interval)
-	t := time.NewTicker(slot)
+	t := time.NewTicker(source.SlotWidthFor(opts.Interval))
 	defer t.Stop()
-	due, next := 0.0, 0
-	for {
+	start := time.Now()
+	for sent := 0; ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		for due += perSlot; due >= 1; due-- {
+		due := int(float64(len(ids)) * float64(time.Since(start)) / float64(opts.Interval))
+		for ; sent < due; sent++ {
 			select {
-			case jobs <- ids[next]:
+			case jobs <- ids[sent%len(ids)]:
 			case <-ctx.Done():
 				return
 			}
-			next = (next + 1) % len(ids)
 		}
 	}
 }
