@@ -200,28 +200,26 @@ func (e *Encoder) Encode(ev detector.Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode cloudevent %s: encode data: %w", ev.ID, err)
 	}
-	msg := e.encode(ev, data)
-	if e.maxPayload > 0 {
-		if hdr := headerSize(msg.Header); hdr+len(data) > e.maxPayload {
-			if msg.Data, err = truncateData(data, e.maxPayload-hdr); err != nil {
-				return nil, fmt.Errorf("encode cloudevent %s: %w", ev.ID, err)
-			}
+	msg, hdr := e.encode(ev, data)
+	if e.maxPayload > 0 && hdr+len(data) > e.maxPayload {
+		if msg.Data, err = truncateData(data, e.maxPayload-hdr); err != nil {
+			return nil, fmt.Errorf("encode cloudevent %s: %w", ev.ID, err)
 		}
 	}
 	return msg, nil
 }
 
-// headerSize is the size of h on the wire: "NATS/1.0\r\n", a "key: value\r\n"
-// line per value and the closing "\r\n".
-func headerSize(h nats.Header) int {
+// headerFrame is what a message's headers take on the wire beside their
+// values: "NATS/1.0\r\n", the closing "\r\n", and per header of an encoded
+// event its name, ": " and "\r\n".
+var headerFrame = func() int {
 	n := len("NATS/1.0\r\n") + 2
-	for k, vs := range h {
-		for _, v := range vs {
-			n += len(k) + 2 + len(v) + 2
-		}
+	for _, k := range []string{headerSpecVersion, headerID, headerSource, headerType, headerDataContentType,
+		headerDataSchema, headerSubject, headerTime, headerSequence, headerBridgeVersion, jetstream.MsgIDHeader} {
+		n += len(k) + 4
 	}
 	return n
-}
+}()
 
 // TruncatedField is the data field set to true in an event whose strings
 // or lists were cut to fit the server's max_payload.
@@ -290,8 +288,9 @@ func cutValue(v any, strMax, listMax int) any {
 // binding requires it), one backing array for the header values. The subject
 // and dataschema are contract.Subject's and contract.DataSchema's, written in
 // place; a test compares every header and the subject with the SDK's
-// generic path (EncodeSDK, in the tests).
-func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
+// generic path (EncodeSDK, in the tests). It also returns the headers'
+// size on the wire, from the values' lengths.
+func (e *Encoder) encode(ev detector.Event, data []byte) (*nats.Msg, int) {
 	var buf [512]byte
 	b := buf[:0]
 	b = append(b, e.prefix...)
@@ -331,6 +330,10 @@ func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
 	vals[8] = all[timeEnd:seqEnd]
 	vals[9] = e.encBridgeVersion
 	vals[10] = ev.ID
+	size := headerFrame
+	for _, v := range vals {
+		size += len(v)
+	}
 	h := make(nats.Header, numHeaders)
 	h[headerSpecVersion] = vals[0:1:1]
 	h[headerID] = vals[1:2:2]
@@ -343,7 +346,7 @@ func (e *Encoder) encode(ev detector.Event, data []byte) *nats.Msg {
 	h[headerSequence] = vals[8:9:9]
 	h[headerBridgeVersion] = vals[9:10:10]
 	h[jetstream.MsgIDHeader] = vals[10:11:11]
-	return &nats.Msg{Subject: all[:subjEnd], Header: h, Data: data}
+	return &nats.Msg{Subject: all[:subjEnd], Header: h, Data: data}, size
 }
 
 // Decode decodes a message published by the bridge as a spec-following

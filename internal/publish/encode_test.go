@@ -123,6 +123,9 @@ func TestEncodeMatchesSDKWriteMsg(t *testing.T) {
 		if string(got.Data) != string(want.Data) {
 			t.Fatalf("event %d bodies differ:\nfast %s\nSDK  %s", n, got.Data, want.Data)
 		}
+		if _, size := enc.encode(ev, got.Data); size != headerSize(got.Header) {
+			t.Fatalf("event %d: encode gives a header size of %d, its header takes %d", n, size, headerSize(got.Header))
+		}
 
 		ce, err := Decode(got)
 		if err != nil {
@@ -310,6 +313,20 @@ func BenchmarkEncode(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := enc.Encode(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// As the bridge encodes: the connected server's max_payload (1 MiB by
+	// default) set, so that each event's size is checked against it.
+	b.Run("fast-max-payload", func(b *testing.B) {
+		limited, err := NewEncoder(EncoderOptions{Source: "https://contoso.crm.dynamics.com", BridgeVersion: "v1.2.3-test", MaxPayload: 1 << 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := limited.Encode(ev); err != nil {
 				b.Fatal(err)
 			}
 		}

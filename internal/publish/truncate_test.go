@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/schemas"
 )
@@ -73,4 +75,16 @@ func TestEncodeTruncatesToMaxPayload(t *testing.T) {
 	if strings.Contains(string(msg.Data), "truncated") {
 		t.Errorf("small event flagged: %s", msg.Data)
 	}
+}
+
+// headerSize is the size of h on the wire: "NATS/1.0\r\n", a "key: value\r\n"
+// line per value and the closing "\r\n".
+func headerSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n") + 2
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n
 }
