@@ -328,13 +328,12 @@ func runWorkload(ctx context.Context, opts Options, name, dir string) (Workload,
 		return Workload{}, err
 	}
 	defer bare.stop()
-	beside := &alongside{c: bare, simURL: simURL}
-	run, err := measureBridge(ctx, opts, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), httpAddr, simURL, name, beside)
+	run, err := measureBridge(ctx, opts, bridgeEnv(opts, simURL, natsURL, idsFile, httpAddr), httpAddr, simURL, name, bare)
 	if err != nil {
 		return Workload{}, err
 	}
 	bare.stop()
-	w.Bridge, w.BridgePolls, w.Events, w.Burst, w.Bare = run.proc, run.polls, run.events, run.burst, beside.proc
+	w.Bridge, w.BridgePolls, w.Events, w.Burst, w.Bare = run.proc, run.polls, run.events, run.burst, run.bare
 	if !opts.NoEmbedded {
 		if w.Embedded, err = measureEmbedded(ctx, opts, simURL, idsFile, filepath.Join(dir, "embedded")); err != nil {
 			return Workload{}, fmt.Errorf("embedded JetStream: %w", err)
@@ -433,27 +432,15 @@ type bridgeRun struct {
 	polls  int64 // its own count (ccaas_bridge_polls_total)
 	events int64 // published in the period
 	burst  Burst
-}
-
-// alongside is a process measured over the bridge's period, from the
-// same two samples' instants: the bare loop, against the same simulator.
-type alongside struct {
-	c      *child
-	simURL string
-	proc   Process // filled by measureBridge
-}
-
-// sample takes the process's counters at this instant.
-func (a *alongside) sample(ctx context.Context) (sample, error) {
-	return takeSample(ctx, a.c, a.simURL, "", true)
+	bare   Process // the bare loop over the same period, when measured beside
 }
 
 // measureBridge runs the bridge with env until its start-up burst is
 // published and the warm-up is over, and measures it over the period, and
-// beside (when not nil) over the same period; with profile set (and
-// Options.ProfileDir) it writes its profiles of the period as
-// <profile>-cpu.pprof and <profile>-heap.pprof.
-func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, simURL, profile string, beside *alongside) (bridgeRun, error) {
+// the bare loop (when not nil, polling the same simulator) over the same
+// period; with profile set (and Options.ProfileDir) it writes its profiles
+// of the period as <profile>-cpu.pprof and <profile>-heap.pprof.
+func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, simURL, profile string, bare *child) (bridgeRun, error) {
 	argv := []string{opts.Executable, RunCommand}
 	br, _, err := startChild(ctx, "bridge", argv, env, false)
 	if err != nil {
@@ -473,8 +460,8 @@ func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, si
 		return bridgeRun{}, err
 	}
 	var b0 sample
-	if beside != nil {
-		if b0, err = beside.sample(ctx); err != nil {
+	if bare != nil {
+		if b0, err = takeSample(ctx, bare, simURL, "", true); err != nil {
 			return bridgeRun{}, err
 		}
 	}
@@ -502,12 +489,12 @@ func measureBridge(ctx context.Context, opts Options, env []string, httpAddr, si
 	if err != nil {
 		return bridgeRun{}, err
 	}
-	if beside != nil {
-		b1, err := beside.sample(ctx)
+	if bare != nil {
+		b1, err := takeSample(ctx, bare, simURL, "", true)
 		if err != nil {
 			return bridgeRun{}, err
 		}
-		if err := period(&beside.proc, b0, b1); err != nil {
+		if err := period(&run.bare, b0, b1); err != nil {
 			return bridgeRun{}, fmt.Errorf("bare loop: %w", err)
 		}
 	}
