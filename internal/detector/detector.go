@@ -42,7 +42,9 @@ type Change struct {
 	AgentID string
 	// Events are the events to publish, consecutive sequences.
 	Events []Event
-	// State is the agent's state after the events.
+	// State is the agent's state after the events. It shares its channel
+	// lists and times with the states the Detector holds: read it, copy it
+	// (Clone) to modify what it points to.
 	State AgentState
 	// AfterStream is the stream sequence of the last event the change was
 	// numbered after, as this process last confirmed it (0: none known). A
@@ -82,12 +84,15 @@ type agent struct {
 	// epoch increases when pending changes are discarded (Abandon, Adopt).
 	epoch uint64
 	// snap is the latest successful observation, diffed again when the
-	// agent's state is adopted from the stream.
-	snap *source.Snapshot
+	// agent's state is adopted from the stream, and snapAt its time. snap
+	// is never modified: it may be the poller's answer itself, shared with
+	// the source (its ObservedAt is not read; snapAt is its time).
+	snap   *source.Snapshot
+	snapAt time.Time
 	// noted are the snapshots taken while the agent's history was being
 	// adopted (Note), in order; Adopt diffs each against the adopted
 	// history, so no presence seen meanwhile is lost. Bounded by maxNoted.
-	noted []source.Snapshot
+	noted []notedSnapshot
 	// polled is true once this process has had an observation of the agent.
 	polled      bool
 	lastSuccess time.Time
@@ -198,27 +203,37 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 	if produce && !d.noQuiet && a.quietLocked(o) {
 		return nil
 	}
-	snap := *o.Snapshot
-	if snap.AgentID == "" {
-		snap.AgentID = o.AgentID
+	at := o.Snapshot.ObservedAt
+	if at.IsZero() {
+		at = o.At
 	}
-	if snap.ObservedAt.IsZero() {
-		snap.ObservedAt = o.At
+	a.lastSuccess, a.lastClass = at, ""
+	snap := o.Snapshot
+	if !snap.ObservedAt.IsZero() || snap.AgentID != o.AgentID || (o.FeedHold > 0 && a.state != nil) {
+		// Not the source's shared answer (which has the agent's ID and no
+		// time), or FeedHold may replace its presence: the agent's own copy.
+		own := *snap
+		if own.AgentID == "" {
+			own.AgentID = o.AgentID
+		}
+		own.ObservedAt = time.Time{}
+		shareSnapshot(d.intern, o.AgentID, &own, a.snap, a.state)
+		a.holdLocked(&own, at, o.FeedHold)
+		snap = &own
+	} else {
+		a.hold = nil // as holdLocked without FeedHold or a state
 	}
-	a.lastSuccess, a.lastClass = snap.ObservedAt, ""
-	shareSnapshot(d.intern, o.AgentID, &snap, a.snap, a.state)
-	a.holdLocked(&snap, o.FeedHold)
-	a.snap = &snap
+	a.snap, a.snapAt = snap, at
 	a.quietState, a.quietSnap = nil, nil
 	if !produce {
 		if len(a.noted) == maxNoted {
 			a.noted = append(a.noted[:0], a.noted[1:]...) // the oldest goes
 		}
-		a.noted = append(a.noted, snap)
+		a.noted = append(a.noted, notedSnapshot{snap: snap, at: at})
 		return nil
 	}
 	a.noted = nil
-	diffed := a.state != nil && !a.snap.ObservedAt.Before(a.state.ObservedAt)
+	diffed := a.state != nil && !at.Before(a.state.ObservedAt)
 	c := a.diffLocked(d.intern, o.AgentID)
 	if c == nil && diffed && a.hold == nil && o.Snapshot.PresenceID == a.state.Presence.ID &&
 		o.Snapshot.PresenceName == a.state.Presence.Name && o.Snapshot.BaseStatus == a.state.Presence.BaseStatus {
@@ -246,33 +261,41 @@ func (a *agent) quietLocked(o source.Observation) bool {
 	if id == "" {
 		id = o.AgentID
 	}
-	if id != q.AgentID || s.AgentName != q.AgentName || s.PresenceID != q.PresenceID || s.PresenceName != q.PresenceName ||
+	if s != q && (id != q.AgentID || s.AgentName != q.AgentName || s.PresenceID != q.PresenceID || s.PresenceName != q.PresenceName ||
 		s.BaseStatus != q.BaseStatus || s.ActiveBrowserSessions != q.ActiveBrowserSessions || s.LoginTime != q.LoginTime ||
 		!slices.Equal(s.AllowedChannels, q.AllowedChannels) || !slices.Equal(s.DisabledChannels, q.DisabledChannels) ||
-		!s.PresenceChangedAt.Equal(q.PresenceChangedAt) {
+		!s.PresenceChangedAt.Equal(q.PresenceChangedAt)) {
 		return false
 	}
 	at := s.ObservedAt
 	if at.IsZero() {
 		at = o.At
 	}
-	a.lastSuccess, a.lastClass = at, ""
-	q.ObservedAt = at // a.snap is the agent's own copy
+	a.lastSuccess, a.lastClass, a.snapAt = at, "", at
 	return true
 }
 
 // maxNoted bounds the snapshots kept while an agent's history is adopted.
 const maxNoted = 64
 
+// notedSnapshot is a snapshot noted while the agent's history was being
+// adopted, and its time.
+type notedSnapshot struct {
+	snap *source.Snapshot
+	at   time.Time
+}
+
 // diffLocked diffs the latest snapshot against the latest state. A
 // snapshot observed before the state's last observation (another writer's
 // newer one, adopted from the stream) says nothing new: publishing it would
 // take the agent back in time.
 func (a *agent) diffLocked(in *source.Interner, id string) *Change {
-	if a.snap == nil || (a.state != nil && a.snap.ObservedAt.Before(a.state.ObservedAt)) {
+	if a.snap == nil || (a.state != nil && a.snapAt.Before(a.state.ObservedAt)) {
 		return nil
 	}
-	next, events := Diff(a.state, *a.snap)
+	snap := *a.snap
+	snap.ObservedAt = a.snapAt
+	next, events := Diff(a.state, snap)
 	if len(events) == 0 {
 		return nil
 	}
@@ -280,9 +303,11 @@ func (a *agent) diffLocked(in *source.Interner, id string) *Change {
 }
 
 // advance makes next the agent's latest state; a.mu is held. The state kept
-// shares its channel lists through in; the Change's is a copy of its own.
+// shares its channel lists through in.
 func (a *agent) advance(in *source.Interner, id string, next AgentState, events []Event) *Change {
-	c := &Change{AgentID: id, Events: events, State: next.Clone(), base: a.state, epoch: a.epoch}
+	// States are never modified in place (their lists and times are
+	// replaced, not written to), so the Change shares next's.
+	c := &Change{AgentID: id, Events: events, State: next, base: a.state, epoch: a.epoch}
 	if a.base != nil {
 		c.AfterStream = a.base.StreamSequence
 	}
@@ -413,7 +438,7 @@ func (d *Detector) each(f func(id string, a *agent)) {
 // stream sequence streamSeq, and returns the agent's state to record in the
 // state bucket (with StreamSequence set).
 func (d *Detector) Confirm(c *Change, streamSeq uint64) AgentState {
-	st := c.State.Clone()
+	st := c.State // a copy: states are never modified in place
 	st.StreamSequence = streamSeq
 	a := d.known(c.AgentID)
 	if a == nil {
@@ -425,7 +450,7 @@ func (d *Detector) Confirm(c *Change, streamSeq uint64) AgentState {
 	// serves as both the base and the latest state.
 	var kept *AgentState
 	if a.base == nil || a.base.Sequence < st.Sequence {
-		b := st.Clone()
+		b := st
 		b.Channels = shareChannels(d.intern, b.Channels)
 		a.base, kept = &b, &b
 		if a.state == c.produced {
@@ -436,7 +461,7 @@ func (d *Detector) Confirm(c *Change, streamSeq uint64) AgentState {
 	}
 	if a.state == nil || a.state.Sequence < st.Sequence {
 		if kept == nil {
-			s := st.Clone()
+			s := st
 			s.Channels = shareChannels(d.intern, s.Channels)
 			kept = &s
 		}
@@ -490,15 +515,15 @@ func (d *Detector) Adopt(agentID string, st *AgentState) *Change {
 		a.base, a.state = &s, &s
 	}
 	d.log.Debug("adopted the agent's history from the stream", "agent", agentID, "sequence", seqOf(st), "stream_sequence", streamSeqOf(st))
-	latest := a.snap
+	latest, latestAt := a.snap, a.snapAt
 	noted := a.noted
 	a.noted = nil
 	var c *Change
-	for i := range noted {
-		a.snap = &noted[i]
+	for _, n := range noted {
+		a.snap, a.snapAt = n.snap, n.at
 		c = c.then(a.diffLocked(d.intern, agentID))
 	}
-	a.snap = latest
+	a.snap, a.snapAt = latest, latestAt
 	return c.then(a.diffLocked(d.intern, agentID))
 }
 

@@ -31,7 +31,8 @@ func Diff(prev *AgentState, snap source.Snapshot) (AgentState, []Event) {
 
 	var next AgentState
 	if prev != nil {
-		next = prev.Clone()
+		// Shares prev's lists and times: no state modifies them in place.
+		next = *prev
 		next.StreamSequence = 0 // a new position, known once published
 	} else {
 		next = AgentState{AgentID: snap.AgentID}

@@ -52,10 +52,9 @@ func (a *agent) rowLocked(in *source.Interner, o source.Observation, produce boo
 		LoginTime:             st.Sessions.LoginTime,
 		AllowedChannels:       st.Channels.Allowed,
 		DisabledChannels:      st.Channels.Disabled,
-		ObservedAt:            at,
 		PresenceChangedAt:     r.ChangedAt,
 	}
-	a.snap = &snap
+	a.snap, a.snapAt = &snap, at
 	if !produce {
 		return nil
 	}
@@ -69,7 +68,7 @@ func (a *agent) rowLocked(in *source.Interner, o source.Observation, produce boo
 // polls have seen it for hold (the feed missed it: the poll's presence
 // stands). A poll's presence equal to the state's by ID keeps the state's
 // name and base status. a.mu is held.
-func (a *agent) holdLocked(snap *source.Snapshot, hold time.Duration) {
+func (a *agent) holdLocked(snap *source.Snapshot, at time.Time, hold time.Duration) {
 	if hold <= 0 || a.state == nil {
 		a.hold = nil
 		return
@@ -78,9 +77,9 @@ func (a *agent) holdLocked(snap *source.Snapshot, hold time.Duration) {
 	id := strings.ToLower(snap.PresenceID)
 	if id != cur.ID {
 		if a.hold == nil || a.hold.id != id {
-			a.hold = &heldPresence{id: id, since: snap.ObservedAt}
+			a.hold = &heldPresence{id: id, since: at}
 		}
-		if snap.ObservedAt.Sub(a.hold.since) >= hold {
+		if at.Sub(a.hold.since) >= hold {
 			a.hold = nil
 			return
 		}

@@ -63,6 +63,17 @@ func memSnapshot(id string, i int, at time.Time) *source.Snapshot {
 	}
 }
 
+// keptSnapshot is agent i's answer as source.Client.Poll returns it and
+// keeps it as the agent's last answer: decoded, its values shared through
+// in, the agent's ID the poller's, no ObservedAt (the Observation's At is
+// its time). A Detector holds this Snapshot itself, not a copy.
+func keptSnapshot(in *source.Interner, id string, i int) *source.Snapshot {
+	s := memSnapshot(id, i, time.Time{})
+	s.AgentID = id
+	in.Snapshot(s)
+	return s
+}
+
 func memAgentIDs() []string {
 	ids := make([]string, memAgents)
 	for i := range ids {
@@ -77,7 +88,8 @@ func memAgentIDs() []string {
 //
 //   - poller: source.NewPoller after SetAgents, nothing polled;
 //   - detector: a Detector alone, every observation's change confirmed as
-//     the pipeline confirms it;
+//     the pipeline confirms it, with each agent's latest answer, which it
+//     shares with the source's LastAnswer (the source holds no other);
 //   - wired: the detector, the pipeline, the publisher and the state bucket
 //     as cmd/bridge wires them, on an in-process JetStream server whose own
 //     memory (the stream and the bucket it stores) is included; the heap
@@ -114,17 +126,24 @@ func BenchmarkMemoryPerAgent(b *testing.B) {
 	}
 }
 
-// memFillDetector observes every agent twice, confirming each change.
+// memFillDetector observes every agent twice, confirming each change: the
+// first answer decoded, the second the same Snapshot, as source.Client.Poll
+// hands them over.
 func memFillDetector(b *testing.B, ids []string) *detector.Detector {
-	det, err := detector.New(detector.Options{StaleAfter: time.Minute})
+	in := source.NewInterner()
+	det, err := detector.New(detector.Options{StaleAfter: time.Minute, Interner: in})
 	if err != nil {
 		b.Fatal(err)
 	}
+	kept := make([]*source.Snapshot, len(ids))
 	var stream uint64
 	for round := range 2 {
 		at := time.Now()
 		for i, id := range ids {
-			c := det.Observe(source.Observation{AgentID: id, At: at, Class: source.ClassOK, Snapshot: memSnapshot(id, i, at)})
+			if round == 0 {
+				kept[i] = keptSnapshot(in, id, i)
+			}
+			c := det.Observe(source.Observation{AgentID: id, At: at, Class: source.ClassOK, Snapshot: kept[i]})
 			if (c != nil) != (round == 0) {
 				b.Fatalf("round %d, agent %s: change %v", round, id, c)
 			}

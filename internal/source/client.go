@@ -308,13 +308,14 @@ func (l *LastAnswer) Forget() { *l = LastAnswer{} }
 // Poll is Get for a poller that keeps the agent's last answer: when the
 // body of the answer has the length and hash of last's (and the presence
 // catalogue still resolves the presence to the same base status) the
-// answer is not decoded and Poll returns last's Snapshot itself, shared
-// and read-only, with ObservedAt zero (the poll's time is its
-// Observation's At), and unchanged true. Otherwise it decodes the body,
-// returns a Snapshot of its own (ObservedAt set) and remembers the answer
-// in last. A body that does not decode makes last forget; other failures
-// leave it as it was (the Poller forgets it after any failed poll). last
-// may be nil: nothing is remembered.
+// answer is not decoded and Poll returns last's Snapshot, and unchanged
+// true. Otherwise it decodes the body, remembers the answer in last and
+// returns its Snapshot. Either way the Snapshot is last's, shared and
+// read-only, with ObservedAt zero (the poll's time is its Observation's
+// At): whoever keeps it holds the same copy as last. A body that does not
+// decode makes last forget; other failures leave it as it was (the Poller
+// forgets it after any failed poll). last may be nil: nothing is
+// remembered, and the Snapshot is the caller's own, ObservedAt set.
 func (c *Client) Poll(ctx context.Context, agentID string, last *LastAnswer) (snap *Snapshot, unchanged bool, err error) {
 	return c.getAgent(ctx, agentID, nil, last)
 }
@@ -458,8 +459,8 @@ func (c *Client) answer(body []byte, id, tok string, last *LastAnswer) (*Snapsho
 			snap.AgentID = id
 		}
 		c.intern.Snapshot(&snap)
-		kept := snap // ObservedAt zero
-		*last = LastAnswer{sum: sum, size: len(body), snap: &kept}
+		*last = LastAnswer{sum: sum, size: len(body), snap: &snap} // ObservedAt zero
+		return &snap, false, nil
 	}
 	snap.ObservedAt = c.now()
 	return &snap, false, nil

@@ -25,8 +25,8 @@ type Getter interface {
 
 // RepeatGetter is a Getter that recognises an answer repeating the agent's
 // last one (see Client.Poll); *Client implements it. The Poller uses Poll
-// when its Getter has it, with a LastAnswer per agent, and hands an
-// unchanged answer's shared Snapshot (ObservedAt zero) to the Sink.
+// when its Getter has it, with a LastAnswer per agent, and hands the
+// answer's shared Snapshot (ObservedAt zero) to the Sink.
 type RepeatGetter interface {
 	Getter
 	Poll(ctx context.Context, agentID string, last *LastAnswer) (snap *Snapshot, unchanged bool, err error)

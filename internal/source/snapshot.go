@@ -39,10 +39,9 @@ type Snapshot struct {
 	AllowedChannels []string
 	// DisabledChannels lists the channels disabled for the agent.
 	DisabledChannels []string
-	// ObservedAt is when the response was received; zero on a Snapshot a
-	// poll shares with the agent's earlier polls because its answer
-	// repeated theirs (Client.Poll): the poll's time is then its
-	// Observation's At.
+	// ObservedAt is when the response was received; zero on a Snapshot
+	// Client.Poll keeps as the agent's last answer and shares with every
+	// poll that returns it: the poll's time is then its Observation's At.
 	ObservedAt time.Time
 	// PresenceChangedAt is when the presence began at the source, when
 	// known (a change-feed row's msdyn_starttime); zero for a poll, which

@@ -34,7 +34,8 @@ func customPresence(t *testing.T, sim *simulator.Simulator) simulator.Presence {
 
 // TestPollRepeatedAnswer polls one agent through Client.Poll with one
 // LastAnswer, step by step: an answer repeating the last decoded one is
-// shared (ObservedAt zero, the same *Snapshot), anything else is decoded.
+// shared (the same *Snapshot the last poll returned), anything else is
+// decoded into a new one, which is then kept; either has ObservedAt zero.
 func TestPollRepeatedAnswer(t *testing.T) {
 	type step struct {
 		before    func(t *testing.T, sim *simulator.Simulator, cat *source.Catalogue, agent string)
@@ -113,7 +114,7 @@ func TestPollRepeatedAnswer(t *testing.T) {
 			}
 			agent := sim.AgentIDs()[0]
 			var last source.LastAnswer
-			var shared *source.Snapshot // the Snapshot the last poll shared
+			var shared *source.Snapshot // the Snapshot the last poll returned
 			for i, s := range tc.steps {
 				if s.before != nil {
 					s.before(t, sim, cat, agent)
@@ -146,26 +147,19 @@ func TestPollRepeatedAnswer(t *testing.T) {
 				}
 				got := *snap
 				fresh.ObservedAt = time.Time{}
-				if unchanged {
-					if shared != nil && snap != shared {
-						t.Errorf("step %d: an unchanged answer did not share the Snapshot the last one shared", i)
-					}
-					if !got.ObservedAt.IsZero() {
-						t.Errorf("step %d: shared Snapshot has ObservedAt %v", i, got.ObservedAt)
-					}
-				} else {
-					if got.ObservedAt.IsZero() {
-						t.Errorf("step %d: decoded Snapshot has no ObservedAt", i)
-					}
-					got.ObservedAt = time.Time{}
+				if unchanged && snap != shared {
+					t.Errorf("step %d: an unchanged answer did not share the Snapshot the last poll returned", i)
+				}
+				if !unchanged && snap == shared {
+					t.Errorf("step %d: a decoded answer returned the last poll's Snapshot", i)
+				}
+				if !got.ObservedAt.IsZero() {
+					t.Errorf("step %d: the kept Snapshot has ObservedAt %v", i, got.ObservedAt)
 				}
 				if !snapshotsEqual(got, fresh) {
 					t.Errorf("step %d: Poll gave %+v, the body decodes to %+v", i, got, fresh)
 				}
-				shared = nil
-				if unchanged {
-					shared = snap
-				}
+				shared = snap
 			}
 		})
 	}
@@ -188,15 +182,17 @@ type scriptSink struct {
 	mu      sync.Mutex
 	counts  map[string]int
 	twice   int            // agents observed at least twice
-	decoded map[string]int // observations with a Snapshot of their own (ObservedAt set)
-	shared  int            // observations with a shared Snapshot (ObservedAt zero)
+	decoded map[string]int // observations with a Snapshot new to the agent
+	shared  int            // observations with the agent's previous Snapshot
 	failed  int
+	last    map[string]*source.Snapshot // the agent's latest Snapshot
 	mine    []source.Observation
+	kinds   []string      // of mine: "decoded", "shared" or "failed"
 	changed chan struct{} // signalled after each observation
 }
 
 func newScriptSink(target string, on func(int, source.Observation)) *scriptSink {
-	return &scriptSink{target: target, on: on, counts: map[string]int{}, decoded: map[string]int{}, changed: make(chan struct{}, 1)}
+	return &scriptSink{target: target, on: on, counts: map[string]int{}, decoded: map[string]int{}, last: map[string]*source.Snapshot{}, changed: make(chan struct{}, 1)}
 }
 
 func (s *scriptSink) Observe(_ context.Context, o source.Observation) error {
@@ -205,17 +201,24 @@ func (s *scriptSink) Observe(_ context.Context, o source.Observation) error {
 	if s.counts[o.AgentID] == 2 {
 		s.twice++
 	}
+	kind := "decoded"
 	switch {
 	case o.Class != source.ClassOK:
 		s.failed++
-	case o.Snapshot.ObservedAt.IsZero():
+		kind = "failed"
+	case o.Snapshot == s.last[o.AgentID]:
 		s.shared++
+		kind = "shared"
 	default:
 		s.decoded[o.AgentID]++
+	}
+	if o.Snapshot != nil {
+		s.last[o.AgentID] = o.Snapshot
 	}
 	var n int
 	if o.AgentID == s.target {
 		s.mine = append(s.mine, o)
+		s.kinds = append(s.kinds, kind)
 		n = len(s.mine)
 	}
 	s.mu.Unlock()
@@ -327,7 +330,7 @@ func TestPollerUnchangedAtScale(t *testing.T) {
 		if o.Snapshot.PresenceID != want {
 			t.Errorf("target's poll %d: presence %s, want %s", i+1, o.Snapshot.PresenceID, want)
 		}
-		if shared, wantShared := o.Snapshot.ObservedAt.IsZero(), i == 1 || i == 3; shared != wantShared {
+		if shared, wantShared := sink.kinds[i] == "shared", i == 1 || i == 3; shared != wantShared {
 			t.Errorf("target's poll %d: shared %v, want %v", i+1, shared, wantShared)
 		}
 	}
@@ -394,15 +397,7 @@ func TestPollerForgetsAfterFailure(t *testing.T) {
 	// decoded, shared, failed, decoded, shared, decoded (re-added), shared
 	want := []string{"decoded", "shared", "failed", "decoded", "shared", "decoded", "shared"}
 	for i, w := range want {
-		o := sink.mine[i]
-		got := "decoded"
-		switch {
-		case o.Class != source.ClassOK:
-			got = "failed"
-		case o.Snapshot.ObservedAt.IsZero():
-			got = "shared"
-		}
-		if got != w {
+		if got := sink.kinds[i]; got != w {
 			t.Errorf("target's answer %d: %s, want %s", i+1, got, w)
 		}
 	}
