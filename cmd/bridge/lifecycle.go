@@ -171,7 +171,7 @@ func (b *bridge) loopList() []loop {
 		{"catalogue", heartbeat{}, func(ctx context.Context) error { b.refresher.Run(ctx); return nil }},
 	}
 	if b.cfg.AgentIDsFile != "" {
-		w := &source.AgentFileWatcher{Path: b.cfg.AgentIDsFile, Apply: b.assign.SetAgents, Logger: b.log}
+		w := &source.AgentFileWatcher{Path: b.cfg.AgentIDsFile, Apply: b.assign.SetAgents, Current: b.plan.agents, Logger: b.log}
 		loops = append(loops, loop{"agent-file", heartbeat{}, func(ctx context.Context) error { w.Run(ctx); return nil }})
 	}
 	loops = append(loops, loop{"poller", b.pollBeat, b.poller.Run})

@@ -81,3 +81,44 @@ func TestAgentFileWatcherAppliesChanges(t *testing.T) {
 		t.Errorf("applied %v, want %v", applied, want)
 	}
 }
+
+// A watcher given the list in force applies only a file whose list
+// differs from it: neither the first read of the same list nor a rewrite
+// that changes only comments is applied.
+func TestAgentFileWatcherSkipsTheListInForce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agents")
+	write := func(s string) {
+		t.Helper()
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(agentA + "\n")
+	var mu sync.Mutex
+	var applied [][]string
+	w := &source.AgentFileWatcher{Path: path, Every: 10 * time.Millisecond, Current: []string{agentA}, Apply: func(ids []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		applied = append(applied, ids)
+	}}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	write("# the Lisbon site\n" + agentA + "\n")
+	write(agentA + "\n" + agentB + "\n")
+	testwait.Until(t, 2*time.Second, "added agent applied", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(applied) > 0 && len(applied[len(applied)-1]) == 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if want := [][]string{{agentA, agentB}}; !reflect.DeepEqual(applied, want) {
+		t.Errorf("applied %v, want %v", applied, want)
+	}
+}

@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -133,13 +135,18 @@ type AgentFileWatcher struct {
 	Every time.Duration
 	// Apply receives each new list.
 	Apply func(ids []string)
+	// Current is the list in force when Run starts (the one the bridge
+	// loaded from Path); may be nil. A read that parses to the list in
+	// force is not applied, so its strings stay the only copy held.
+	Current []string
 	// Logger receives a line per change and per rejected file.
 	Logger *slog.Logger
 }
 
 // Run reads the file now and then every Every until ctx is done, calling
-// Apply with the list read at start (if valid) and after each change.
-// Applying the same list twice is harmless for Poller.SetAgents.
+// Apply with each valid list read that differs from the list in force
+// (Current, then the last applied). Only a hash of the last content read
+// is kept: a file that did not change is not parsed again.
 func (w *AgentFileWatcher) Run(ctx context.Context) {
 	every := w.Every
 	if every <= 0 {
@@ -149,7 +156,10 @@ func (w *AgentFileWatcher) Run(ctx context.Context) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var last []byte
+	current := w.Current
+	seed := maphash.MakeSeed()
+	var last uint64 // hash of the content last read, when read
+	read := false
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for first := true; ; first = false {
@@ -162,16 +172,17 @@ func (w *AgentFileWatcher) Run(ctx context.Context) {
 		}
 		b, err := os.ReadFile(w.Path)
 		if err != nil {
-			if last != nil {
+			if read {
 				log.Warn("agent file unreadable; keeping the current agents", "path", w.Path, "err", err)
-				last = nil
+				read = false
 			}
 			continue
 		}
-		if bytes.Equal(b, last) {
+		sum := maphash.Bytes(seed, b)
+		if read && sum == last {
 			continue
 		}
-		last = b
+		last, read = sum, true
 		ids, err := ParseAgentFile(w.Path, bytes.NewReader(b))
 		var le *AgentListError
 		switch {
@@ -184,7 +195,11 @@ func (w *AgentFileWatcher) Run(ctx context.Context) {
 		case err != nil:
 			log.Warn("agent file has duplicate lines; each agent is polled once", "path", w.Path, "err", err)
 		}
+		if slices.Equal(ids, current) {
+			continue
+		}
 		log.Info("agent file changed", "path", w.Path, "agents", len(ids))
+		current = ids
 		w.Apply(ids)
 	}
 }
