@@ -222,11 +222,9 @@ type agent struct {
 	polled  bool
 	queued  bool // on the wheel
 	again   bool // PollNow while being polled: poll again at once
-	// last failure, for readiness: class, HTTP status, Dataverse code.
-	lastClass  ErrorClass
-	lastStatus int
-	lastCode   string
-	lastKind   CodeKind
+	// failure is the last poll's failure, for readiness (class, HTTP
+	// status, Dataverse code; Agents unused); nil when it succeeded.
+	failure *FailureCount
 }
 
 // Poller polls every configured agent once per Interval. Agents are spread
@@ -807,11 +805,14 @@ func (p *Poller) record(a *agent, class ErrorClass, err error, now int64) int64 
 		next = satAdd(now, p.nextBackoff(a))
 	}
 	if class == ClassOK {
-		a.lastClass, a.lastStatus, a.lastCode, a.lastKind = ClassOK, 0, "", KindNone
+		a.failure = nil
 	} else {
-		a.lastClass, a.lastStatus, a.lastCode, a.lastKind = class, 0, "", KindNone
+		f := FailureCount{Class: class, Kind: KindNone}
 		if pe != nil {
-			a.lastStatus, a.lastCode, a.lastKind = pe.StatusCode, pe.Code, pe.Kind
+			f.Status, f.Code, f.Kind = pe.StatusCode, pe.Code, pe.Kind
+		}
+		if a.failure == nil || *a.failure != f {
+			a.failure = &f // kept apart: most agents' polls succeed
 		}
 	}
 	if a.removed {
@@ -915,10 +916,10 @@ func (p *Poller) Status() Status {
 	for _, a := range p.agents {
 		if a.polled {
 			st.Polled++
-			if a.lastClass == ClassOK {
+			if a.failure == nil {
 				st.Succeeding++
 			} else {
-				failing[FailureCount{Class: a.lastClass, Status: a.lastStatus, Code: a.lastCode, Kind: a.lastKind}]++
+				failing[*a.failure]++
 			}
 		}
 	}
