@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,49 +37,71 @@ func TestParseAgentFile(t *testing.T) {
 	}
 }
 
-func TestAgentFileWatcherAppliesChanges(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "agents")
-	write := func(s string) {
-		t.Helper()
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(agentA + "\n")
-	var mu sync.Mutex
-	var applied [][]string
-	w := &source.AgentFileWatcher{Path: path, Every: 10 * time.Millisecond, Apply: func(ids []string) {
-		mu.Lock()
-		defer mu.Unlock()
-		applied = append(applied, ids)
+// watchedFile is an agent file and a watcher of it running until the test
+// ends, recording every list it applies.
+type watchedFile struct {
+	t       *testing.T
+	path    string
+	mu      sync.Mutex
+	applied [][]string
+}
+
+// watchFile writes content to a new agent file and starts a watcher of it
+// with current as the list in force.
+func watchFile(t *testing.T, content string, current []string) *watchedFile {
+	f := &watchedFile{t: t, path: filepath.Join(t.TempDir(), "agents")}
+	f.write(content)
+	w := &source.AgentFileWatcher{Path: f.path, Every: 10 * time.Millisecond, Current: current, Apply: func(ids []string) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.applied = append(f.applied, ids)
 	}}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	last := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(applied) == 0 {
-			return nil
-		}
-		return applied[len(applied)-1]
+	t.Cleanup(func() { cancel(); <-done })
+	return f
+}
+
+// write replaces the file's content at once (a rename).
+func (f *watchedFile) write(s string) {
+	f.t.Helper()
+	tmp := f.path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+		f.t.Fatal(err)
 	}
-	testwait.Until(t, 2*time.Second, "initial list applied", func() bool { return len(last()) == 1 })
-	write(agentA + "\n" + agentB + "\n")
-	testwait.Until(t, 2*time.Second, "added agent applied", func() bool { return len(last()) == 2 })
-	write(agentB + "\nbroken\n")
-	write(agentB + "\n")
-	testwait.Until(t, 2*time.Second, "removed agent applied", func() bool { return reflect.DeepEqual(last(), []string{agentB}) })
-	mu.Lock()
-	defer mu.Unlock()
+	if err := os.Rename(tmp, f.path); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// lists returns the lists applied so far.
+func (f *watchedFile) lists() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.applied)
+}
+
+// last returns the list applied last (nil: none yet).
+func (f *watchedFile) last() []string {
+	l := f.lists()
+	if len(l) == 0 {
+		return nil
+	}
+	return l[len(l)-1]
+}
+
+func TestAgentFileWatcherAppliesChanges(t *testing.T) {
+	f := watchFile(t, agentA+"\n", nil)
+	testwait.Until(t, 2*time.Second, "initial list applied", func() bool { return len(f.last()) == 1 })
+	f.write(agentA + "\n" + agentB + "\n")
+	testwait.Until(t, 2*time.Second, "added agent applied", func() bool { return len(f.last()) == 2 })
+	f.write(agentB + "\nbroken\n")
+	f.write(agentB + "\n")
+	testwait.Until(t, 2*time.Second, "removed agent applied", func() bool { return reflect.DeepEqual(f.last(), []string{agentB}) })
 	// The file with an invalid line was never applied.
-	if want := [][]string{{agentA}, {agentA, agentB}, {agentB}}; !reflect.DeepEqual(applied, want) {
-		t.Errorf("applied %v, want %v", applied, want)
+	if want := [][]string{{agentA}, {agentA, agentB}, {agentB}}; !reflect.DeepEqual(f.lists(), want) {
+		t.Errorf("applied %v, want %v", f.lists(), want)
 	}
 }
 
@@ -86,39 +109,11 @@ func TestAgentFileWatcherAppliesChanges(t *testing.T) {
 // differs from it: neither the first read of the same list nor a rewrite
 // that changes only comments is applied.
 func TestAgentFileWatcherSkipsTheListInForce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "agents")
-	write := func(s string) {
-		t.Helper()
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(agentA + "\n")
-	var mu sync.Mutex
-	var applied [][]string
-	w := &source.AgentFileWatcher{Path: path, Every: 10 * time.Millisecond, Current: []string{agentA}, Apply: func(ids []string) {
-		mu.Lock()
-		defer mu.Unlock()
-		applied = append(applied, ids)
-	}}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	write("# the Lisbon site\n" + agentA + "\n")
-	write(agentA + "\n" + agentB + "\n")
-	testwait.Until(t, 2*time.Second, "added agent applied", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(applied) > 0 && len(applied[len(applied)-1]) == 2
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if want := [][]string{{agentA, agentB}}; !reflect.DeepEqual(applied, want) {
-		t.Errorf("applied %v, want %v", applied, want)
+	f := watchFile(t, agentA+"\n", []string{agentA})
+	f.write("# the Lisbon site\n" + agentA + "\n")
+	f.write(agentA + "\n" + agentB + "\n")
+	testwait.Until(t, 2*time.Second, "added agent applied", func() bool { return len(f.last()) == 2 })
+	if want := [][]string{{agentA, agentB}}; !reflect.DeepEqual(f.lists(), want) {
+		t.Errorf("applied %v, want %v", f.lists(), want)
 	}
 }
