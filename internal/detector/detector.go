@@ -218,11 +218,9 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		}
 		own.ObservedAt = time.Time{}
 		shareSnapshot(d.intern, o.AgentID, &own, a.snap, a.state)
-		a.holdLocked(&own, at, o.FeedHold)
 		snap = &own
-	} else {
-		a.hold = nil // as holdLocked without FeedHold or a state
 	}
+	a.holdLocked(snap, at, o.FeedHold) // rewrites only the agent's own copy: a shared one never has a hold to apply
 	a.snap, a.snapAt = snap, at
 	a.quietState, a.quietSnap = nil, nil
 	if !produce {
