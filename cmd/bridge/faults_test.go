@@ -292,7 +292,7 @@ func divergence(got []streamPresence, spans []presenceSpan) string {
 	if i == len(got) {
 		return "none"
 	}
-	from, to := got[i].at.Add(-2*time.Second), got[i].at.Add(2*time.Second)
+	from, to := got[max(0, i-6)].at.Add(-2*time.Second), got[i].at.Add(2*time.Second)
 	var truth []string
 	for _, s := range spans {
 		if s.start.After(to) || (!s.end.IsZero() && s.end.Before(from)) {
@@ -304,8 +304,12 @@ func divergence(got []streamPresence, spans []presenceSpan) string {
 	if i > 0 {
 		prev = fmt.Sprintf("%s observed %s", short(got[i-1].presence), clock(got[i-1].at))
 	}
-	return fmt.Sprintf("presence.changed #%d to %s observed %s after %s; the organisation around then: %s",
-		i+1, short(got[i].presence), clock(got[i].at), prev, strings.Join(truth, " "))
+	var stream []string
+	for _, g := range got[max(0, i-6) : i+1] {
+		stream = append(stream, short(g.presence)+"@"+clock(g.at))
+	}
+	return fmt.Sprintf("presence.changed #%d to %s observed %s after %s; the organisation around then: %s; the stream up to it: %s",
+		i+1, short(got[i].presence), clock(got[i].at), prev, strings.Join(truth, " "), strings.Join(stream, " "))
 }
 
 // presenceOrderErrors lists the agents whose presences on the stream are

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,7 +22,10 @@ import (
 // whole stream must keep its properties (one version of every ID,
 // sequences 1..n, every change following on from the previous one, bucket
 // and stream ending at the organisation's state), and every presence that
-// lasted 3 poll intervals must be on it.
+// lasted 3 poll intervals must be on it. Every answer reaches its bridge
+// up to 150 ms after the organisation read the agent's state, so one
+// bridge's answer often arrives after the other's newer one: a presence
+// that has already ended, which must not be published after its successor.
 func TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds(t *testing.T) {
 	const (
 		agents    = 8
@@ -32,7 +38,7 @@ func TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds(t *testing.T) {
 	h := newHarness(t, agents, 27, withSim(func(o *simulator.Options) {
 		o.ChangeProbability = 0.2
 		o.OnRequest = reqs.record
-	}))
+	}), withHandler(lateAnswers(150*time.Millisecond)))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	env := h.env(map[string]string{"BRIDGE_LEASE_ENABLED": "false", "GORACE": raceExitNow, "BRIDGE_POLL_INTERVAL": testInterval.String()})
@@ -82,5 +88,33 @@ func TestTwoBridgesWithoutLeaseKeepOneHistoryForThirtySeconds(t *testing.T) {
 	}
 	if required < 3*agents {
 		t.Errorf("only %d presences lasted %s or more: the test would prove little", required, minSpan)
+	}
+}
+
+// lateAnswers wraps the simulator's handler: every CCaaS_GetPresence answer
+// is sent up to maxDelay (uniformly) after the organisation wrote it, as a
+// slow network or a busy gateway would deliver it.
+func lateAnswers(maxDelay time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasSuffix(strings.TrimSuffix(r.URL.Path, "()"), simulator.EndpointPresence) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			next.ServeHTTP(rec, r)
+			timer := time.NewTimer(rand.N(maxDelay))
+			defer timer.Stop()
+			select {
+			case <-timer.C:
+			case <-r.Context().Done():
+				return // the client gave up
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(rec.Body.Bytes())
+		})
 	}
 }

@@ -84,11 +84,13 @@ type agent struct {
 	// epoch increases when pending changes are discarded (Abandon, Adopt).
 	epoch uint64
 	// snap is the latest successful observation, diffed again when the
-	// agent's state is adopted from the stream, and snapAt its time. snap
-	// is never modified: it may be the poller's answer itself, shared with
-	// the source (its ObservedAt is not read; snapAt is its time).
-	snap   *source.Snapshot
-	snapAt time.Time
+	// agent's state is adopted from the stream, snapAt its time and
+	// snapTook how long before snapAt its request was sent. snap is never
+	// modified: it may be the poller's answer itself, shared with the
+	// source (its ObservedAt is not read; snapAt is its time).
+	snap     *source.Snapshot
+	snapAt   time.Time
+	snapTook time.Duration
 	// noted are the snapshots taken while the agent's history was being
 	// adopted (Note), in order; Adopt diffs each against the adopted
 	// history, so no presence seen meanwhile is lost. Bounded by maxNoted.
@@ -221,17 +223,17 @@ func (d *Detector) observe(o source.Observation, produce bool) *Change {
 		snap = &own
 	}
 	a.holdLocked(snap, at, o.FeedHold) // rewrites only the agent's own copy: a shared one never has a hold to apply
-	a.snap, a.snapAt = snap, at
+	a.snap, a.snapAt, a.snapTook = snap, at, took(o, at)
 	a.quietState, a.quietSnap = nil, nil
 	if !produce {
 		if len(a.noted) == maxNoted {
 			a.noted = append(a.noted[:0], a.noted[1:]...) // the oldest goes
 		}
-		a.noted = append(a.noted, notedSnapshot{snap: snap, at: at})
+		a.noted = append(a.noted, notedSnapshot{snap: snap, at: at, took: a.snapTook})
 		return nil
 	}
 	a.noted = nil
-	diffed := a.state != nil && !at.Before(a.state.ObservedAt)
+	diffed := a.state != nil && a.snapNewerLocked()
 	c := a.diffLocked(d.intern, o.AgentID)
 	if c == nil && diffed && a.hold == nil && o.Snapshot.PresenceID == a.state.Presence.ID &&
 		o.Snapshot.PresenceName == a.state.Presence.Name && o.Snapshot.BaseStatus == a.state.Presence.BaseStatus {
@@ -269,26 +271,46 @@ func (a *agent) quietLocked(o source.Observation) bool {
 	if at.IsZero() {
 		at = o.At
 	}
-	a.lastSuccess, a.lastClass, a.snapAt = at, "", at
+	a.lastSuccess, a.lastClass, a.snapAt, a.snapTook = at, "", at, took(o, at)
 	return true
+}
+
+// took is how long before at, the observation's time, its request was
+// sent: its answer shows the agent at some instant in that span. Zero when
+// the observation does not say.
+func took(o source.Observation, at time.Time) time.Duration {
+	if o.Sent.IsZero() || o.Sent.After(at) {
+		return 0
+	}
+	return at.Sub(o.Sent)
 }
 
 // maxNoted bounds the snapshots kept while an agent's history is adopted.
 const maxNoted = 64
 
+// snapNewerLocked reports whether the latest snapshot is known to show the
+// agent after its state's observation: its request was sent no earlier
+// than that observation ended. An answer whose request was on its way when
+// the state was observed (another writer's, adopted from the stream) may
+// have been read before it, whenever it arrived: the next poll tells.
+// a.state is not nil; a.mu is held.
+func (a *agent) snapNewerLocked() bool {
+	return !a.snapAt.Add(-a.snapTook).Before(a.state.ObservedAt)
+}
+
 // notedSnapshot is a snapshot noted while the agent's history was being
-// adopted, and its time.
+// adopted, its time and how long before it its request was sent.
 type notedSnapshot struct {
 	snap *source.Snapshot
 	at   time.Time
+	took time.Duration
 }
 
 // diffLocked diffs the latest snapshot against the latest state. A
-// snapshot observed before the state's last observation (another writer's
-// newer one, adopted from the stream) says nothing new: publishing it would
-// take the agent back in time.
+// snapshot not known to be newer than the state (see snapNewerLocked) says
+// nothing new: publishing it could take the agent back in time.
 func (a *agent) diffLocked(in *source.Interner, id string) *Change {
-	if a.snap == nil || (a.state != nil && a.snapAt.Before(a.state.ObservedAt)) {
+	if a.snap == nil || (a.state != nil && !a.snapNewerLocked()) {
 		return nil
 	}
 	snap := *a.snap
@@ -513,15 +535,15 @@ func (d *Detector) Adopt(agentID string, st *AgentState) *Change {
 		a.base, a.state = &s, &s
 	}
 	d.log.Debug("adopted the agent's history from the stream", "agent", agentID, "sequence", seqOf(st), "stream_sequence", streamSeqOf(st))
-	latest, latestAt := a.snap, a.snapAt
+	latest, latestAt, latestTook := a.snap, a.snapAt, a.snapTook
 	noted := a.noted
 	a.noted = nil
 	var c *Change
 	for _, n := range noted {
-		a.snap, a.snapAt = n.snap, n.at
+		a.snap, a.snapAt, a.snapTook = n.snap, n.at, n.took
 		c = c.then(a.diffLocked(d.intern, agentID))
 	}
-	a.snap, a.snapAt = latest, latestAt
+	a.snap, a.snapAt, a.snapTook = latest, latestAt, latestTook
 	return c.then(a.diffLocked(d.intern, agentID))
 }
 

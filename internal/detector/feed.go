@@ -54,7 +54,7 @@ func (a *agent) rowLocked(in *source.Interner, o source.Observation, produce boo
 		DisabledChannels:      st.Channels.Disabled,
 		PresenceChangedAt:     r.ChangedAt,
 	}
-	a.snap, a.snapAt = &snap, at
+	a.snap, a.snapAt, a.snapTook = &snap, at, 0
 	if !produce {
 		return nil
 	}

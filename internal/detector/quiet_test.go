@@ -60,6 +60,9 @@ func TestQuietPollsAsDiffed(t *testing.T) {
 		for step := range 60 {
 			now = now.Add(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 			o := source.Observation{AgentID: agent, At: now, Class: source.ClassOK}
+			if rng.IntN(2) == 0 { // sent at times before the last poll ended
+				o.Sent = now.Add(-time.Duration(rng.IntN(1000)) * time.Millisecond)
+			}
 			if rng.IntN(4) == 0 {
 				o.FeedHold = 3 * time.Second
 			}

@@ -674,7 +674,7 @@ func (p *Poller) poll(ctx, drain context.Context, a *agent) {
 		p.metrics.pollUnchanged()
 	}
 	p.throttle.observe(class, end, end.Sub(start))
-	obs := Observation{AgentID: a.id, At: end, Class: class, Err: err}
+	obs := Observation{AgentID: a.id, At: end, Sent: start, Class: class, Err: err}
 	if class == ClassOK {
 		obs.Snapshot = snap
 	} else {

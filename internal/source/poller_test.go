@@ -253,6 +253,26 @@ func TestPollerErrorClasses(t *testing.T) {
 			},
 		},
 		{
+			name:  "an observation spans its request: sent before the organisation read it, at after its answer came",
+			fault: simulator.AgentFault{Latency: 60 * time.Millisecond, Count: 2},
+			check: func(t *testing.T, r *rig) {
+				testwait.Until(t, 5*time.Second, "4 polls", func() bool { return len(r.rec.observations(r.faulty)) >= 4 })
+				obs, reqs := r.rec.observations(r.faulty), r.rec.requestsOf(r.faulty)
+				for i, o := range obs {
+					if o.Sent.IsZero() || i >= len(reqs) || reqs[i].At.Before(o.Sent) || o.At.Before(reqs[i].At) {
+						t.Fatalf("poll %d sent %s, answered at %s, request read at the organisation at %v",
+							i, o.Sent.Format("15:04:05.000"), o.At.Format("15:04:05.000"), reqs[i].At.Format("15:04:05.000"))
+					}
+					if i < 2 && (o.Class != source.ClassOK || o.At.Sub(o.Sent) < 60*time.Millisecond) {
+						t.Errorf("poll %d answered after 60ms: %s, spans %s", i, o.Class, o.At.Sub(o.Sent))
+					}
+					if i > 0 && o.Sent.Before(obs[i-1].At) {
+						t.Errorf("poll %d sent before poll %d was answered", i, i-1)
+					}
+				}
+			},
+		},
+		{
 			name:  "malformed bodies are counted, logged once and polled on schedule",
 			fault: simulator.AgentFault{Malformed: simulator.MalformedWrongType},
 			check: func(t *testing.T, r *rig) {

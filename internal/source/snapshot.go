@@ -77,6 +77,10 @@ type Observation struct {
 	AgentID string
 	// At is when the poll finished.
 	At time.Time
+	// Sent is when the poll's request was sent (zero: not known). Its
+	// answer shows the agent at some instant between Sent and At, so only
+	// an answer sent after another observation ended is known to be newer.
+	Sent time.Time
 	// Snapshot is set when Class is ClassOK. It is read-only: polls whose
 	// answers repeat the agent's last share one Snapshot.
 	Snapshot *Snapshot
