@@ -81,6 +81,23 @@ func (j *StreamJournal) agentSubjects(agentID string) string {
 	return contract.AgentSubjects(j.opts.SubjectPrefix, agentID)
 }
 
+// Last returns the stream sequence of the agent's last message on the
+// stream (this bridge's event or not), 0 when the stream holds none.
+func (j *StreamJournal) Last(ctx context.Context, agentID string) (uint64, error) {
+	s, err := j.handle(ctx)
+	if err != nil {
+		return 0, err
+	}
+	last, err := s.GetLastMsgForSubject(ctx, j.agentSubjects(agentID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last message of agent %s: %w", agentID, err)
+	}
+	return last.Sequence, nil
+}
+
 // Follow returns the agent's state as the stream holds it, with
 // StreamSequence the stream sequence of the agent's last message; nil when
 // the stream holds no message of the agent. base is the last state this

@@ -23,8 +23,13 @@ type Metrics struct {
 	// could not record yet (its write failed; retried).
 	StateBehind prometheus.Gauge
 	// Adoptions counts readings of an agent's history from the stream after
-	// a conflict, by result: adopted, error (retried).
+	// a conflict or a catch-up, by result: adopted, error (retried).
 	Adoptions *prometheus.CounterVec
+	// CatchUps counts the checks of an agent's recorded state against its
+	// last message on the stream when this process takes the agent, by
+	// result: current, behind (its history is adopted), error (left to the
+	// fence).
+	CatchUps *prometheus.CounterVec
 	// Foreign counts messages on agents' subjects that are not this
 	// bridge's events for the agent, by reason; skipped when reading.
 	Foreign *prometheus.CounterVec
@@ -47,7 +52,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "ccaas_bridge_state_behind_agents", Help: "Agents whose events are on the stream but whose state the state bucket does not have yet: the write failed (ccaas_bridge_state_commits_total{result=\"error\"}) and is retried, after 1 s and then backing off up to 30 s.",
 		}),
 		Adoptions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ccaas_bridge_adoptions_total", Help: "Readings of an agent's history from the stream after a conflict, by result (adopted, error).",
+			Name: "ccaas_bridge_adoptions_total", Help: "Readings of an agent's history from the stream after a conflict or a catch-up, by result (adopted, error).",
+		}, []string{"result"}),
+		CatchUps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccaas_bridge_catch_ups_total", Help: "Checks of an agent's recorded state against its last message on the stream when this process takes the agent (start, lease, agent list), by result: current, behind (the history on the stream is adopted before the agent's first poll is diffed), error (left to the fence).",
 		}, []string{"result"}),
 		Foreign: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccaas_bridge_foreign_messages_total", Help: "Messages on agents' subjects that are not this bridge's events for the agent, skipped, by reason.",
@@ -59,10 +67,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, r := range []string{"adopted", "error"} {
 		m.Adoptions.WithLabelValues(r)
 	}
+	for _, r := range catchUpResults {
+		m.CatchUps.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.Conflicts, m.PublishFailures, m.StaleAgents, m.StateBehind, m.Adoptions, m.Foreign} {
+	for _, c := range []prometheus.Collector{m.Conflicts, m.PublishFailures, m.StaleAgents, m.StateBehind, m.Adoptions, m.CatchUps, m.Foreign} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register pipeline metrics: %w", err)
 		}

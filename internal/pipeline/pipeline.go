@@ -33,9 +33,11 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ccaas/presence-bridge/internal/detector"
 	"github.com/ccaas/presence-bridge/internal/source"
@@ -68,10 +70,12 @@ type View interface {
 
 // Journal reads an agent's history back from the stream. Follow returns
 // the agent's state as the stream holds it (nil: no event of the agent),
-// starting from base, the last state known to be there (nil: none).
+// starting from base, the last state known to be there (nil: none). Last
+// returns the stream sequence of the agent's last message (0: none).
 // *StreamJournal implements it.
 type Journal interface {
 	Follow(ctx context.Context, agentID string, base *detector.AgentState) (*detector.AgentState, error)
+	Last(ctx context.Context, agentID string) (uint64, error)
 }
 
 // Options configures a Pipeline.
@@ -256,14 +260,28 @@ func (p *Pipeline) SetAgents(ids []string) {
 		}
 	}
 	p.mu.Lock()
-	var gone []string
+	var gone, added []string
 	for id := range p.active {
 		if _, ok := want[id]; !ok {
 			gone = append(gone, id)
 		}
 	}
+	for id := range want {
+		if _, ok := p.active[id]; !ok {
+			added = append(added, id)
+		}
+	}
 	p.active = want
+	if len(added) > 0 {
+		p.workLocked(1) // Close waits for the catch-up, which stops early
+	}
 	p.mu.Unlock()
+	if len(added) > 0 {
+		go func() {
+			defer p.work(-1)
+			p.catchUp(added)
+		}()
+	}
 	for _, id := range gone {
 		// Under the agent's order lock: a change being produced for it
 		// completes first, and the next sees it gone.
@@ -275,6 +293,101 @@ func (p *Pipeline) SetAgents(ids []string) {
 		p.opts.Publisher.Forget(gone...)
 		p.opts.View.Forget(gone...)
 	}
+}
+
+// catchUpChecks is how many agents' last messages catchUp reads at once.
+const catchUpChecks = 8
+
+// Results of a catch-up check (Metrics.CatchUps).
+const (
+	catchUpCurrent = "current"
+	catchUpBehind  = "behind"
+	catchUpError   = "error"
+)
+
+var catchUpResults = []string{catchUpCurrent, catchUpBehind, catchUpError}
+
+// catchUp checks each agent this process has just taken, with a recorded
+// state, against the stream: an agent whose last message there is after
+// the one its recorded state names (a predecessor killed between publishing and recording,
+// another writer, a message not the bridge's) has its history adopted, so
+// its first poll is diffed against what the stream says. Without it, an
+// agent back where its recorded state left it would publish nothing, and
+// the stream would keep saying where it no longer is until its next
+// change. An agent whose check fails is left to the fence, which catches
+// the gap at its next change. It stops when Close begins.
+func (p *Pipeline) catchUp(agentIDs []string) {
+	ctx, cancel := p.untilStop()
+	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(catchUpChecks)
+	var failed atomic.Int64
+	for _, id := range agentIDs {
+		if p.closing() {
+			break
+		}
+		g.Go(func() error {
+			if p.opts.Detector.Base(id) == nil || !p.quietAgent(id) {
+				return nil // nothing recorded (its first sight meets the fence), or changes under way (they do)
+			}
+			rctx, rcancel := context.WithTimeout(ctx, p.opts.CommitTimeout)
+			last, err := p.opts.Journal.Last(rctx, id)
+			rcancel()
+			// Read after the stream: a change of this process stored
+			// meanwhile is either confirmed in base or still under way.
+			base := p.opts.Detector.Base(id)
+			switch {
+			case err == nil && (base == nil || !p.quietAgent(id)):
+			case err != nil:
+				p.metrics.CatchUps.WithLabelValues(catchUpError).Inc()
+				if failed.Add(1) == 1 {
+					p.log.Warn("checking agents' recorded states against the stream failed; each is left to the fence", "agent", id, "err", err)
+				}
+			case last > base.StreamSequence:
+				p.metrics.CatchUps.WithLabelValues(catchUpBehind).Inc()
+				p.log.Info("the agent's recorded state is behind its history on the stream; adopting it", "agent", id, "stream_sequence", last)
+				p.startAdoption(id)
+			default:
+				p.metrics.CatchUps.WithLabelValues(catchUpCurrent).Inc()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if n := failed.Load(); n > 1 {
+		p.log.Warn("agents left to the fence: their recorded states could not be checked against the stream", "agents", n)
+	}
+}
+
+// untilStop returns a context cancelled when Close gives up.
+func (p *Pipeline) untilStop() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// quietAgent reports whether this process polls the agent and has no
+// change of it in flight nor its history under adoption.
+func (p *Pipeline) quietAgent(agentID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.active[agentID]; p.active != nil && !ok {
+		return false
+	}
+	return p.flows[agentID] == nil
+}
+
+// closing reports whether Close has begun.
+func (p *Pipeline) closing() bool {
+	p.closeMu.RLock()
+	defer p.closeMu.RUnlock()
+	return p.closed
 }
 
 // takes reports whether this process polls the agent.
@@ -637,15 +750,8 @@ func (p *Pipeline) adopt(agentID string) {
 	if !p.waitIdle(agentID) {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := p.untilStop()
 	defer cancel()
-	go func() {
-		select {
-		case <-p.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(5*time.Second), backoff.WithMaxElapsedTime(0))
 	var st *detector.AgentState
 	for {
