@@ -251,7 +251,9 @@ func New(opts Options) (*Pipeline, error) {
 // SetAgents sets the agents this process polls. An agent leaving the set is
 // forgotten by the detector, the publisher and the view: no stale, snapshot
 // or other event is ever produced for it here (a change of it in flight
-// still completes). Before SetAgents is first called every agent is taken.
+// still completes). An agent joining it is caught up with the stream in the
+// background (see catchUp). Before SetAgents is first called every agent is
+// taken.
 func (p *Pipeline) SetAgents(ids []string) {
 	want := make(map[string]struct{}, len(ids))
 	for _, id := range ids {

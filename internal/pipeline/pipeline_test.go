@@ -131,12 +131,14 @@ func TestAlertsStaleAndResumed(t *testing.T) {
 
 // TestCrashBetweenPublishAndCommit: a bridge that published a change but
 // died before recording it leaves the bucket behind the stream. Its
-// successor's first change is fenced on the recorded position, finds the
-// history moved on, adopts the orphan change from the stream and diffs its
-// observation again, rather than storing other content under the orphan's
-// IDs. Whether the agent stayed as
-// the orphan says or changed again, the stream holds each transition once,
-// each following on from the one before, and the bucket follows the stream.
+// successor, taking the agent, finds the stream ahead of the recorded
+// position and adopts the orphan change (or its first change, fenced on the
+// recorded position, finds the history moved on and does), and diffs its
+// observation against it, rather than storing other content under the
+// orphan's IDs. Whether the agent stayed as the orphan says, changed again
+// or went back to where the bucket left it, the stream holds each
+// transition once, each following on from the one before, ends where the
+// agent is, and the bucket follows the stream.
 func TestCrashBetweenPublishAndCommit(t *testing.T) {
 	awaySnap := snap{agentA, "Ada", away, "Away", "Away", 1, 0, time.Time{}}
 	tests := []struct {
@@ -148,6 +150,10 @@ func TestCrashBetweenPublishAndCommit(t *testing.T) {
 	}{
 		{"agent as the orphan says", awaySnap, snap{agentA, "Ada", away, "Away", "Away", 1, 0, time.Time{}},
 			[]string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed"}, away},
+		// Nothing differs from the recorded state: the catch-up of the
+		// agent taken finds the stream ahead of it.
+		{"agent back where the bucket left it", awaySnap, snap{agentA, "Ada", available, "Available", "Available", 1, 0, time.Time{}},
+			[]string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed", "presence.changed"}, available},
 		{"agent changed again", awaySnap, snap{agentA, "Ada", busy, "Busy", "Busy", 1, 0, time.Time{}},
 			[]string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed", "presence.changed"}, busy},
 		{"agent logged out since", awaySnap, snap{agentA, "Ada", offline, "Offline", "Offline", 0, 0, time.Time{}},
@@ -181,6 +187,7 @@ func TestCrashBetweenPublishAndCommit(t *testing.T) {
 			}
 
 			next := startBridge(t, url, 0, nil)
+			next.pipe.SetAgents([]string{agentA}) // as the bridge takes its agents
 			tt.now.at = now.Add(2 * time.Second)
 			observe(t, next.pipe, tt.now.ok())
 			next.stop(t)
