@@ -123,17 +123,28 @@ func openStore(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, *stat
 
 func startBridge(t *testing.T, url string, staleAfter time.Duration, now func() time.Time) *bridge {
 	t.Helper()
-	return startBridgeViewing(t, url, staleAfter, now, nil)
+	return startBridgeWrapped(t, url, staleAfter, now, wrappers{})
 }
 
-// startBridgeViewing is startBridge whose pipeline records through
-// wrap(store) (wrap nil: the store itself).
-func startBridgeViewing(t *testing.T, url string, staleAfter time.Duration, now func() time.Time, wrap func(pipeline.View) pipeline.View) *bridge {
+// wrappers replace parts of a test bridge with ones wrapping the real
+// parts (nil: the real one).
+type wrappers struct {
+	view    func(pipeline.View) pipeline.View
+	journal func(pipeline.Journal) pipeline.Journal
+}
+
+// startBridgeWrapped is startBridge whose pipeline records and reads the
+// stream through w's wrappers.
+func startBridgeWrapped(t *testing.T, url string, staleAfter time.Duration, now func() time.Time, w wrappers) *bridge {
 	t.Helper()
 	nc, js, store := openStore(t, url)
 	var view pipeline.View = store
-	if wrap != nil {
-		view = wrap(store)
+	if w.view != nil {
+		view = w.view(store)
+	}
+	var journal pipeline.Journal = pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix})
+	if w.journal != nil {
+		journal = w.journal(journal)
 	}
 	det, err := detector.New(detector.Options{StaleAfter: staleAfter, Now: now})
 	if err != nil {
@@ -151,7 +162,7 @@ func startBridgeViewing(t *testing.T, url string, staleAfter time.Duration, now 
 	b.pub = newPublisher(t, nc)
 	b.pipe, err = pipeline.New(pipeline.Options{
 		Detector: det, Publisher: b.pub.Publisher, View: view, StaleCheckInterval: 10 * time.Millisecond, Metrics: b.metrics,
-		Journal:     pipeline.NewStreamJournal(pipeline.JournalOptions{JetStream: js, Stream: streamName, SubjectPrefix: contract.SubjectPrefix}),
+		Journal:     journal,
 		OnPublished: func(e detector.Event) { b.published <- e }, Now: now,
 	})
 	if err != nil {

@@ -27,8 +27,7 @@ type Metrics struct {
 	Adoptions *prometheus.CounterVec
 	// CatchUps counts the checks of an agent's recorded state against its
 	// last message on the stream when this process takes the agent, by
-	// result: current, behind (its history is adopted), error (left to the
-	// fence).
+	// result: current, behind (its history is adopted), error (retried).
 	CatchUps *prometheus.CounterVec
 	// Foreign counts messages on agents' subjects that are not this
 	// bridge's events for the agent, by reason; skipped when reading.
@@ -55,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "ccaas_bridge_adoptions_total", Help: "Readings of an agent's history from the stream after a conflict or a catch-up, by result (adopted, error).",
 		}, []string{"result"}),
 		CatchUps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ccaas_bridge_catch_ups_total", Help: "Checks of an agent's recorded state against its last message on the stream when this process takes the agent (start, lease, agent list), by result: current, behind (the history on the stream is adopted before the agent's first poll is diffed), error (left to the fence).",
+			Name: "ccaas_bridge_catch_ups_total", Help: "Checks of an agent's recorded state against its last message on the stream when this process takes the agent (start, lease, agent list), by result: current, behind (the history on the stream is adopted before the agent's first poll is diffed), error (retried with backoff, 1 s to 30 s).",
 		}, []string{"result"}),
 		Foreign: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccaas_bridge_foreign_messages_total", Help: "Messages on agents' subjects that are not this bridge's events for the agent, skipped, by reason.",

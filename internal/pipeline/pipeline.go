@@ -33,7 +33,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -311,19 +310,48 @@ var catchUpResults = []string{catchUpCurrent, catchUpBehind, catchUpError}
 
 // catchUp checks each agent this process has just taken, with a recorded
 // state, against the stream: an agent whose last message there is after
-// the one its recorded state names (a predecessor killed between publishing and recording,
-// another writer, a message not the bridge's) has its history adopted, so
-// its first poll is diffed against what the stream says. Without it, an
-// agent back where its recorded state left it would publish nothing, and
-// the stream would keep saying where it no longer is until its next
-// change. An agent whose check fails is left to the fence, which catches
-// the gap at its next change. It stops when Close begins.
+// the one its recorded state names (a predecessor killed between
+// publishing and recording, another writer, a message not the bridge's)
+// has its history adopted, so its first poll is diffed against what the
+// stream says. Without it, an agent back where its recorded state left it
+// would publish nothing, and the stream would keep saying where it no
+// longer is until its next change. Checks that fail (NATS unreachable) are
+// retried with backoff while the agents are still taken. It runs counted
+// as work (Close waits for it) except while it waits to retry, and stops
+// when Close begins.
 func (p *Pipeline) catchUp(agentIDs []string) {
 	ctx, cancel := p.untilStop()
 	defer cancel()
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(time.Second), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
+	for {
+		failed, err := p.checkAgainstStream(ctx, agentIDs)
+		if len(failed) == 0 {
+			return
+		}
+		p.log.Warn("agents' recorded states could not be checked against the stream; retrying", "agents", len(failed), "err", err)
+		agentIDs = failed
+		p.work(-1) // not waited for while waiting
+		select {
+		case <-ctx.Done():
+		case <-time.After(b.NextBackOff()):
+		}
+		p.work(1)
+		if p.closing() || ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// checkAgainstStream is one pass of catchUp: it returns the agents whose
+// check failed, with the first error.
+func (p *Pipeline) checkAgainstStream(ctx context.Context, agentIDs []string) ([]string, error) {
+	var (
+		mu       sync.Mutex
+		failed   []string
+		firstErr error
+	)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(catchUpChecks)
-	var failed atomic.Int64
 	for _, id := range agentIDs {
 		if p.closing() {
 			break
@@ -342,9 +370,12 @@ func (p *Pipeline) catchUp(agentIDs []string) {
 			case err == nil && (base == nil || !p.quietAgent(id)):
 			case err != nil:
 				p.metrics.CatchUps.WithLabelValues(catchUpError).Inc()
-				if failed.Add(1) == 1 {
-					p.log.Warn("checking agents' recorded states against the stream failed; each is left to the fence", "agent", id, "err", err)
+				mu.Lock()
+				failed = append(failed, id)
+				if firstErr == nil {
+					firstErr = err
 				}
+				mu.Unlock()
 			case last > base.StreamSequence:
 				p.metrics.CatchUps.WithLabelValues(catchUpBehind).Inc()
 				p.log.Info("the agent's recorded state is behind its history on the stream; adopting it", "agent", id, "stream_sequence", last)
@@ -356,9 +387,7 @@ func (p *Pipeline) catchUp(agentIDs []string) {
 		})
 	}
 	_ = g.Wait()
-	if n := failed.Load(); n > 1 {
-		p.log.Warn("agents left to the fence: their recorded states could not be checked against the stream", "agents", n)
-	}
+	return failed, firstErr
 }
 
 // untilStop returns a context cancelled when Close gives up.

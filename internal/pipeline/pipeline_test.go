@@ -171,20 +171,8 @@ func TestCrashBetweenPublishAndCommit(t *testing.T) {
 			observe(t, first.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok())
 			first.stop(t)
 
-			// The crashing bridge: publish without commit.
-			crashed := startBridge(t, url, 0, nil)
 			tt.crashed.at = now.Add(time.Second)
-			c := crashed.det.Observe(tt.crashed.ok())
-			if c == nil {
-				t.Fatal("no change")
-			}
-			res := make(chan error, 1)
-			if err := newPublisher(t, connectConn(t, url)).Enqueue(t.Context(), c.AfterStream, c.Events, func(_ uint64, err error) { res <- err }); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-res; err != nil {
-				t.Fatal(err)
-			}
+			publishWithoutRecording(t, url, tt.crashed.ok())
 
 			next := startBridge(t, url, 0, nil)
 			next.pipe.SetAgents([]string{agentA}) // as the bridge takes its agents
@@ -400,7 +388,7 @@ func (v *failingView) RecordAsync(st detector.AgentState, done func(error)) {
 func TestViewCatchesUpAfterFailedWrites(t *testing.T) {
 	url := startServer(t)
 	view := &failingView{fail: 2, failed: map[string]int{}}
-	b := startBridgeViewing(t, url, 0, nil, func(v pipeline.View) pipeline.View { view.View = v; return view })
+	b := startBridgeWrapped(t, url, 0, nil, wrappers{view: func(v pipeline.View) pipeline.View { view.View = v; return view }})
 	now := time.Now()
 	observe(t, b.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok())
 	observe(t, b.pipe, snap{agentB, "Bo", busy, "Busy", "Busy", 1, 0, now}.ok())
@@ -443,5 +431,75 @@ func TestStaleCheckFor(t *testing.T) {
 		if got := pipeline.StaleCheckFor(tc.staleAfter); got != tc.want {
 			t.Errorf("StaleCheckFor(%s) = %s, want %s", tc.staleAfter, got, tc.want)
 		}
+	}
+}
+
+// publishWithoutRecording is a bridge killed between publishing and
+// recording: it restores the recorded states, publishes the change o makes
+// and records nothing.
+func publishWithoutRecording(t *testing.T, url string, o source.Observation) {
+	t.Helper()
+	crashed := startBridge(t, url, 0, nil)
+	c := crashed.det.Observe(o)
+	if c == nil {
+		t.Fatal("no change")
+	}
+	res := make(chan error, 1)
+	if err := newPublisher(t, connectConn(t, url)).Enqueue(t.Context(), c.AfterStream, c.Events, func(_ uint64, err error) { res <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// failingJournal fails the first fail reads of agents' last messages.
+type failingJournal struct {
+	pipeline.Journal
+	mu           sync.Mutex
+	fail, failed int
+}
+
+func (j *failingJournal) Last(ctx context.Context, agentID string) (uint64, error) {
+	j.mu.Lock()
+	if j.failed < j.fail {
+		j.failed++
+		j.mu.Unlock()
+		return 0, errors.New("nats: timeout")
+	}
+	j.mu.Unlock()
+	return j.Journal.Last(ctx, agentID)
+}
+
+// TestCatchUpRetriesUntilTheStreamAnswers: a bridge taking an agent whose
+// recorded state is behind the stream cannot read the stream at first (two
+// failed reads); it retries, adopts the history, and the agent's first poll,
+// back where the bucket left it, publishes the way back.
+func TestCatchUpRetriesUntilTheStreamAnswers(t *testing.T) {
+	url := startServer(t)
+	now := time.Now()
+	first := startBridge(t, url, 0, nil)
+	observe(t, first.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now}.ok())
+	first.stop(t)
+	publishWithoutRecording(t, url, snap{agentA, "Ada", away, "Away", "Away", 1, 0, now.Add(time.Second)}.ok())
+
+	journal := &failingJournal{fail: 2}
+	next := startBridgeWrapped(t, url, 0, nil, wrappers{journal: func(j pipeline.Journal) pipeline.Journal { journal.Journal = j; return journal }})
+	next.pipe.SetAgents([]string{agentA})
+	testwait.Until(t, time.Minute, "the orphan Away adopted and recorded", func() bool {
+		st, ok, err := next.store.Get(t.Context(), agentA)
+		return err == nil && ok && st.Sequence == 4 && st.Presence.ID == away
+	})
+	if e, b := testutil.ToFloat64(next.metrics.CatchUps.WithLabelValues("error")), testutil.ToFloat64(next.metrics.CatchUps.WithLabelValues("behind")); e != 2 || b != 1 {
+		t.Errorf("catch-up checks: %v failed, %v behind; want 2 and 1", e, b)
+	}
+	observe(t, next.pipe, snap{agentA, "Ada", available, "Available", "Available", 1, 0, now.Add(2 * time.Second)}.ok())
+	next.stop(t)
+
+	events := readStream(t, url)
+	by := checkSequences(t, events)
+	checkFollowOn(t, events)
+	if got, want := typesOf(by[agentA]), []string{"presence.changed", "sessions.changed", "channels.changed", "presence.changed", "presence.changed"}; !slices.Equal(got, want) {
+		t.Fatalf("stream %v, want %v", got, want)
 	}
 }
