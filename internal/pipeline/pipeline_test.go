@@ -132,10 +132,10 @@ func TestAlertsStaleAndResumed(t *testing.T) {
 // TestCrashBetweenPublishAndCommit: a bridge that published a change but
 // died before recording it leaves the bucket behind the stream. Its
 // successor, taking the agent, finds the stream ahead of the recorded
-// position and adopts the orphan change (or its first change, fenced on the
-// recorded position, finds the history moved on and does), and diffs its
-// observation against it, rather than storing other content under the
-// orphan's IDs. Whether the agent stayed as the orphan says, changed again
+// position, adopts the orphan change and diffs its observation against it,
+// rather than storing other content under the orphan's IDs (a first change
+// made before that check is fenced on the recorded position and finds the
+// history moved on: TestTwoBridgesSameAgents). Whether the agent stayed as the orphan says, changed again
 // or went back to where the bucket left it, the stream holds each
 // transition once, each following on from the one before, ends where the
 // agent is, and the bucket follows the stream.
@@ -176,6 +176,9 @@ func TestCrashBetweenPublishAndCommit(t *testing.T) {
 
 			next := startBridge(t, url, 0, nil)
 			next.pipe.SetAgents([]string{agentA}) // as the bridge takes its agents
+			testwait.Until(t, time.Minute, "the agent taken found behind the stream", func() bool {
+				return testutil.ToFloat64(next.metrics.CatchUps.WithLabelValues("behind")) == 1
+			})
 			tt.now.at = now.Add(2 * time.Second)
 			observe(t, next.pipe, tt.now.ok())
 			next.stop(t)
