@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -119,7 +120,8 @@ func TestNATSOutageWithDefaultLeaseLosesNoTransition(t *testing.T) {
 // second version of an ID, every change following on from the stream's
 // previous one, no agent sent back to a presence it had left) and it must
 // step down (ccaas_bridge_leader 0, /readyz standby), while the stream ends
-// equal to the organisation.
+// equal to the organisation. Answers arrive up to 100 ms after the
+// organisation read them, so the two replicas' answers cross.
 func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	const (
 		agents    = 6
@@ -132,7 +134,7 @@ func TestCutOffLeaderRejoinsAfterTakeoverWithoutContradiction(t *testing.T) {
 	h := newHarness(t, agents, 31, withSim(func(o *simulator.Options) {
 		o.StaticTokens = []string{"token-a", "token-b"}
 		o.ChangeProbability = 0.5
-	}), withHandler(polls.wrap))
+	}), withHandler(func(next http.Handler) http.Handler { return polls.wrap(lateAnswers(100 * time.Millisecond)(next)) }))
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute) // longer than any one wait below
 	defer cancel()
 	proxy := newTCPProxy(t, h.ns.Addr())
